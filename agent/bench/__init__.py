@@ -1,0 +1,1 @@
+"""How fast is this model here?  Backends, measurement protocol, statistics, results."""

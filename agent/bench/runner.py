@@ -1,0 +1,266 @@
+"""The measurement protocol: load, warm up, measure until enough, summarize, flag.
+
+Like TFLite's benchmark_model, onnxruntime_perf_test and pyperf: warm-up runs
+until both ``warmup_runs`` and ``warmup_time_s`` are met; then measured runs until
+both ``runs`` and ``min_time_s`` are met, capped by ``max_time_s``.  Every run is
+timed by ``bench_kernels.time_calls``, in batches sized to about a quarter of a
+second so progress can be shown and the time cap honoured without adding any
+per-run overhead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+import bench_kernels
+from agent.bench import backends
+from agent.bench.backends.base import BackendOptions
+from agent.bench.inputs import make_inputs, resolve_shapes
+from agent.bench.metadata import DeviceSnapshot, stability_warnings, take_snapshot
+from agent.bench.results import (
+    BenchResult,
+    InputInfo,
+    ModelInfo,
+    OpProfile,
+    ProtocolInfo,
+    TimerInfo,
+)
+from agent.bench.stats import LatencyStats
+from agent.errors import BenchmarkError, UsageError
+
+logger = logging.getLogger(__name__)
+
+#: progress callback: (phase, runs done, runs wanted, seconds elapsed)
+Progress = Callable[[str, int, int, float], None]
+
+# CV at or above this share is flagged as noisy (the issue's 10 %).
+CV_WARN = 0.10
+# Fewer samples than this make p90/p99 meaningless.
+MIN_SAMPLES = 10
+# Target duration of one measured batch.
+BATCH_S = 0.25
+
+
+def default_threads() -> int:
+    """Physical cores: the thread count both runtimes perform best with on edge CPUs."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    backend: str = "auto"
+    threads: Optional[int] = None  # None: physical cores
+    runs: int = 50
+    warmup_runs: int = 5
+    warmup_time_s: float = 0.5
+    min_time_s: float = 1.0
+    max_time_s: float = 60.0
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    providers: tuple[str, ...] = ()
+    delegate: Optional[str] = None
+    seed: int = 0
+    profile: bool = False
+    profile_runs: int = 10
+    isolate: bool = False
+
+    def validate(self) -> BenchSettings:
+        """Check ranges once; return self so calls can chain."""
+        checks = [
+            (self.runs >= 1, f"--runs must be at least 1 (got {self.runs})"),
+            (self.warmup_runs >= 0, f"--warmup must be 0 or more (got {self.warmup_runs})"),
+            (
+                self.warmup_time_s >= 0,
+                f"--warmup-time must be 0 or more (got {self.warmup_time_s})",
+            ),
+            (self.min_time_s >= 0, f"--min-time must be 0 or more (got {self.min_time_s})"),
+            (self.max_time_s > 0, f"--max-time must be more than 0 (got {self.max_time_s})"),
+            (
+                self.max_time_s >= self.min_time_s,
+                f"--max-time {self.max_time_s:g} is shorter than --min-time {self.min_time_s:g}",
+            ),
+            (
+                self.threads is None or self.threads >= 1,
+                f"--threads must be at least 1 (got {self.threads})",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        return self
+
+
+def _file_digest(path: str) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def _time_batch(call: Callable[[], object], n: int, path: str) -> np.ndarray:
+    out = np.empty(n, dtype=np.int64)
+    try:
+        bench_kernels.time_calls(call, n, out)
+    except Exception as err:  # a runtime error inside the model: name the model
+        text = str(err).strip()
+        first = text.splitlines()[0] if text else type(err).__name__
+        raise BenchmarkError(f"running {path!r} failed: {first}") from err
+    return out
+
+
+def measure(
+    call: Callable[[], object],
+    settings: BenchSettings,
+    path: str = "model",
+    progress: Optional[Progress] = None,
+) -> tuple[int, list[np.ndarray], float]:
+    """Warm up and measure ``call``.
+
+    Returns (warm-up runs done, batches of samples in ns, seconds spent measuring).
+    """
+    now = bench_kernels.now_ns
+    cap_ns = int(settings.max_time_s * 1e9)
+
+    # Warm-up: both the run count and the time must be met (either may be 0), capped.
+    start = now()
+    warm = 0
+    while warm < settings.warmup_runs or (now() - start) < settings.warmup_time_s * 1e9:
+        _time_batch(call, 1, path)
+        warm += 1
+        if progress:
+            progress("warm-up", warm, settings.warmup_runs, (now() - start) / 1e9)
+        if now() - start >= cap_ns:
+            break
+
+    batches: list[np.ndarray] = []
+    done = 0
+    per_run_ns = 0.0
+    start = now()
+    while True:
+        elapsed = now() - start
+        if done >= settings.runs and elapsed >= settings.min_time_s * 1e9:
+            break
+        if elapsed >= cap_ns:
+            break
+        if done == 0:
+            n = 1
+        else:
+            per_run_ns = max(per_run_ns, 1.0)
+            want_runs = max(settings.runs - done, 1)
+            want_time = max(settings.min_time_s * 1e9 - elapsed, 0) / per_run_ns
+            n = int(min(max(want_runs, want_time, 1), BATCH_S * 1e9 / per_run_ns + 1))
+            n = max(1, min(n, int((cap_ns - elapsed) / per_run_ns) + 1))
+        batch = _time_batch(call, n, path)
+        batches.append(batch)
+        done += n
+        per_run_ns = float((now() - start) / done)
+        if progress:
+            progress("measure", done, settings.runs, (now() - start) / 1e9)
+    return warm, batches, (now() - start) / 1e9
+
+
+def run_benchmark(
+    path: str, settings: BenchSettings, progress: Optional[Progress] = None
+) -> BenchResult:
+    """Benchmark one model file in this process and return its immutable record."""
+    settings.validate()
+    backend = backends.for_model(path, settings.backend)
+    threads = settings.threads or default_threads()
+    before = take_snapshot()
+
+    t0 = bench_kernels.now_ns()
+    session = backend.open(
+        path,
+        BackendOptions(threads=threads, providers=settings.providers, delegate=settings.delegate),
+    )
+    try:
+        load_ms = (bench_kernels.now_ns() - t0) / 1e6
+        shapes = resolve_shapes(session.inputs, settings.shapes, repr(path))
+        feeds = make_inputs(session.inputs, shapes, seed=settings.seed)
+        call = session.prepare(feeds)
+        first_run_ms = float(_time_batch(call, 1, path)[0]) / 1e6
+        if progress:
+            progress("loaded", 0, settings.runs, load_ms / 1e3)
+        warm, batches, measure_s = measure(call, settings, path, progress)
+        after = take_snapshot()
+        profile: tuple[OpProfile, ...] = ()
+        if settings.profile:
+            if progress:
+                progress("profile", 0, settings.profile_runs, 0.0)
+            profile = tuple(session.profile(feeds, settings.profile_runs))
+    finally:
+        session.close()
+
+    samples = np.concatenate(batches)
+    stats = LatencyStats.from_ns(samples.tolist())
+    size, digest = _file_digest(path)
+    return BenchResult(
+        model=ModelInfo(
+            path=os.path.abspath(path),
+            name=os.path.basename(path),
+            format=backends.detect_format(path),
+            size_bytes=size,
+            sha256=digest,
+            inputs=tuple(InputInfo(s.name, tuple(shapes[s.name]), s.dtype) for s in session.inputs),
+        ),
+        backend=session.info,
+        timer=TimerInfo(bench_kernels.IMPL, bench_kernels.CLOCK, bench_kernels.resolution_ns()),
+        protocol=ProtocolInfo(
+            warmup_runs=settings.warmup_runs,
+            warmup_time_s=settings.warmup_time_s,
+            runs=settings.runs,
+            min_time_s=settings.min_time_s,
+            max_time_s=settings.max_time_s,
+            seed=settings.seed,
+            isolated=settings.isolate,
+            warmup_done=warm,
+            measure_time_s=round(measure_s, 6),
+            load_ms=round(load_ms, 3),
+            first_run_ms=round(first_run_ms, 3),
+        ),
+        stats=stats,
+        device=before,
+        samples_ns=tuple(int(v) for v in samples),
+        warnings=tuple(run_warnings(stats, settings, before, after)),
+        profile=profile,
+    )
+
+
+def run_warnings(
+    stats: LatencyStats, settings: BenchSettings, before: DeviceSnapshot, after: DeviceSnapshot
+) -> list[str]:
+    """Everything that makes these numbers less trustworthy, in words."""
+    warnings = []
+    if stats.n < settings.runs:
+        warnings.append(
+            f"only {stats.n} of {settings.runs} runs fit in --max-time {settings.max_time_s:g} s"
+        )
+    if stats.n < MIN_SAMPLES:
+        warnings.append(
+            f"only {stats.n} samples: p90 and p99 are rough; ask for --runs {MIN_SAMPLES} or more"
+        )
+    if stats.cv >= CV_WARN:
+        warnings.append(
+            f"CV {stats.cv * 100:.1f} % >= {CV_WARN * 100:.0f} %: the runs vary a lot "
+            f"({stats.outliers} outliers); other load, frequency scaling or heat may be at work"
+        )
+    if bench_kernels.IMPL != "native":
+        warnings.append(
+            f"timed with the pure-Python timer ({bench_kernels.FALLBACK_REASON}): each sample "
+            "includes the interpreter's loop overhead"
+        )
+    warnings.extend(stability_warnings(before, after))
+    return warnings

@@ -1,0 +1,300 @@
+"""The ``fleetbench`` command line: the only place that prints for people or exits.
+
+Exit codes: 0 everything ran; 1 a model or runtime failed (other models still
+ran and are reported); 2 a usage error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import NoReturn, Optional, TextIO
+
+from agent import __version__
+from agent.errors import FleetbenchError, UsageError
+
+logger = logging.getLogger("fleetbench")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like our own usage errors
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fleetbench",
+        description="Fit neural networks to fleets of edge devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"fleetbench {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    bench = sub.add_parser(
+        "bench",
+        help="time models on this device",
+        description=(
+            "Time one or more models on this device. Warm-up runs come first (until both --warmup "
+            "and --warmup-time are met), then measured runs until both --runs and --min-time are "
+            "met, capped by --max-time. Each run is timed by fleetbench's native timer; results "
+            "carry a snapshot of the device (governor, frequencies, temperatures, throttling) and "
+            "warnings about anything that makes them less trustworthy."
+        ),
+        epilog=(
+            "MODEL is a .onnx or .tflite file, or example:NAME for a real model shipped with the "
+            "onnx package (fleetbench bench --list-examples). Example: "
+            "fleetbench bench example:squeezenet --threads 1 --runs 200"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bench.add_argument("models", nargs="*", metavar="MODEL", help="model file(s) to time")
+    bench.add_argument("--backend", default="auto", help="auto, onnxruntime or litert")
+    bench.add_argument(
+        "--threads", type=int, default=None, help="runtime threads (default: physical cores)"
+    )
+    bench.add_argument("--runs", type=_positive_int, default=50, help="minimum measured runs")
+    bench.add_argument("--warmup", type=_positive_int, default=5, help="minimum warm-up runs")
+    bench.add_argument(
+        "--warmup-time", type=_seconds, default=0.5, metavar="S", help="minimum warm-up seconds"
+    )
+    bench.add_argument(
+        "--min-time", type=_seconds, default=1.0, metavar="S", help="minimum measuring seconds"
+    )
+    bench.add_argument(
+        "--max-time",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="cap on warm-up and on measuring seconds",
+    )
+    bench.add_argument(
+        "--shape", action="append", default=[], metavar="NAME=DxD..",
+        help="size of an input with dynamic dimensions, e.g. data=1x3x224x224 (repeatable)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--providers",
+        default="",
+        help="onnxruntime execution providers in order, e.g. cuda,cpu (default: cpu)",
+    )
+    bench.add_argument(
+        "--delegate", choices=["edgetpu"], default=None, help="LiteRT delegate (Coral Edge TPU)"
+    )
+    bench.add_argument("--seed", type=int, default=0, help="seed for the generated inputs")
+    bench.add_argument(
+        "--isolate",
+        action="store_true",
+        help="run each model in a worker process, so a crash cannot take fleetbench down",
+    )
+    bench.add_argument("--profile", action="store_true", help="also report the slowest operators")
+    bench.add_argument(
+        "--profile-top", type=_positive_int, default=10, help="operators listed by --profile"
+    )
+    bench.add_argument(
+        "--format",
+        choices=["table", "json", "csv"],
+        default=None,
+        help="output format (default: table, or by --output's extension)",
+    )
+    bench.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="write results to FILE instead of stdout",
+    )
+    bench.add_argument(
+        "--no-samples", action="store_true", help="leave per-run samples out of JSON"
+    )
+    bench.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    bench.add_argument(
+        "--list-examples", action="store_true", help="list the example:NAME models and exit"
+    )
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+class _TTYProgress:
+    """One self-rewriting status line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.model = ""
+        self.shown = False
+
+    def __call__(self, phase: str, done: int, wanted: int, elapsed_s: float) -> None:
+        if phase == "measure":
+            share = done * 100 // max(wanted, 1)
+            text = f"measuring: {done} runs ({share} % of --runs), {elapsed_s:.1f} s"
+        elif phase == "warm-up":
+            text = f"warming up: {done} runs, {elapsed_s:.1f} s"
+        elif phase == "loaded":
+            text = f"loaded in {elapsed_s:.2f} s"
+        else:
+            text = f"{phase}..."
+        self.stream.write(f"\r\x1b[K{self.model}: {text}")
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write FILE whole or not at all: a crash mid-write never leaves half a result file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--output {path!r}: directory {directory!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".fleetbench-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from agent.bench import backends, examples, report
+    from agent.bench.inputs import parse_shape_args
+    from agent.bench.runner import BenchSettings, run_benchmark
+    from agent.bench.worker import run_isolated
+
+    if args.list_examples:
+        for name, path in examples.available().items():
+            print(f"example:{name:<16} {path}")
+        return EXIT_OK
+    if not args.models:
+        raise UsageError(
+            "bench needs at least one MODEL (a .onnx or .tflite file, or example:NAME)"
+        )
+    if args.backend != "auto":
+        backends.get(args.backend)
+    fmt = args.format
+    if fmt is None:
+        ext = os.path.splitext(args.output or "")[1].lower()
+        fmt = {".json": "json", ".csv": "csv"}.get(ext, "table")
+    settings = BenchSettings(
+        backend=args.backend,
+        threads=args.threads,
+        runs=args.runs,
+        warmup_runs=args.warmup,
+        warmup_time_s=args.warmup_time,
+        min_time_s=args.min_time,
+        max_time_s=args.max_time,
+        shapes=parse_shape_args(args.shape),
+        providers=tuple(p for p in args.providers.split(",") if p.strip()),
+        delegate=args.delegate,
+        seed=args.seed,
+        profile=args.profile,
+        isolate=args.isolate,
+    ).validate()
+
+    progress = _TTYProgress(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
+    results, failed, worst = [], 0, EXIT_OK
+    try:
+        for model in args.models:
+            try:
+                path = examples.resolve(model)
+                if progress:
+                    progress.model = model
+                run = run_isolated if settings.isolate else run_benchmark
+                results.append(run(path, settings, progress))
+            except FleetbenchError as err:
+                if progress:
+                    progress.clear()
+                print(f"fleetbench: error: {err}", file=sys.stderr)
+                failed += 1
+                worst = max(worst, err.exit_code)
+            finally:
+                if progress:
+                    progress.clear()
+    except KeyboardInterrupt:
+        if progress:
+            progress.clear()
+        print("fleetbench: interrupted; reporting the models finished so far", file=sys.stderr)
+        worst = EXIT_INTERRUPTED
+
+    if results:
+        if fmt == "json":
+            text = report.to_json(results, samples=not args.no_samples)
+        elif fmt == "csv":
+            text = report.to_csv(results)
+        else:
+            text = report.to_table(results, profile_top=args.profile_top)
+        if args.output:
+            _write_atomic(args.output, text)
+            print(f"fleetbench: wrote {len(results)} result(s) to {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+    return worst
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (
+        logging.WARNING
+        if args.verbose == 0
+        else logging.INFO
+        if args.verbose == 1
+        else logging.DEBUG
+    )
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except FleetbenchError as err:
+        print(f"fleetbench: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("fleetbench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__: list[str] = ["build_parser", "main"]

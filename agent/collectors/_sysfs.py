@@ -1,0 +1,59 @@
+"""The one reader for /sys and /proc, with an injectable root.
+
+Tests point ``root`` at a tree captured from a real board under ``tmp_path``;
+on a device it is ``/``.  Reads never raise for a missing or unreadable file:
+a sensor that is not there is simply ``None``, and empty or zero values are
+treated as "unavailable" by the callers that know their units.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Optional
+
+
+class SysfsReader:
+    """Read small text files below ``root`` (default ``/``)."""
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = os.path.abspath(root)
+
+    @property
+    def is_live(self) -> bool:
+        """True when reading the real machine, so psutil may be asked as well."""
+        return self.root == "/"
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.root, rel.lstrip("/"))
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self.path(rel))
+
+    def read_text(self, rel: str) -> Optional[str]:
+        """Stripped file contents, or None if missing, unreadable or empty.
+
+        Device-tree strings end in NUL bytes, which are stripped too.
+        """
+        try:
+            with open(self.path(rel), "rb") as fh:
+                raw = fh.read(65536)
+        except OSError:
+            return None
+        text = raw.decode("utf-8", "replace").replace("\x00", "").strip()
+        return text or None
+
+    def read_int(self, rel: str, base: int = 10) -> Optional[int]:
+        """Integer contents (``base=16`` accepts a ``0x`` prefix), or None."""
+        text = self.read_text(rel)
+        if text is None:
+            return None
+        try:
+            return int(text, base)
+        except ValueError:
+            return None
+
+    def glob(self, pattern: str) -> list[str]:
+        """Paths relative to root (with a leading ``/``) matching ``pattern``, sorted."""
+        prefix = len(self.root.rstrip("/"))
+        return sorted(p[prefix:] or "/" for p in glob.glob(self.path(pattern)))

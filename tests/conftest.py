@@ -1,0 +1,34 @@
+"""Shared fixtures: small real models written once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # for tests/modelgen.py
+
+import modelgen
+
+
+@pytest.fixture(scope="session")
+def conv_weights():
+    return modelgen.conv_net_weights()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def onnx_model(model_dir, conv_weights) -> str:
+    pytest.importorskip("onnxruntime")
+    return modelgen.onnx_conv_net(str(model_dir / "conv.onnx"), conv_weights)
+
+
+@pytest.fixture(scope="session")
+def tflite_model(model_dir, conv_weights) -> str:
+    pytest.importorskip("ai_edge_litert")
+    return modelgen.tflite_conv_net(str(model_dir / "conv.tflite"), conv_weights)
