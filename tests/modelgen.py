@@ -255,3 +255,14 @@ def nhwc(x_nchw: np.ndarray) -> np.ndarray:
 
 
 Shape = tuple[int, ...]
+
+
+if __name__ == "__main__":
+    # `python tests/modelgen.py DIR` writes conv.onnx and conv.tflite (same weights) into DIR.
+    import os
+    import sys
+
+    out = sys.argv[1] if len(sys.argv) > 1 else "."
+    w = conv_net_weights()
+    print(onnx_conv_net(os.path.join(out, "conv.onnx"), w))
+    print(tflite_conv_net(os.path.join(out, "conv.tflite"), w))

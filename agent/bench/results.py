@@ -94,7 +94,7 @@ class BenchResult:
     protocol: ProtocolInfo
     stats: LatencyStats
     device: DeviceSnapshot
-    samples_ns: tuple[int, ...]
+    samples_ns: tuple[int, ...] = ()  # empty in summaries (--no-samples)
     warnings: tuple[str, ...] = ()
     profile: tuple[OpProfile, ...] = ()
     schema_version: int = SCHEMA_VERSION

@@ -103,7 +103,8 @@ def test_usage_errors(capsys, args, code, message):
 
 
 def _run(args, env=None, cwd=None):
-    exe = shutil.which("fleetbench")
+    beside = os.path.join(os.path.dirname(sys.executable), "fleetbench")
+    exe = beside if os.path.exists(beside) else shutil.which("fleetbench")
     cmd = [exe, *args] if exe else [sys.executable, "-m", "agent", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 

@@ -36,10 +36,17 @@ def test_record_is_immutable(result):
         result.stats = None  # type: ignore[misc]
 
 
-def test_without_samples(result):
+def test_without_samples_is_still_a_record(result):
     data = result.to_dict(samples=False)
     assert "samples_ns" not in data
-    with pytest.raises(ResultFormatError, match="samples_ns"):
+    summary = BenchResult.from_dict(data)
+    assert summary.samples_ns == () and summary.stats == result.stats
+
+
+def test_missing_required_field_is_named(result):
+    data = result.to_dict()
+    del data["stats"]["p50_ms"]
+    with pytest.raises(ResultFormatError, match=r"LatencyStats\.p50_ms"):
         BenchResult.from_dict(data)
 
 
