@@ -34,13 +34,13 @@ fb_now(void)
 }
 
 static PyObject *
-timer_now_ns(PyObject *self, PyObject *Py_UNUSED(ignored))
+timer_now_ns(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
 {
     return PyLong_FromLongLong(fb_now());
 }
 
 static PyObject *
-timer_resolution_ns(PyObject *self, PyObject *Py_UNUSED(ignored))
+timer_resolution_ns(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
 {
     struct timespec ts;
     if (clock_getres(FB_CLOCK, &ts) != 0) {
@@ -77,7 +77,7 @@ is_int64_format(const char *fmt, Py_ssize_t itemsize)
 }
 
 static PyObject *
-timer_time_calls(PyObject *self, PyObject *args)
+timer_time_calls(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *fn, *out;
     Py_ssize_t n;
@@ -113,12 +113,19 @@ timer_time_calls(PyObject *self, PyObject *args)
     }
 
     long long *dst = (long long *)view.buf;
+    /* Call through the callable's vectorcall slot when it has one (functions, bound
+     * methods, functools.partial, most builtins): it skips PyObject_CallNoArgs'
+     * dispatch, about 10 ns per sample on the 2-core x86 CI machine. */
+    vectorcallfunc vc = PyVectorcall_Function(fn);
     for (Py_ssize_t i = 0; i < n; i++) {
         long long t0 = fb_now();
-        PyObject *res = PyObject_CallNoArgs(fn);
+        PyObject *res = vc ? vc(fn, NULL, 0, NULL) : PyObject_CallNoArgs(fn);
         long long t1 = fb_now();
         if (res == NULL) {
             PyBuffer_Release(&view);
+            if (!PyErr_Occurred()) {  /* what PyObject_Call* would have caught */
+                PyErr_SetString(PyExc_SystemError, "time_calls: fn returned NULL without an exception");
+            }
             return NULL;
         }
         /* The result is released after the second clock read: freeing a model's
@@ -143,7 +150,7 @@ static PyMethodDef timer_methods[] = {
 
 static struct PyModuleDef timer_module = {
     PyModuleDef_HEAD_INIT, "bench_kernels._timer",
-    "Native benchmark timer (see bench_kernels).", -1, timer_methods,
+    "Native benchmark timer (see bench_kernels).", -1, timer_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

@@ -67,6 +67,8 @@ def to_table(results: Sequence[BenchResult], profile_top: int = 10) -> str:
     for r in results:
         s = r.stats
         backend = f"{r.backend.name} {r.backend.version}"
+        if r.backend.runtime and r.backend.runtime not in (r.backend.name, "ai_edge_litert"):
+            backend = f"{r.backend.name} ({r.backend.runtime} {r.backend.version})"
         if r.backend.delegate:
             backend += f" +{r.backend.delegate}"
         rows.append((

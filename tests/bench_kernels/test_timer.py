@@ -165,3 +165,42 @@ def test_native_and_twin_agree_on_the_same_work():
     # Both see at least the work the callable does on the shared clock.
     for out in outs.values():
         assert (out >= 300_000).all()
+
+
+class _CallableInstance:
+    """No vectorcall slot: exercises the C loop's PyObject_CallNoArgs path."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+
+
+class _Counter:
+    def __init__(self):
+        self.calls = 0
+
+    def bump(self):
+        self.calls += 1
+
+
+def test_every_kind_of_callable(impl):
+    import functools
+    import gc
+
+    inst = _CallableInstance()
+    counter = _Counter()
+    seen = []
+    kinds = [
+        inst,  # tp_call only
+        counter.bump,  # bound method
+        functools.partial(seen.append, 1),  # partial over a builtin method
+        gc.isenabled,  # C function
+        lambda: None,  # plain function
+    ]
+    out = array.array("q", [0] * 7)
+    for fn in kinds:
+        impl.time_calls(fn, 7, out)
+        assert all(v >= 0 for v in out)
+    assert inst.calls == 7 and counter.calls == 7 and len(seen) == 7
