@@ -62,81 +62,126 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="time models on this device",
         description=(
-            "Time one or more models on this device. Warm-up runs come first (until both --warmup "
-            "and --warmup-time are met), then measured runs until both --runs and --min-time are "
-            "met, capped by --max-time. Each run is timed by fleetbench's native timer; results "
-            "carry a snapshot of the device (governor, frequencies, temperatures, throttling) and "
-            "warnings about anything that makes them less trustworthy."
+            "Time one or more models on this device. Warm-up runs come first (until both "
+            "--warmup and --warmup-time are met), then measured runs until both --runs and "
+            "--min-time are met, capped by --max-time. Each run is timed by fleetbench's native "
+            "timer; results carry a snapshot of the device (governor, frequencies, temperatures, "
+            "throttling) and warnings about anything that makes them less trustworthy."
         ),
         epilog=(
             "MODEL is a .onnx or .tflite file, or example:NAME for a real model shipped with the "
-            "onnx package (fleetbench bench --list-examples). Example: "
-            "fleetbench bench example:squeezenet --threads 1 --runs 200"
+            "onnx package (see --list-examples).  Example: "
+            "fleetbench bench example:squeezenet --threads 1 --runs 200.  "
+            "Exit status: 0 all models ran, 1 a model or runtime failed (the others are still "
+            "reported), 2 usage error, 130 interrupted."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    bench.add_argument("models", nargs="*", metavar="MODEL", help="model file(s) to time")
-    bench.add_argument("--backend", default="auto", help="auto, onnxruntime or litert")
-    bench.add_argument(
-        "--threads", type=int, default=None, help="runtime threads (default: physical cores)"
+    arg = bench.add_argument
+    arg("models", nargs="*", metavar="MODEL", help="model file(s) to time")
+    arg(
+        "--backend",
+        default="auto",
+        choices=["auto", "onnxruntime", "litert"],
+        help="runtime to use (default: auto, by the model's format)",
     )
-    bench.add_argument("--runs", type=_positive_int, default=50, help="minimum measured runs")
-    bench.add_argument("--warmup", type=_positive_int, default=5, help="minimum warm-up runs")
-    bench.add_argument(
-        "--warmup-time", type=_seconds, default=0.5, metavar="S", help="minimum warm-up seconds"
+    arg(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runtime threads (default: the number of physical cores)",
     )
-    bench.add_argument(
-        "--min-time", type=_seconds, default=1.0, metavar="S", help="minimum measuring seconds"
+    arg(
+        "--runs",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="minimum measured runs (default: 50)",
     )
-    bench.add_argument(
+    arg(
+        "--warmup",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="minimum warm-up runs (default: 5)",
+    )
+    arg(
+        "--warmup-time",
+        type=_seconds,
+        default=0.5,
+        metavar="S",
+        help="minimum warm-up seconds (default: 0.5)",
+    )
+    arg(
+        "--min-time",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="minimum measuring seconds (default: 1)",
+    )
+    arg(
         "--max-time",
         type=_seconds,
         default=60.0,
         metavar="S",
-        help="cap on warm-up and on measuring seconds",
+        help="cap on warm-up seconds and on measuring seconds (default: 60)",
     )
-    bench.add_argument(
-        "--shape", action="append", default=[], metavar="NAME=DxD..",
-        help="size of an input with dynamic dimensions, e.g. data=1x3x224x224 (repeatable)",
-    )  # fmt: skip
-    bench.add_argument(
+    arg(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=DxD...",
+        help="size of an input with dynamic dimensions, e.g. data=1x3x224x224; repeatable, "
+        "applies to every MODEL",
+    )
+    arg(
         "--providers",
         default="",
-        help="onnxruntime execution providers in order, e.g. cuda,cpu (default: cpu)",
+        metavar="LIST",
+        help="onnxruntime execution providers in priority order, e.g. cuda,cpu (default: cpu)",
     )
-    bench.add_argument(
-        "--delegate", choices=["edgetpu"], default=None, help="LiteRT delegate (Coral Edge TPU)"
+    arg(
+        "--delegate",
+        choices=["edgetpu"],
+        default=None,
+        help="LiteRT delegate: edgetpu loads the Coral Edge TPU delegate (libedgetpu)",
     )
-    bench.add_argument("--seed", type=int, default=0, help="seed for the generated inputs")
-    bench.add_argument(
+    arg(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed for the generated inputs (default: 0)",
+    )
+    arg(
         "--isolate",
         action="store_true",
-        help="run each model in a worker process, so a crash cannot take fleetbench down",
+        help="run each model in a worker process, so a runtime crash cannot take fleetbench down",
     )
-    bench.add_argument("--profile", action="store_true", help="also report the slowest operators")
-    bench.add_argument(
-        "--profile-top", type=_positive_int, default=10, help="operators listed by --profile"
+    arg("--profile", action="store_true", help="also report the slowest operators")
+    arg(
+        "--profile-top",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="operators listed by --profile (default: 10)",
     )
-    bench.add_argument(
+    arg(
         "--format",
         choices=["table", "json", "csv"],
         default=None,
-        help="output format (default: table, or by --output's extension)",
+        help="output format (default: table, or by --output's extension .json/.csv)",
     )
-    bench.add_argument(
+    arg(
         "-o",
         "--output",
         default=None,
         metavar="FILE",
-        help="write results to FILE instead of stdout",
+        help="write results to FILE (atomically) instead of stdout",
     )
-    bench.add_argument(
-        "--no-samples", action="store_true", help="leave per-run samples out of JSON"
-    )
-    bench.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    bench.add_argument(
-        "--list-examples", action="store_true", help="list the example:NAME models and exit"
-    )
+    arg("--no-samples", action="store_true", help="leave per-run samples out of JSON")
+    arg("-q", "--quiet", action="store_true", help="no progress line on stderr")
+    arg("--list-examples", action="store_true", help="list the example:NAME models and exit")
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -151,8 +196,7 @@ class _TTYProgress:
 
     def __call__(self, phase: str, done: int, wanted: int, elapsed_s: float) -> None:
         if phase == "measure":
-            share = done * 100 // max(wanted, 1)
-            text = f"measuring: {done} runs ({share} % of --runs), {elapsed_s:.1f} s"
+            text = f"measuring: {done} runs (--runs {wanted}), {elapsed_s:.1f} s"
         elif phase == "warm-up":
             text = f"warming up: {done} runs, {elapsed_s:.1f} s"
         elif phase == "loaded":
@@ -189,7 +233,7 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from agent.bench import backends, examples, report
+    from agent.bench import examples, report
     from agent.bench.inputs import parse_shape_args
     from agent.bench.runner import BenchSettings, run_benchmark
     from agent.bench.worker import run_isolated

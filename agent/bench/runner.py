@@ -45,6 +45,10 @@ CV_WARN = 0.10
 MIN_SAMPLES = 10
 # Target duration of one measured batch.
 BATCH_S = 0.25
+# Measured runs stop here whatever the time asked: a microsecond-scale model timed
+# for minutes would otherwise keep tens of millions of samples, more than a 1 GB
+# Raspberry Pi can hold.  A million samples is plenty for any percentile.
+MAX_RUNS = 1_000_000
 
 
 def default_threads() -> int:
@@ -153,7 +157,7 @@ def measure(
         elapsed = now() - start
         if done >= settings.runs and elapsed >= settings.min_time_s * 1e9:
             break
-        if elapsed >= cap_ns:
+        if elapsed >= cap_ns or done >= MAX_RUNS:
             break
         if done == 0:
             n = 1
@@ -162,7 +166,7 @@ def measure(
             want_runs = max(settings.runs - done, 1)
             want_time = max(settings.min_time_s * 1e9 - elapsed, 0) / per_run_ns
             n = int(min(max(want_runs, want_time, 1), BATCH_S * 1e9 / per_run_ns + 1))
-            n = max(1, min(n, int((cap_ns - elapsed) / per_run_ns) + 1))
+            n = max(1, min(n, int((cap_ns - elapsed) / per_run_ns) + 1, MAX_RUNS - done))
         batch = _time_batch(call, n, path)
         batches.append(batch)
         done += n
@@ -234,16 +238,25 @@ def run_benchmark(
         stats=stats,
         device=before,
         samples_ns=tuple(int(v) for v in samples),
-        warnings=tuple(run_warnings(stats, settings, before, after)),
+        warnings=tuple(run_warnings(stats, settings, before, after, measure_s)),
         profile=profile,
     )
 
 
 def run_warnings(
-    stats: LatencyStats, settings: BenchSettings, before: DeviceSnapshot, after: DeviceSnapshot
+    stats: LatencyStats,
+    settings: BenchSettings,
+    before: DeviceSnapshot,
+    after: DeviceSnapshot,
+    measure_s: Optional[float] = None,
 ) -> list[str]:
     """Everything that makes these numbers less trustworthy, in words."""
     warnings = []
+    if stats.n >= MAX_RUNS and measure_s is not None and measure_s < settings.min_time_s:
+        warnings.append(
+            f"measuring stopped at the {MAX_RUNS:,}-run cap after {measure_s:.1f} s, "
+            f"before --min-time {settings.min_time_s:g} s"
+        )
     if stats.n < settings.runs:
         warnings.append(
             f"only {stats.n} of {settings.runs} runs fit in --max-time {settings.max_time_s:g} s"

@@ -47,6 +47,18 @@ def test_max_time_caps_the_runs():
     assert 1 <= n < 1000
 
 
+def test_run_count_is_capped(monkeypatch):
+    from agent.bench import runner
+
+    monkeypatch.setattr(runner, "MAX_RUNS", 500)
+    s = BenchSettings(runs=10, warmup_runs=0, warmup_time_s=0, min_time_s=60, max_time_s=120)
+    _, batches, seconds = measure(lambda: None, s)
+    assert sum(len(b) for b in batches) == 500
+    stats = LatencyStats.from_ns([int(v) for b in batches for v in b])
+    text = "\n".join(run_warnings(stats, s, _snap(), _snap(), seconds))
+    assert "500-run cap" in text and "--min-time 60 s" in text
+
+
 @pytest.mark.parametrize("kw,match", [
     ({"runs": 0}, "--runs"),
     ({"max_time_s": 0}, "--max-time"),
