@@ -48,6 +48,8 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from agent.bench import backends  # the registry names the --backend choices
+
     parser = _Parser(
         prog="fleetbench",
         description="Fit neural networks to fleets of edge devices.",
@@ -81,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg(
         "--backend",
         default="auto",
-        choices=["auto", "onnxruntime", "litert"],
+        choices=["auto", *backends.names()],
         help="runtime to use (default: auto, by the model's format)",
     )
     arg(
@@ -246,8 +248,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(
             "bench needs at least one MODEL (a .onnx or .tflite file, or example:NAME)"
         )
-    if args.backend != "auto":
-        backends.get(args.backend)
     fmt = args.format
     if fmt is None:
         ext = os.path.splitext(args.output or "")[1].lower()
