@@ -10,12 +10,12 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from typing import NoReturn, Optional, TextIO
+from typing import Any, NoReturn, Optional, TextIO
 
 from agent import __version__
 from agent.errors import FleetbenchError, UsageError
+from agent.files import check_writable, write_text_atomic
 
 logger = logging.getLogger("fleetbench")
 
@@ -55,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit neural networks to fleets of edge devices.",
     )
     parser.add_argument("--version", action="version", version=f"fleetbench {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
-    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     bench = sub.add_parser(
@@ -185,7 +183,25 @@ def build_parser() -> argparse.ArgumentParser:
     arg("-q", "--quiet", action="store_true", help="no progress line on stderr")
     arg("--list-examples", action="store_true", help="list the example:NAME models and exit")
     bench.set_defaults(func=cmd_bench)
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands of other fleetbench packages (the coordinator's ranking tools), found through
+    the ``fleetbench.commands`` entry point so the agent never imports them itself."""
+    from importlib.metadata import entry_points
+
+    eps: Any = entry_points()
+    if hasattr(eps, "select"):
+        group = eps.select(group="fleetbench.commands")
+    else:  # Python 3.9 returns a dict of lists
+        group = eps.get("fleetbench.commands", [])
+    for ep in sorted(group, key=lambda e: e.name):
+        try:
+            ep.load()(sub)
+        except Exception as err:  # a broken plugin must not take `fleetbench bench` down
+            logger.warning("fleetbench commands from %s are unavailable: %s", ep.value, err)
 
 
 class _TTYProgress:
@@ -216,24 +232,6 @@ class _TTYProgress:
             self.shown = False
 
 
-def _write_atomic(path: str, text: str) -> None:
-    """Write FILE whole or not at all: a crash mid-write never leaves half a result file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"--output {path!r}: directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".fleetbench-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from agent.bench import examples, report
     from agent.bench.inputs import parse_shape_args
@@ -245,9 +243,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"example:{name:<16} {path}")
         return EXIT_OK
     if not args.models:
-        raise UsageError(
-            "bench needs at least one MODEL (a .onnx or .tflite file, or example:NAME)"
-        )
+        raise UsageError("bench needs at least one MODEL (a .onnx or .tflite file, or example:NAME)")
+    if args.output:
+        check_writable(args.output)  # before minutes of benchmarking, not after
     fmt = args.format
     if fmt is None:
         ext = os.path.splitext(args.output or "")[1].lower()
@@ -301,7 +299,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         else:
             text = report.to_table(results, profile_top=args.profile_top)
         if args.output:
-            _write_atomic(args.output, text)
+            write_text_atomic(args.output, text)
             print(f"fleetbench: wrote {len(results)} result(s) to {args.output}", file=sys.stderr)
         else:
             sys.stdout.write(text)
@@ -311,16 +309,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = (
-        logging.WARNING
-        if args.verbose == 0
-        else logging.INFO
-        if args.verbose == 1
-        else logging.DEBUG
-    )
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -332,6 +322,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("fleetbench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `fleetbench ... | head`: the reader left; that is not an error.  Point stdout at
+        # /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _entry() -> None:  # pragma: no cover

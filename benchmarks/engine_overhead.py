@@ -109,9 +109,7 @@ def interleaved(path: str, blocks: int, block: int) -> tuple:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="example:squeezenet")
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--runs", type=int, default=300)

@@ -74,9 +74,7 @@ def one_process(calls: int, rounds: int) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--processes", type=int, default=5)
     ap.add_argument("--calls", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=11)
@@ -92,9 +90,7 @@ def main() -> int:
     for _ in range(args.processes):
         cmd = [sys.executable, __file__, "--worker", "--calls", str(args.calls),
                "--rounds", str(args.rounds)]  # fmt: skip
-        runs.append(
-            json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-        )
+        runs.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
     res = bench_kernels.resolution_ns()
     print(f"timer: {bench_kernels.IMPL} in use, clock {bench_kernels.CLOCK}, resolution {res} ns; "
           f"{args.processes} processes x {args.rounds} rounds x {args.calls} calls")  # fmt: skip

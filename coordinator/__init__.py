@@ -1,1 +1,1 @@
-"""Placeholder package; see the open issues for what lands here."""
+"""fleetbench coordinator: fleet-wide ranking of architectures (and, later, the fleet service)."""

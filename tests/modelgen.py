@@ -21,8 +21,7 @@ def conv_net_weights(seed: int = 0) -> dict[str, np.ndarray]:
     return {
         "conv_w": rng.standard_normal((C_OUT, 3, 3, C_IN)).astype(np.float32) * 0.3,  # OHWI
         "conv_b": rng.standard_normal(C_OUT).astype(np.float32) * 0.1,
-        "fc_w": rng.standard_normal((CLASSES, (H // 2) * (W // 2) * C_OUT)).astype(np.float32)
-        * 0.1,
+        "fc_w": rng.standard_normal((CLASSES, (H // 2) * (W // 2) * C_OUT)).astype(np.float32) * 0.1,
         "fc_b": rng.standard_normal(CLASSES).astype(np.float32) * 0.1,
     }
 
@@ -45,9 +44,7 @@ def onnx_conv_net(path: str, weights: dict[str, np.ndarray], batch: object = 1) 
     nodes = [
         helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node(
-            "AveragePool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]
-        ),
+        helper.make_node("AveragePool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Transpose", ["p"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]),
         helper.make_node("Reshape", ["t", "flat_shape"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], name="fc", transB=1),

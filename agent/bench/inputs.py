@@ -47,9 +47,7 @@ def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
     """
     name, sep, dims = text.rpartition("=")
     if not sep or not name or not dims:
-        raise UsageError(
-            f"--shape {text!r} is not of the form NAME=DxDx... (e.g. data=1x3x224x224)"
-        )
+        raise UsageError(f"--shape {text!r} is not of the form NAME=DxDx... (e.g. data=1x3x224x224)")
     shape = []
     for part in re.split("[xX]", dims):
         part = part.strip()
@@ -133,8 +131,7 @@ def make_inputs(
             arr = rng.integers(0, 10, size=shape).astype(dtype)
         else:
             raise UsageError(
-                f"input {spec.name!r} has type {dtype.name}, "
-                "which fleetbench cannot generate data for"
+                f"input {spec.name!r} has type {dtype.name}, which fleetbench cannot generate data for"
             )
         data[spec.name] = np.ascontiguousarray(arr)
     return data

@@ -82,11 +82,7 @@ def stability_warnings(before: DeviceSnapshot, after: DeviceSnapshot) -> list[st
     """Warnings about conditions that make a run's numbers unreliable."""
     warnings = []
     for b, a in zip(before.freq_policies, after.freq_policies):
-        if (
-            b.cur_mhz
-            and a.cur_mhz
-            and abs(a.cur_mhz - b.cur_mhz) > FREQ_CHANGE_TOLERANCE * b.cur_mhz
-        ):
+        if b.cur_mhz and a.cur_mhz and abs(a.cur_mhz - b.cur_mhz) > FREQ_CHANGE_TOLERANCE * b.cur_mhz:
             hint = f" under governor {b.governor!r}" if b.governor else ""
             warnings.append(
                 f"CPU frequency of cpus {b.cpus} changed during the run "
@@ -111,8 +107,7 @@ def stability_warnings(before: DeviceSnapshot, after: DeviceSnapshot) -> list[st
             new = (after.rpi_throttled & ~before.rpi_throttled) >> power.RPI_SINCE_BOOT_SHIFT
             if new & power.RPI_NOW_MASK:
                 warnings.append(
-                    "the Raspberry Pi firmware reported "
-                    f"{power.describe_throttled(new)} during the run"
+                    f"the Raspberry Pi firmware reported {power.describe_throttled(new)} during the run"
                 )
     if before.battery_plugged is False or after.battery_plugged is False:
         pct = after.battery_percent if after.battery_percent is not None else before.battery_percent

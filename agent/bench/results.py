@@ -47,9 +47,7 @@ class BackendInfo:
     threads: int
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers in use
     delegate: Optional[str] = None  # LiteRT delegate, e.g. "edgetpu"
-    runtime: str = (
-        ""  # the Python package that ran it: "onnxruntime", "ai_edge_litert", "tflite_runtime"
-    )
+    runtime: str = ""  # the Python package that ran it: "onnxruntime", "ai_edge_litert", "tflite_runtime"
 
 
 @dataclass(frozen=True)

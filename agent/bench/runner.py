@@ -176,9 +176,7 @@ def measure(
     return warm, batches, (now() - start) / 1e9
 
 
-def run_benchmark(
-    path: str, settings: BenchSettings, progress: Optional[Progress] = None
-) -> BenchResult:
+def run_benchmark(path: str, settings: BenchSettings, progress: Optional[Progress] = None) -> BenchResult:
     """Benchmark one model file in this process and return its immutable record."""
     settings.validate()
     backend = backends.for_model(path, settings.backend)
@@ -258,9 +256,7 @@ def run_warnings(
             f"before --min-time {settings.min_time_s:g} s"
         )
     if stats.n < settings.runs:
-        warnings.append(
-            f"only {stats.n} of {settings.runs} runs fit in --max-time {settings.max_time_s:g} s"
-        )
+        warnings.append(f"only {stats.n} of {settings.runs} runs fit in --max-time {settings.max_time_s:g} s")
     if stats.n < MIN_SAMPLES:
         warnings.append(
             f"only {stats.n} samples: p90 and p99 are rough; ask for --runs {MIN_SAMPLES} or more"

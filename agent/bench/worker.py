@@ -36,9 +36,7 @@ def _child_main(conn: Any, target: WorkerTarget, payload: Any) -> None:
     except errors.FleetbenchError as err:
         conn.send(("error", type(err).__name__, str(err), ""))
     except BaseException as err:  # isolate everything: the parent decides what to say
-        conn.send(
-            ("error", "BenchmarkError", f"{type(err).__name__}: {err}", traceback.format_exc())
-        )
+        conn.send(("error", "BenchmarkError", f"{type(err).__name__}: {err}", traceback.format_exc()))
     else:
         conn.send(("result", value))
     finally:
@@ -127,9 +125,7 @@ def _bench_target(payload: Any, send_progress: Callable[..., None]) -> Any:
     return run_benchmark(path, settings, progress=send_progress).to_dict()
 
 
-def run_isolated(
-    path: str, settings: BenchSettings, progress: Optional[Progress] = None
-) -> BenchResult:
+def run_isolated(path: str, settings: BenchSettings, progress: Optional[Progress] = None) -> BenchResult:
     """``run_benchmark`` in a worker process; same result, same errors, crash-proof."""
     settings.validate()
     timeout = LOAD_GRACE_S + 2 * settings.max_time_s + (120.0 if settings.profile else 0.0)

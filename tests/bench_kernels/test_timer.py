@@ -20,9 +20,7 @@ except ImportError:  # the CI test below fails loudly in that case
 
 IMPLS = [pytest.param(_python, id="python")]
 IMPLS.append(
-    pytest.param(
-        _native, id="native", marks=pytest.mark.skipif(_native is None, reason="not built")
-    )
+    pytest.param(_native, id="native", marks=pytest.mark.skipif(_native is None, reason="not built"))
 )
 
 

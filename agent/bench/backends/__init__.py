@@ -60,9 +60,7 @@ def detect_format(path: str) -> str:
     if fmt == "tflite":
         raise ModelError(f"{path!r} is not a TFLite model (no TFL3 file identifier)")
     if fmt is None:
-        raise ModelError(
-            f"{path!r} is not a model fleetbench recognizes: expected a .onnx or .tflite file"
-        )
+        raise ModelError(f"{path!r} is not a model fleetbench recognizes: expected a .onnx or .tflite file")
     return fmt
 
 

@@ -119,9 +119,7 @@ class LiteRTSession(Session):
         if options.delegate == "edgetpu":
             delegates.append(load_edgetpu_delegate(mod))
         elif options.delegate:
-            raise UsageError(
-                f"--delegate {options.delegate!r} is not one of: {', '.join(DELEGATES)}"
-            )
+            raise UsageError(f"--delegate {options.delegate!r} is not one of: {', '.join(DELEGATES)}")
         try:
             with quiet_native_stderr():
                 self._interp = mod.Interpreter(
@@ -177,18 +175,14 @@ class LiteRTSession(Session):
             self._interp.invoke()
         except (ValueError, RuntimeError) as err:
             raise _translate(err, self._path) from err
-        return [
-            self._interp.get_tensor(d["index"]).copy() for d in self._interp.get_output_details()
-        ]
+        return [self._interp.get_tensor(d["index"]).copy() for d in self._interp.get_output_details()]
 
     def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[OpProfile]:
         from agent.bench.backends import _tflite_ops
 
         with open(self._path, "rb") as fh:
             content = fh.read()
-        return _tflite_ops.profile_ops(
-            content, self._mod, self._options.threads, runs, path=self._path
-        )
+        return _tflite_ops.profile_ops(content, self._mod, self._options.threads, runs, path=self._path)
 
     def close(self) -> None:
         self._interp = None

@@ -61,8 +61,7 @@ def resolve_providers(requested: tuple[str, ...], available: list[str]) -> list[
         if key not in by_short:
             short = ", ".join(sorted(by_short))
             raise BackendUnavailableError(
-                f"execution provider {name!r} is not available in this onnxruntime build "
-                f"(available: {short})"
+                f"execution provider {name!r} is not available in this onnxruntime build (available: {short})"
             )
         chosen.append(by_short[key])
     return chosen
@@ -97,9 +96,7 @@ class OrtSession(Session):
         self._options = options
         self._providers = resolve_providers(options.providers, ort.get_available_providers())
         try:
-            self._sess = ort.InferenceSession(
-                path, self._session_options(), providers=self._providers
-            )
+            self._sess = ort.InferenceSession(path, self._session_options(), providers=self._providers)
         except Exception as err:  # ORT raises pybind-generated types only
             raise _translate(err, path) from err
         self.inputs = tuple(

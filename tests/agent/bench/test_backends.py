@@ -17,9 +17,7 @@ from agent.errors import ModelError, UnsupportedModelError, UsageError
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("ai_edge_litert")
 
-QUICK = BenchSettings(
-    runs=3, warmup_runs=1, warmup_time_s=0, min_time_s=0, max_time_s=30, threads=1
-)
+QUICK = BenchSettings(runs=3, warmup_runs=1, warmup_time_s=0, min_time_s=0, max_time_s=30, threads=1)
 
 
 def _open(path, **kw):
@@ -149,9 +147,7 @@ def test_profile_lists_operators(request, fixture):
     result = run_benchmark(path, settings)
     assert result.profile
     assert sum(p.share for p in result.profile) == pytest.approx(1.0)
-    assert [p.mean_ms for p in result.profile] == sorted(
-        (p.mean_ms for p in result.profile), reverse=True
-    )
+    assert [p.mean_ms for p in result.profile] == sorted((p.mean_ms for p in result.profile), reverse=True)
     types = {p.op_type for p in result.profile}
     assert ("CONV_2D" in types) if fixture == "tflite_model" else any("Conv" in t for t in types)
 

@@ -21,9 +21,7 @@ def test_parse_shape():
     assert parse_shape_arg("x=7") == ("x", (7,))
 
 
-@pytest.mark.parametrize(
-    "text", ["data", "=1x2", "data=", "data=1xAx3", "data=0x3", "data=1x-2", "d=1xx2"]
-)
+@pytest.mark.parametrize("text", ["data", "=1x2", "data=", "data=1xAx3", "data=0x3", "data=1x-2", "d=1xx2"])
 def test_bad_shapes_name_the_argument(text):
     with pytest.raises(UsageError, match="--shape"):
         parse_shape_arg(text)

@@ -61,9 +61,7 @@ def test_raspberry_pi_4(tmp_path):
 
 def test_rpi_throttling_and_frequency_change_are_flagged(tmp_path):
     before = take_snapshot(
-        _tree(
-            tmp_path / "a", {**RPI4, "/sys/devices/platform/soc/soc:firmware/get_throttled": "0\n"}
-        )
+        _tree(tmp_path / "a", {**RPI4, "/sys/devices/platform/soc/soc:firmware/get_throttled": "0\n"})
     )
     after = take_snapshot(_tree(tmp_path / "b", {
         **RPI4,

@@ -1,0 +1,45 @@
+"""Writing result files safely: whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from agent.errors import UsageError
+
+
+def check_writable(path: str, what: str = "--output") -> None:
+    """Fail *before* long work if ``path`` could not be written afterwards."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{what} {path!r}: directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"{what} {path!r}: directory {directory!r} is not writable")
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} is a directory")
+
+
+def write_text_atomic(path: str, text: str, what: str = "--output") -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename, so a crash or a full
+    disk mid-write never leaves half a file where a good one (or none) was."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{what} {path!r}: directory {directory!r} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fleetbench-", dir=directory)
+    except OSError as err:
+        raise UsageError(f"{what} {path!r} cannot be written: {err.strerror}") from err
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UsageError(f"{what} {path!r} cannot be written: {err.strerror}") from err
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,281 @@
+"""The ranking core's commands: monotonicity, plan-samples, predict, rank.
+
+Registered into the ``fleetbench`` command line through the ``fleetbench.commands``
+entry point, so the agent's CLI never imports the coordinator.  These names, flags
+and output formats are a contract other tools drive: change them only with care.
+Heavy imports (numpy work, scipy, matplotlib) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the ranking commands to the ``fleetbench`` subparsers."""
+    mono = sub.add_parser(
+        "monotonicity",
+        help="how well latency rankings agree across devices (SRCC)",
+        description=(
+            "SRCC matrix between every pair of devices of a latency table, each over the "
+            "architectures measured on both (with the counts), the suggested proxy device (best "
+            "mean agreement) and which devices may reuse its ranking unadapted (SRCC >= 0.9)."
+        ),
+    )
+    mono.add_argument("table", metavar="TABLE.csv", help="latency table, wide or long form")
+    mono.add_argument("--format", choices=["table", "json"], default="table")
+    mono.add_argument("--kendall", action="store_true", help="also compute Kendall tau (slower)")
+    mono.add_argument("--png", metavar="FILE", help="also draw the SRCC heatmap (needs matplotlib)")
+    mono.set_defaults(func=cmd_monotonicity)
+
+    plan = sub.add_parser(
+        "plan-samples",
+        help="which architectures to measure on a new device",
+        description=(
+            "Print K architectures, one per line, to measure on DEVICE so that `predict` can adapt "
+            "to it best. DEVICE may be new (not a column yet); if it is a column, architectures "
+            "already measured on it are not proposed again."
+        ),
+    )
+    plan.add_argument("table", metavar="TABLE.csv")
+    plan.add_argument("--target", required=True, metavar="DEVICE")
+    plan.add_argument("-k", type=int, required=True, metavar="K", help="how many architectures")
+    plan.add_argument("--seed", type=int, default=0, metavar="S")
+    plan.add_argument("--space", default="nas-bench-201", help="search space (default: nas-bench-201)")
+    plan.add_argument("--planner", default=None,
+                      help="random, spread or doptimal (default: spread)")  # fmt: skip
+    plan.set_defaults(func=cmd_plan)
+
+    pred = sub.add_parser(
+        "predict",
+        help="fill every missing cell of a latency table",
+        description=(
+            "Write OUT.csv with the same rows and columns as TABLE.csv and every cell filled; "
+            "measured cells keep their value. With --proxy, each target column is predicted from "
+            "that one proxy column and the target's own measured cells; without it, every fully "
+            "measured column is used."
+        ),
+    )
+    pred.add_argument("table", metavar="TABLE.csv")
+    pred.add_argument("--space", default="nas-bench-201", help="search space (default: nas-bench-201)")
+    pred.add_argument("-o", "--output", required=True, metavar="OUT.csv")
+    pred.add_argument("--proxy", metavar="DEVICE")
+    pred.add_argument("--method", default=None,
+                      help="none, lut, adaproxy, multiref, hier or fleet (default: fleet)")  # fmt: skip
+    pred.set_defaults(func=cmd_predict)
+
+    rank = sub.add_parser(
+        "rank",
+        help="best architecture for a device under a latency budget; Pareto front",
+        description=(
+            "Join a device's latencies (measured or from `predict`) with an accuracy table. "
+            "--budget-ms picks the most accurate architecture within the budget; --pareto lists "
+            "the latency/accuracy Pareto front (the default when neither is given)."
+        ),
+    )
+    rank.add_argument("table", metavar="TABLE.csv")
+    rank.add_argument("--device", required=True)
+    rank.add_argument("--accuracy", required=True, metavar="ACC.csv")
+    rank.add_argument("--metric", required=True, metavar="COLUMN")
+    rank.add_argument("--budget-ms", type=float, default=None, metavar="X")
+    rank.add_argument("--pareto", action="store_true")
+    rank.add_argument("--format", choices=["table", "json"], default="table")
+    rank.set_defaults(func=cmd_rank)
+
+
+def _warn(text: str) -> None:
+    print(f"fleetbench: warning: {text}", file=sys.stderr)
+
+
+def _short(name: str, width: int = 12) -> str:
+    return name if len(name) <= width else name[: width - 1] + "~"
+
+
+def cmd_monotonicity(args: argparse.Namespace) -> int:
+    from coordinator.ranking.monotonicity import REUSE_SRCC, monotonicity
+    from coordinator.ranking.tables import read_table
+
+    table = read_table(args.table)
+    for dev, n in table.missing_counts().items():
+        if n:
+            _warn(f"{dev}: {n} of {len(table.archs)} cells missing (not used)")
+    if args.kendall:
+        _need_scipy()
+    result = monotonicity(table, kendall=args.kendall)
+    if args.png:
+        _heatmap(result, args.png)
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    names = [_short(d) for d in table.devices]
+    w = max(12, *(len(n) for n in names))
+    print("SRCC (pairwise-complete)")
+    print(" " * w + "  " + "  ".join(n.rjust(w) for n in names))
+    for name, row in zip(names, result.srcc):
+        print(name.ljust(w) + "  " + "  ".join(("n/a" if v != v else f"{v:.3f}").rjust(w) for v in row))
+    if result.kendall is not None:
+        print("\nKendall tau")
+        for name, row in zip(names, result.kendall):
+            print(name.ljust(w) + "  " + "  ".join(("n/a" if v != v else f"{v:.3f}").rjust(w) for v in row))
+    print("\narchitectures measured on both")
+    for name, row in zip(names, result.counts):
+        print(name.ljust(w) + "  " + "  ".join(str(int(v)).rjust(w) for v in row))
+    print("\nmean SRCC with the other devices")
+    for dev, v in zip(table.devices, result.mean_agreement):
+        print(f"  {dev}: {v:.3f}")
+    reuse = result.reuse()
+    ok = [d for d, r in reuse.items() if r]
+    print(f"\nproxy: {result.proxy}")
+    print(f"reuse its ranking unadapted (SRCC >= {REUSE_SRCC}): {', '.join(ok) or 'none'}")
+    print(f"adapt with a few measurements: {', '.join(d for d, r in reuse.items() if not r) or 'none'}")
+    return 0
+
+
+def _need_scipy() -> None:
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        from coordinator.errors import ExtraMissingError
+
+        raise ExtraMissingError("--kendall needs scipy: pip install 'fleetbench[coordinator]'") from None
+
+
+def _heatmap(result: Any, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from coordinator.errors import ExtraMissingError
+
+        raise ExtraMissingError("--png needs matplotlib: pip install 'fleetbench[coordinator]'") from None
+    d = len(result.devices)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * d, 1.0 + 0.8 * d))
+    im = ax.imshow(result.srcc, vmin=min(0.0, float(result.srcc.min())), vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(d), result.devices, rotation=45, ha="right")
+    ax.set_yticks(range(d), result.devices)
+    if d <= 20:
+        for i in range(d):
+            for j in range(d):
+                v = result.srcc[i, j]
+                ax.text(j, i, "n/a" if v != v else f"{v:.2f}", ha="center", va="center",
+                        color="white" if v < 0.8 else "black", fontsize=8)  # fmt: skip
+    ax.set_title("Latency ranking agreement (SRCC)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from coordinator.errors import NotEnoughDataError
+    from coordinator.ranking import planning
+    from coordinator.ranking.predictors import Design
+    from coordinator.ranking.spaces import get_space
+    from coordinator.ranking.tables import read_table
+
+    space = get_space(args.space)
+    table = read_table(args.table)
+    table.validate_archs(space)
+    if args.k < 1:
+        raise NotEnoughDataError(f"-k must be at least 1 (got {args.k})")
+    target = table.devices.index(args.target) if args.target in table.devices else None
+    refs = [j for j in table.fully_measured() if j != target]
+    if not refs:
+        _warn("no fully measured device to plan with: samples are spread over op counts only")
+    candidates = np.arange(len(table.archs))
+    if target is not None:
+        candidates = np.flatnonzero(~table.measured[:, target])
+        if len(candidates) < args.k:
+            raise NotEnoughDataError(
+                f"{args.target} has only {len(candidates)} unmeasured architectures; cannot propose {args.k}"
+            )
+    design = Design.build(space, table.archs, np.log(table.ms[:, refs]) if refs else None)
+    chosen = planning.plan(design, args.k, args.planner or planning.DEFAULT_PLANNER, args.seed, candidates)
+    for i in chosen:
+        print(table.archs[i])
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from agent.files import check_writable
+    from coordinator.ranking import predictors
+    from coordinator.ranking.fill import fill_table
+    from coordinator.ranking.spaces import get_space
+    from coordinator.ranking.tables import read_table, write_wide
+
+    check_writable(args.output, "-o")
+    space = get_space(args.space)
+    table = read_table(args.table)
+    method = args.method or predictors.DEFAULT_METHOD
+    filled, report = fill_table(table, space, method=method, proxy=args.proxy)
+    write_wide(args.output, filled)
+    for w in report.warnings:
+        _warn(w)
+    missing = table.missing_counts()
+    for dev in table.devices:
+        how = report.method.get(dev, "measured (reference)")
+        print(f"{dev}: {len(table.archs) - missing[dev]} measured, {missing[dev]} predicted ({how})",
+              file=sys.stderr)  # fmt: skip
+    print(f"fleetbench: wrote {args.output} ({len(table.archs)} x {len(table.devices)})", file=sys.stderr)
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from coordinator.errors import NotEnoughDataError
+    from coordinator.ranking.pareto import best_under_budget, pareto_front
+    from coordinator.ranking.tables import read_accuracy, read_table
+
+    table = read_table(args.table)
+    lat_all = table.column(args.device)
+    acc_map, _ = read_accuracy(args.accuracy, args.metric)
+    rows = [i for i, a in enumerate(table.archs) if a in acc_map and not np.isnan(lat_all[i])]
+    no_lat = int(np.isnan(lat_all).sum())
+    no_acc = sum(1 for a in table.archs if a not in acc_map)
+    if no_lat:
+        _warn(f"{no_lat} architectures have no latency on {args.device} and are left out "
+              "(fill them with `fleetbench predict`)")  # fmt: skip
+    if no_acc:
+        _warn(f"{no_acc} architectures have no {args.metric} in {args.accuracy} and are left out")
+    if not rows:
+        raise NotEnoughDataError(f"no architecture has both a latency on {args.device} and a {args.metric}")
+    archs = [table.archs[i] for i in rows]
+    lat = lat_all[rows]
+    acc = np.array([acc_map[a] for a in archs])
+    out: dict[str, Any] = {"device": args.device, "metric": args.metric, "candidates": len(rows)}
+    show_front = args.pareto or args.budget_ms is None
+    if args.budget_ms is not None:
+        out["budget_ms"] = args.budget_ms
+        i = best_under_budget(lat, acc, args.budget_ms)
+        out["pick"] = (
+            None if i is None else {"arch": archs[i], "latency_ms": float(lat[i]), args.metric: float(acc[i])}
+        )
+    if show_front:
+        out["pareto"] = [{"arch": archs[i], "latency_ms": float(lat[i]), args.metric: float(acc[i])}
+                         for i in pareto_front(lat, acc)]  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(out, indent=2))
+    else:
+        if "pick" in out:
+            if out["pick"] is None:
+                print(f"no architecture fits {args.budget_ms:g} ms on {args.device} "
+                      f"(fastest: {lat.min():.3f} ms)")  # fmt: skip
+            else:
+                p = out["pick"]
+                print(f"best under {args.budget_ms:g} ms on {args.device}: {p['arch']}  "
+                      f"{p['latency_ms']:.3f} ms  {args.metric} {p[args.metric]:.2f}")  # fmt: skip
+        if "pareto" in out:
+            print(f"Pareto front on {args.device} ({len(out['pareto'])} of {len(rows)} architectures):")
+            for p in out["pareto"]:
+                print(f"  {p['latency_ms']:10.3f} ms  {p[args.metric]:7.2f}  {p['arch']}")
+    if args.budget_ms is not None and out.get("pick") is None:
+        return 1
+    return 0

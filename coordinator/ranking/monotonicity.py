@@ -1,0 +1,138 @@
+"""Latency monotonicity: how well architecture rankings agree between devices.
+
+SRCC (Spearman) and Kendall tau between every pair of devices, each over the
+architectures measured on *both* (pairwise-complete), with the count used.  Fully
+measured columns take a fast path (one matrix product over centred ranks); a
+pair involving a column with missing cells is re-ranked on its common rows, so
+the result is exact either way.
+
+The proxy device is the one whose ranking agrees best with the rest of the fleet
+(highest mean SRCC to the others).  Lu et al. (SIGMETRICS 2022): where the SRCC
+with the proxy is >= 0.9, architectures chosen on the proxy can be reused as they
+are; below it, a few measurements on the target should adapt the proxy's predictor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from coordinator.ranking.tables import LatencyTable
+
+#: the paper's rule: at or above this SRCC, reuse the proxy's ranking unadapted
+REUSE_SRCC = 0.9
+
+
+def rankdata(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, ties sharing their average rank (scipy's "average").
+
+    Written in numpy so ranking needs no scipy import (a second on a Raspberry Pi).
+
+    >>> rankdata(np.array([10.0, 20.0, 10.0, 5.0])).tolist()
+    [2.5, 4.0, 2.5, 1.0]
+    """
+    sorter = np.argsort(values, kind="mergesort")
+    inv = np.empty(len(values), dtype=np.intp)
+    inv[sorter] = np.arange(len(values))
+    ordered = values[sorter]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    dense = np.cumsum(first)[inv]
+    bounds = np.r_[np.flatnonzero(first), len(values)]
+    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
+
+
+def _rank(col: np.ndarray) -> np.ndarray:
+    return rankdata(col)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """SRCC of two equally long vectors (ties averaged); NaN if either is constant.
+
+    >>> round(spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 30, 20, 40])), 3)
+    0.8
+    """
+    ra, rb = _rank(a) - (len(a) + 1) / 2, _rank(b) - (len(b) + 1) / 2
+    den = np.sqrt((ra @ ra) * (rb @ rb))
+    return float(ra @ rb / den) if den > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class Monotonicity:
+    devices: tuple[str, ...]
+    srcc: np.ndarray  # (d, d)
+    counts: np.ndarray  # (d, d) architectures measured on both
+    kendall: Optional[np.ndarray] = None  # (d, d) when asked for
+
+    @property
+    def mean_agreement(self) -> np.ndarray:
+        """Each device's mean SRCC with the other devices (NaN pairs ignored)."""
+        m = self.srcc.copy()
+        np.fill_diagonal(m, np.nan)
+        with np.errstate(invalid="ignore"):
+            return np.nanmean(m, axis=1) if len(self.devices) > 1 else np.ones(1)
+
+    @property
+    def proxy(self) -> str:
+        """The device whose ranking agrees best with the fleet."""
+        return self.devices[int(np.nanargmax(self.mean_agreement))]
+
+    def reuse(self, proxy: Optional[str] = None) -> dict[str, bool]:
+        """Per other device: may the proxy's ranking be reused without adaptation?"""
+        p = self.devices.index(proxy or self.proxy)
+        return {d: bool(self.srcc[p, j] >= REUSE_SRCC) for j, d in enumerate(self.devices) if j != p}
+
+    def to_dict(self) -> dict:
+        out = {
+            "devices": list(self.devices),
+            "srcc": _jsonable(self.srcc),
+            "counts": self.counts.astype(int).tolist(),
+            "mean_srcc": _jsonable(self.mean_agreement),
+            "proxy": self.proxy,
+            "reuse_threshold": REUSE_SRCC,
+            "reuse_without_adaptation": self.reuse(),
+        }
+        if self.kendall is not None:
+            out["kendall_tau"] = _jsonable(self.kendall)
+        return out
+
+
+def _jsonable(a: np.ndarray) -> list:
+    return [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in np.atleast_2d(a)] \
+        if a.ndim == 2 else [None if np.isnan(v) else round(float(v), 6) for v in a]  # fmt: skip
+
+
+def monotonicity(table: LatencyTable, kendall: bool = False) -> Monotonicity:
+    """SRCC (and optionally Kendall tau) matrices with pairwise-complete counts."""
+    ms = table.ms
+    measured = table.measured
+    d = ms.shape[1]
+    counts = measured.T.astype(np.int64) @ measured.astype(np.int64)
+    srcc = np.full((d, d), np.nan)
+    full = [j for j in range(d) if measured[:, j].all()]
+    if full:
+        n = ms.shape[0]
+        ranks = np.column_stack([rankdata(ms[:, j]) for j in full]) - (n + 1) / 2
+        norms = np.sqrt((ranks * ranks).sum(axis=0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = (ranks.T @ ranks) / np.outer(norms, norms)
+        srcc[np.ix_(full, full)] = corr
+    partial = [j for j in range(d) if j not in set(full)]
+    for j in partial:
+        for i in range(d):
+            both = measured[:, i] & measured[:, j]
+            value = spearman(ms[both, i], ms[both, j]) if both.sum() >= 2 else np.nan
+            srcc[i, j] = srcc[j, i] = value
+    np.fill_diagonal(srcc, [1.0 if c >= 2 else np.nan for c in np.diag(counts)])
+    tau = None
+    if kendall:
+        from scipy.stats import kendalltau
+
+        tau = np.full((d, d), np.nan)
+        for i in range(d):
+            for j in range(i, d):
+                both = measured[:, i] & measured[:, j]
+                if both.sum() >= 2:
+                    tau[i, j] = tau[j, i] = kendalltau(ms[both, i], ms[both, j]).statistic
+    return Monotonicity(table.devices, np.clip(srcc, -1.0, 1.0), counts, tau)
