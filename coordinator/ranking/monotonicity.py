@@ -14,6 +14,7 @@ are; below it, a few measurements on the target should adapt the proxy's predict
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,8 +71,11 @@ class Monotonicity:
         """Each device's mean SRCC with the other devices (NaN pairs ignored)."""
         m = self.srcc.copy()
         np.fill_diagonal(m, np.nan)
-        with np.errstate(invalid="ignore"):
-            return np.nanmean(m, axis=1) if len(self.devices) > 1 else np.ones(1)
+        if len(self.devices) == 1:
+            return np.ones(1)
+        with warnings.catch_warnings():  # a device sharing no rows with any other: NaN is the answer
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(m, axis=1)
 
     @property
     def proxy(self) -> str:

@@ -1,0 +1,140 @@
+"""The ranking commands as other tools drive them: names, flags and formats are a contract."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from agent.cli import main
+from coordinator.ranking import NB201_ACCURACY, NB201_LATENCY
+from coordinator.ranking.tables import read_table
+
+pytest.importorskip("scipy")
+
+
+def _code(args):
+    try:
+        return main(args)
+    except SystemExit as stop:  # argparse's own errors
+        return stop.code
+
+
+@pytest.fixture(scope="module")
+def sparse_table(tmp_path_factory):
+    """The public table with the Raspberry Pi 4 reduced to 12 measured architectures."""
+    path = tmp_path_factory.mktemp("rank") / "fleet.csv"
+    with open(NB201_LATENCY) as fh:
+        rows = list(csv.reader(fh))
+    j = rows[0].index("raspberry_pi4")
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(rows[0])
+        for i, r in enumerate(rows[1:]):
+            w.writerow([*r[:j], r[j] if i % 166 == 0 else "", *r[j + 1:]])
+    return str(path)
+
+
+def test_monotonicity_table_and_json(capsys, tmp_path):
+    assert main(["monotonicity", NB201_LATENCY]) == 0
+    out, err = capsys.readouterr()
+    assert "SRCC" in out and "proxy: " in out and "coral_edgetpu: 259 of 1999 cells missing" in err
+    png = tmp_path / "heat.png"
+    assert main(["monotonicity", NB201_LATENCY, "--format", "json", "--kendall", "--png", str(png)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["devices"][0] == "jetson_tx2_edgegpu" and len(data["srcc"]) == 6
+    assert data["counts"][1][1] == 1740 and "kendall_tau" in data
+    assert data["proxy"] in data["devices"] and data["reuse_threshold"] == 0.9
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plan_samples_prints_k_arch_strings(capsys, sparse_table):
+    assert main(["plan-samples", sparse_table, "--target", "raspberry_pi4", "-k", "7", "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 7 and all(line.startswith("|") for line in lines)
+    measured = {
+        a
+        for a, v in zip(read_table(sparse_table).archs, read_table(sparse_table).column("raspberry_pi4"))
+        if v == v
+    }
+    assert not measured & set(lines)  # already measured architectures are not proposed again
+    assert main(["plan-samples", sparse_table, "--target", "brand_new", "-k", "3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_predict_fills_the_table(tmp_path, capsys, sparse_table):
+    out = tmp_path / "pred.csv"
+    assert main(["predict", sparse_table, "--space", "nas-bench-201", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "raspberry_pi4: 13 measured, 1986 predicted (fleet from" in err
+    before, after = read_table(sparse_table), read_table(str(out))
+    assert after.archs == before.archs and after.devices == before.devices
+    assert not np.isnan(after.ms).any()
+    kept = before.measured
+    np.testing.assert_allclose(after.ms[kept], before.ms[kept], rtol=1e-5)
+
+
+def test_predict_with_proxy_and_method(tmp_path, capsys, sparse_table):
+    out = tmp_path / "pred.csv"
+    args = ["predict", sparse_table, "-o", str(out), "--proxy", "pixel3", "--method", "adaproxy"]
+    assert main(args) == 0
+    assert "(adaproxy from pixel3)" in capsys.readouterr().err
+
+
+def test_rank_budget_and_pareto(capsys):
+    base = [
+        "rank",
+        NB201_LATENCY,
+        "--device",
+        "pixel3",
+        "--accuracy",
+        NB201_ACCURACY,
+        "--metric",
+        "cifar10_top1",
+    ]
+    assert main([*base, "--budget-ms", "20", "--pareto", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pick"]["latency_ms"] <= 20
+    front = data["pareto"]
+    assert [p["latency_ms"] for p in front] == sorted(p["latency_ms"] for p in front)
+    assert [p["cifar10_top1"] for p in front] == sorted(p["cifar10_top1"] for p in front)
+    assert data["pick"]["arch"] in {p["arch"] for p in front}
+    assert main([*base, "--budget-ms", "0.001"]) == 1
+    assert "no architecture fits" in capsys.readouterr().out
+
+
+def test_rank_warns_about_missing_latencies(capsys):
+    args = ["rank", NB201_LATENCY, "--device", "coral_edgetpu", "--accuracy", NB201_ACCURACY,
+            "--metric", "cifar100_top1"]  # fmt: skip
+    assert main(args) == 0
+    assert "259 architectures have no latency on coral_edgetpu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["predict", NB201_LATENCY, "-o", "x.csv", "--proxy", "nosuch"], 2, "device 'nosuch' is not"),
+    (["predict", NB201_LATENCY, "-o", "x.csv", "--method", "magic"], 2, "--method 'magic'"),
+    (["predict", NB201_LATENCY, "-o", "/nonexistent/x.csv"], 2, "does not exist"),
+    (["predict", NB201_LATENCY, "-o", "x.csv", "--space", "darts"], 2, "--space 'darts'"),
+    (["rank", NB201_LATENCY, "--device", "nosuch", "--accuracy", NB201_ACCURACY, "--metric", "cifar10_top1"],
+     2, "device 'nosuch'"),
+    (["rank", NB201_LATENCY, "--device", "pixel3", "--accuracy", NB201_ACCURACY, "--metric", "top1"],
+     2, "--metric 'top1'"),
+    (["plan-samples", NB201_LATENCY, "--target", "pixel3", "-k", "3"], 2, "0 unmeasured"),
+    (["monotonicity", "nope.csv"], 2, "does not exist"),
+    (["predict", NB201_LATENCY], 2, "required: -o/--output"),
+])  # fmt: skip
+def test_bad_input_is_one_clear_line(capsys, tmp_path, monkeypatch, args, code, message):
+    monkeypatch.chdir(tmp_path)
+    assert _code(args) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_bad_arch_names_file_and_line(tmp_path, capsys):
+    p = tmp_path / "t.csv"
+    p.write_text("arch,a\n|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|,1\n|bogus|,2\n")
+    assert _code(["predict", str(p), "-o", str(tmp_path / "o.csv")]) == 2
+    assert "line 3: '|bogus|' is not a nas-bench-201 architecture" in capsys.readouterr().err
