@@ -19,6 +19,15 @@ def check_writable(path: str, what: str = "--output") -> None:
         raise UsageError(f"{what} {path!r} is a directory")
 
 
+def _mode_for(path: str) -> int:
+    try:
+        return os.stat(path).st_mode & 0o777  # keep the mode of the file being replaced
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_text_atomic(path: str, text: str, what: str = "--output") -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename, so a crash or a full
     disk mid-write never leaves half a file where a good one (or none) was."""
@@ -30,6 +39,8 @@ def write_text_atomic(path: str, text: str, what: str = "--output") -> None:
     except OSError as err:
         raise UsageError(f"{what} {path!r} cannot be written: {err.strerror}") from err
     try:
+        # mkstemp makes the file 0600; a result file should read like any other the user writes.
+        os.chmod(tmp, _mode_for(path))
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from typing import Any
 
@@ -46,7 +48,7 @@ def register(sub: Any) -> None:
     plan.add_argument("--seed", type=int, default=0, metavar="S")
     plan.add_argument("--space", default="nas-bench-201", help="search space (default: nas-bench-201)")
     plan.add_argument("--planner", default=None,
-                      help="random, spread or doptimal (default: spread)")  # fmt: skip
+                      help="random, spread or doptimal (default: doptimal)")  # fmt: skip
     plan.set_defaults(func=cmd_plan)
 
     pred = sub.add_parser(
@@ -82,6 +84,14 @@ def register(sub: Any) -> None:
     rank.add_argument("--metric", required=True, metavar="COLUMN")
     rank.add_argument("--budget-ms", type=float, default=None, metavar="X")
     rank.add_argument("--pareto", action="store_true")
+    rank.add_argument(
+        "--margin",
+        default="auto",
+        metavar="auto|PCT",
+        help="safety margin on predicted latencies for --budget-ms: auto (default) sizes it from the "
+        "prediction error `predict` recorded in TABLE.csv.meta.json (none for measured cells); a number "
+        "is a percentage added to every predicted latency (0 disables)",
+    )
     rank.add_argument("--format", choices=["table", "json"], default="table")
     rank.set_defaults(func=cmd_rank)
 
@@ -204,7 +214,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from agent.files import check_writable
+    from agent.files import check_writable, write_text_atomic
     from coordinator.ranking import predictors
     from coordinator.ranking.fill import fill_table
     from coordinator.ranking.spaces import get_space
@@ -216,15 +226,65 @@ def cmd_predict(args: argparse.Namespace) -> int:
     method = args.method or predictors.DEFAULT_METHOD
     filled, report = fill_table(table, space, method=method, proxy=args.proxy)
     write_wide(args.output, filled)
+    write_text_atomic(args.output + ".meta.json", json.dumps(report.metadata(table, method)) + "\n", "-o")
     for w in report.warnings:
         _warn(w)
     missing = table.missing_counts()
     for dev in table.devices:
         how = report.method.get(dev, "measured (reference)")
-        print(f"{dev}: {len(table.archs) - missing[dev]} measured, {missing[dev]} predicted ({how})",
+        err = report.log_error.get(dev)
+        spread = f", typical error +-{(math.exp(err) - 1) * 100:.0f} %" if err is not None else ""
+        print(f"{dev}: {len(table.archs) - missing[dev]} measured, {missing[dev]} predicted ({how}{spread})",
               file=sys.stderr)  # fmt: skip
     print(f"fleetbench: wrote {args.output} ({len(table.archs)} x {len(table.devices)})", file=sys.stderr)
     return 0
+
+
+def _margins(args: argparse.Namespace, table: Any) -> Any:
+    """Per-row multiplier for the device's latencies before the budget test."""
+    import numpy as np
+
+    from coordinator.errors import TableError, UnknownNameError
+    from coordinator.ranking import fill, uncertainty
+
+    ones = np.ones(len(table.archs))
+    meta_path = args.table + ".meta.json"
+    meta = None
+    if os.path.exists(meta_path):
+        try:
+            with open(meta_path, encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except (OSError, ValueError) as err:
+            raise TableError(f"{meta_path!r} cannot be read: {err}") from err
+        if (
+            not isinstance(meta, dict)
+            or meta.get("schema") != fill.META_SCHEMA
+            or meta.get("rows") != len(table.archs)
+        ):
+            _warn(f"{meta_path} does not describe {args.table}; ignoring it")
+            meta = None
+    info = (meta or {}).get("devices", {}).get(args.device)
+    if args.margin == "auto":
+        if info is None:
+            return ones  # a measured table (or no record of what was predicted): no margin
+        sigma = info.get("log_error_std")
+        factor = uncertainty.margin_factor(sigma)
+        if sigma is None and info.get("predicted_rows"):
+            _warn(f"no error estimate for {args.device}'s predicted latencies; using a "
+                  f"{uncertainty.FALLBACK_MARGIN:.0%} margin")  # fmt: skip
+    else:
+        try:
+            pct = float(args.margin)
+        except ValueError:
+            raise UnknownNameError(f"--margin {args.margin!r} is not 'auto' or a percentage") from None
+        if not pct >= 0:
+            raise UnknownNameError(f"--margin {args.margin!r} must be a percentage of 0 or more")
+        factor = 1.0 + pct / 100.0
+        if info is None:
+            return ones * factor
+    out = ones.copy()
+    out[info.get("predicted_rows", [])] = factor
+    return out
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
@@ -250,13 +310,22 @@ def cmd_rank(args: argparse.Namespace) -> int:
     archs = [table.archs[i] for i in rows]
     lat = lat_all[rows]
     acc = np.array([acc_map[a] for a in archs])
+    factor = _margins(args, table)[rows]
     out: dict[str, Any] = {"device": args.device, "metric": args.metric, "candidates": len(rows)}
     show_front = args.pareto or args.budget_ms is None
     if args.budget_ms is not None:
         out["budget_ms"] = args.budget_ms
-        i = best_under_budget(lat, acc, args.budget_ms)
+        i = best_under_budget(lat * factor, acc, args.budget_ms)
         out["pick"] = (
-            None if i is None else {"arch": archs[i], "latency_ms": float(lat[i]), args.metric: float(acc[i])}
+            None
+            if i is None
+            else {
+                "arch": archs[i],
+                "latency_ms": float(lat[i]),
+                args.metric: float(acc[i]),
+                "predicted": bool(factor[i] != 1.0),
+                "latency_with_margin_ms": float(lat[i] * factor[i]),
+            }
         )
     if show_front:
         out["pareto"] = [{"arch": archs[i], "latency_ms": float(lat[i]), args.metric: float(acc[i])}
@@ -270,8 +339,12 @@ def cmd_rank(args: argparse.Namespace) -> int:
                       f"(fastest: {lat.min():.3f} ms)")  # fmt: skip
             else:
                 p = out["pick"]
+                note = ""
+                if p["predicted"]:
+                    pct = (p["latency_with_margin_ms"] / p["latency_ms"] - 1) * 100
+                    note = f" (predicted; fits with a {pct:.0f} % margin for prediction error)"
                 print(f"best under {args.budget_ms:g} ms on {args.device}: {p['arch']}  "
-                      f"{p['latency_ms']:.3f} ms  {args.metric} {p[args.metric]:.2f}")  # fmt: skip
+                      f"{p['latency_ms']:.3f} ms{note}  {args.metric} {p[args.metric]:.2f}")  # fmt: skip
         if "pareto" in out:
             print(f"Pareto front on {args.device} ({len(out['pareto'])} of {len(rows)} architectures):")
             for p in out["pareto"]:

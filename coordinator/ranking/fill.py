@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from coordinator.errors import NotEnoughDataError
-from coordinator.ranking import predictors
+from coordinator.ranking import predictors, uncertainty
 from coordinator.ranking.monotonicity import monotonicity
 from coordinator.ranking.predictors import Design
 from coordinator.ranking.spaces.base import SearchSpace
@@ -26,6 +26,8 @@ from coordinator.ranking.tables import LatencyTable
 MIN_ADAPT = 3
 #: columns measured at least this much are completed first and then used as references
 DENSE_SHARE = 0.5
+#: identifies the sidecar `predict` writes next to its output
+META_SCHEMA = "fleetbench.predict/1"
 
 
 @dataclass
@@ -34,6 +36,28 @@ class FillReport:
     references: list[str] = field(default_factory=list)
     method: dict[str, str] = field(default_factory=dict)  # device -> how it was filled
     warnings: list[str] = field(default_factory=list)
+    #: device -> cross-validated RMS error of its predicted cells, in log-latency (None: unknown)
+    log_error: dict[str, Optional[float]] = field(default_factory=dict)
+
+    def metadata(self, table: LatencyTable, method: str) -> dict:
+        """What `fleetbench rank` needs to know about a filled table (the .meta.json sidecar)."""
+        devices = {}
+        for j, name in enumerate(table.devices):
+            predicted = np.flatnonzero(~table.measured[:, j]).tolist()
+            devices[name] = {
+                "measured": int(table.measured[:, j].sum()),
+                "predicted_rows": predicted,
+                "how": self.method.get(name, "measured (reference)"),
+                "log_error_std": self.log_error.get(name) if predicted else 0.0,
+            }
+        return {
+            "schema": META_SCHEMA,
+            "rows": len(table.archs),
+            "method": method,
+            "proxy": self.proxy,
+            "references": self.references,
+            "devices": devices,
+        }
 
 
 def _order_by_agreement(table: LatencyTable, cols: list[int]) -> list[int]:
@@ -50,7 +74,9 @@ def fill_table(
     space: SearchSpace,
     method: str = predictors.DEFAULT_METHOD,
     proxy: Optional[str] = None,
+    with_error: bool = True,
 ) -> tuple[LatencyTable, FillReport]:
+    """Fill ``table``; ``with_error`` also estimates each predicted column's error (slower)."""
     table.validate_archs(space)
     predictors.make(method)  # an unknown --method fails before any work
     report = FillReport()
@@ -98,10 +124,13 @@ def fill_table(
         elif not ref_cols:
             pred = predictors.LookupTable().fit(base, y).predict(base)
             report.method[name] = "lut (no fully measured reference device)"
+            if with_error:
+                report.log_error[name] = uncertainty.cv_log_error("lut", base, y)
         else:
-            chosen = method if counts[j] >= MIN_ADAPT else "none"
-            pred = predictors.make(chosen).fit(design, y).predict(design)
-            report.method[name] = f"{chosen} from {', '.join(table.devices[r] for r in ref_cols)}"
+            pred = predictors.make(method).fit(design, y).predict(design)
+            report.method[name] = f"{method} from {', '.join(table.devices[r] for r in ref_cols)}"
+            if with_error:
+                report.log_error[name] = uncertainty.cv_log_error(method, design, y)
         out[:, j] = np.where(np.isnan(y), pred, y)
         if proxy is None and counts[j] >= DENSE_SHARE * len(table.archs):
             refs.append(j)  # completed dense columns help the sparser ones

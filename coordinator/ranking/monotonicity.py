@@ -48,6 +48,17 @@ def _rank(col: np.ndarray) -> np.ndarray:
     return rankdata(col)
 
 
+def rankdata_columns(values: np.ndarray) -> np.ndarray:
+    """``rankdata`` of every column of a 2-D array.
+
+    One column at a time over contiguous rows of the transpose: measured on 15,625 x
+    1,000, faster than a fully vectorized 2-D version (whose extra passes over memory
+    cost more than the Python loop saves).
+    """
+    v = np.ascontiguousarray(values.T)
+    return np.stack([rankdata(row) for row in v], axis=1)
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """SRCC of two equally long vectors (ties averaged); NaN if either is constant.
 
@@ -103,8 +114,17 @@ class Monotonicity:
 
 
 def _jsonable(a: np.ndarray) -> list:
-    return [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in np.atleast_2d(a)] \
-        if a.ndim == 2 else [None if np.isnan(v) else round(float(v), 6) for v in a]  # fmt: skip
+    """Rounded nested lists, NaN as None (JSON has no NaN); fast for 1,000 x 1,000."""
+    rounded = np.round(a.astype(float), 6)
+    nan = np.isnan(rounded)
+    out = rounded.tolist()
+    if nan.any():
+        for idx in zip(*np.nonzero(nan)):
+            target = out
+            for k in idx[:-1]:
+                target = target[k]
+            target[idx[-1]] = None
+    return out
 
 
 def monotonicity(table: LatencyTable, kendall: bool = False) -> Monotonicity:
@@ -112,12 +132,15 @@ def monotonicity(table: LatencyTable, kendall: bool = False) -> Monotonicity:
     ms = table.ms
     measured = table.measured
     d = ms.shape[1]
-    counts = measured.T.astype(np.int64) @ measured.astype(np.int64)
+    # Counts through a float64 product: numpy has no BLAS for integer matrices, and its
+    # naive int64 loop took 150 s on 15,625 x 1,000; float64 is exact far beyond any table.
+    m = measured.astype(np.float64)
+    counts = np.rint(m.T @ m).astype(np.int64)
     srcc = np.full((d, d), np.nan)
     full = [j for j in range(d) if measured[:, j].all()]
     if full:
         n = ms.shape[0]
-        ranks = np.column_stack([rankdata(ms[:, j]) for j in full]) - (n + 1) / 2
+        ranks = rankdata_columns(ms[:, full]) - (n + 1) / 2
         norms = np.sqrt((ranks * ranks).sum(axis=0))
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = (ranks.T @ ranks) / np.outer(norms, norms)

@@ -16,7 +16,7 @@ from coordinator.errors import NotEnoughDataError, UnknownNameError
 from coordinator.ranking.predictors import Design
 
 PLANNERS = ("random", "spread", "doptimal")
-DEFAULT_PLANNER = "spread"
+DEFAULT_PLANNER = "doptimal"
 
 
 def _space(design: Design) -> np.ndarray:

@@ -126,6 +126,11 @@ class LatencyPredictor:
     def predict(self, design: Design) -> np.ndarray:
         return self._design_matrix(design) @ self.coef_
 
+    def pinned(self) -> LatencyPredictor:
+        """An unfitted copy whose hyper-parameter search is pinned to what this fit chose
+        (for cross-validation: refit the weights per fold, not the whole search)."""
+        return type(self)()
+
     def _check_refs(self, design: Design) -> None:
         if design.refs.shape[1] < self.needs_refs:
             got = design.refs.shape[1]
@@ -159,6 +164,9 @@ class LookupTable(LatencyPredictor):
 
     name = "lut"
 
+    def __init__(self, lambdas: Sequence[float] = tuple(LAMBDAS)) -> None:
+        self.lambdas = lambdas
+
     def _design_matrix(self, design: Design) -> np.ndarray:
         return np.c_[design.lut_features(), np.ones(design.n)]
 
@@ -166,8 +174,11 @@ class LookupTable(LatencyPredictor):
         idx = _samples(y)
         a = self._design_matrix(design)
         pen = np.r_[np.ones(a.shape[1] - 1), 0.0]
-        self.coef_, self.alpha_ = ridge_gcv(a[idx], y[idx], pen)
+        self.coef_, self.alpha_ = ridge_gcv(a[idx], y[idx], pen, np.asarray(self.lambdas))
         return self
+
+    def pinned(self) -> LookupTable:
+        return LookupTable(lambdas=(self.alpha_,))
 
 
 class AdaProxy(LatencyPredictor):
@@ -178,6 +189,12 @@ class AdaProxy(LatencyPredictor):
 
     name = "adaproxy"
     needs_refs = 1
+
+    def __init__(self, lambdas: Sequence[float] = tuple(LAMBDAS)) -> None:
+        self.lambdas = lambdas
+
+    def pinned(self) -> AdaProxy:
+        return AdaProxy(lambdas=(self.alpha_,))
 
     def _design_matrix(self, design: Design) -> np.ndarray:
         x = design.lut_features()
@@ -192,7 +209,7 @@ class AdaProxy(LatencyPredictor):
         self.proxy_weights_ = wp[:-1]
         a = self._design_matrix(design)
         pen = np.r_[0.0, np.ones(x.shape[1]), 0.0]
-        self.coef_, self.alpha_ = ridge_gcv(a[idx], y[idx], pen)
+        self.coef_, self.alpha_ = ridge_gcv(a[idx], y[idx], pen, np.asarray(self.lambdas))
         return self
 
 
@@ -202,8 +219,12 @@ class MultiReference(LatencyPredictor):
     name = "multiref"
     needs_refs = 1
 
-    def __init__(self, ref_penalty: float = 0.01) -> None:
+    def __init__(self, ref_penalty: float = 0.01, lambdas: Sequence[float] = tuple(LAMBDAS)) -> None:
         self.ref_penalty = ref_penalty
+        self.lambdas = lambdas
+
+    def pinned(self) -> MultiReference:
+        return MultiReference(self.ref_penalty, lambdas=(self.alpha_,))
 
     def _design_matrix(self, design: Design) -> np.ndarray:
         return np.c_[
@@ -216,7 +237,7 @@ class MultiReference(LatencyPredictor):
         a = self._design_matrix(design)
         r = design.refs.shape[1]
         pen = np.r_[np.full(r, self.ref_penalty), np.ones(a.shape[1] - r - 1), 0.0]
-        self.coef_, self.alpha_ = ridge_gcv(a[idx], y[idx], pen)
+        self.coef_, self.alpha_ = ridge_gcv(a[idx], y[idx], pen, np.asarray(self.lambdas))
         return self
 
 
@@ -245,6 +266,9 @@ class Hierarchical(LatencyPredictor):
 
     def _design_matrix(self, design: Design) -> np.ndarray:
         return np.c_[design.count_features(), np.ones(design.n)]
+
+    def pinned(self) -> Hierarchical:
+        return Hierarchical(scales=(self.scale_,), jitters=(self.jitter_,), noises=(self.noise_,))
 
     def fit(self, design: Design, y: np.ndarray) -> Hierarchical:
         self._check_refs(design)
@@ -285,10 +309,18 @@ class Fleet(LatencyPredictor):
     name = "fleet"
     needs_refs = 1
 
+    def __init__(self, members: Optional[Sequence[LatencyPredictor]] = None) -> None:
+        self.members = members
+
     def fit(self, design: Design, y: np.ndarray) -> Fleet:
         self._check_refs(design)
-        self.members_ = [Hierarchical().fit(design, y), MultiReference().fit(design, y)]
+        members = self.members or (Hierarchical(), MultiReference())
+        self.members_ = [m.pinned() if hasattr(m, "coef_") else m for m in members]
+        self.members_ = [m.fit(design, y) for m in self.members_]
         return self
+
+    def pinned(self) -> Fleet:
+        return Fleet(members=[m.pinned() for m in self.members_])
 
     def predict(self, design: Design) -> np.ndarray:
         return np.mean([m.predict(design) for m in self.members_], axis=0)

@@ -15,6 +15,7 @@ import csv
 import io
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -78,6 +79,46 @@ def _cell(text: str, where: str) -> float:
     return value
 
 
+def _read_wide_fast(path: str) -> Optional[LatencyTable]:
+    """A wide table of plain numbers, parsed row by row in C (a 150 MB table: ~5 s, not ~10).
+
+    Returns None (so the careful csv-module reader runs) for anything unusual: quotes,
+    a long-form header, a row with gaps or text, duplicate names, blank lines.
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if '"' in text or "\r" in text:
+        return None
+    lines = text.split("\n")
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) < 2:
+        return None
+    header = [h.strip() for h in lines[0].split(",")]
+    if header[0].lower() != "arch" or len(header) < 2 or len(set(header)) != len(header):
+        return None
+    width = len(header) - 1
+    values = np.empty((len(lines) - 1, width))
+    archs: list[str] = []
+    for i, line in enumerate(lines[1:]):
+        arch, sep, rest = line.partition(",")
+        arr = _fast_row(rest, width) if sep else None
+        if arr is None or not arch.strip():
+            return None
+        values[i] = arr
+        archs.append(arch.strip())
+    if len(set(archs)) != len(archs):
+        return None
+    values[~np.isfinite(values) | (values <= 0)] = np.nan
+    table = LatencyTable(tuple(archs), tuple(header[1:]), values, repr(path), tuple(range(2, len(archs) + 2)))
+    if any(n == len(archs) for n in table.missing_counts().values()):
+        return None  # let the careful reader name the empty column
+    return table
+
+
 def _open_rows(path: str) -> list[list[str]]:
     if not os.path.exists(path):
         raise TableError(f"table {path!r} does not exist")
@@ -93,6 +134,9 @@ def _open_rows(path: str) -> list[list[str]]:
 
 def read_table(path: str) -> LatencyTable:
     """Read a wide or long latency table; raise TableError naming the bad row."""
+    fast = _read_wide_fast(path)
+    if fast is not None:
+        return fast
     rows = _open_rows(path)
     header = [h.strip() for h in rows[0]]
     if [h.lower() for h in header[:3]] == ["device", "arch", "latency_ms"]:
@@ -108,6 +152,17 @@ def read_table(path: str) -> LatencyTable:
     if empty:
         raise TableError(f"table {path!r}: device column(s) {', '.join(empty)} have no measurement at all")
     return table
+
+
+def _fast_row(rest: str, width: int) -> Optional[np.ndarray]:
+    """Parse a row's numbers in C, or None if the row needs the careful path (gaps, text)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns, not raises, when it stops early
+        try:
+            arr = np.fromstring(rest, sep=",")  # text mode: not the deprecated binary one
+        except (ValueError, DeprecationWarning):
+            return None
+    return arr if len(arr) == width else None
 
 
 def _read_wide(path: str, rows: list[list[str]], header: list[str]) -> LatencyTable:
@@ -132,9 +187,15 @@ def _read_wide(path: str, rows: list[list[str]], header: list[str]) -> LatencyTa
         seen[arch] = line
         if len(row) - 1 > len(devices):
             raise TableError(f"table {path!r}, line {line}: {len(row) - 1} values for {len(devices)} devices")
-        for j, text in enumerate(row[1:]):
-            values[i, j] = _cell(text, f"table {path!r}, line {line}, column {devices[j]!r}")
+        try:
+            # Fast path: numpy parses a clean row in C (a 15,625 x 1,000 table in seconds, not
+            # minutes); a row with gaps or text takes the checked cell-by-cell path below.
+            values[i, : len(row) - 1] = np.array(row[1:], dtype=float)
+        except ValueError:
+            for j, text in enumerate(row[1:]):
+                values[i, j] = _cell(text, f"table {path!r}, line {line}, column {devices[j]!r}")
         archs.append(arch)
+    values[~np.isfinite(values) | (values <= 0)] = np.nan  # failed (-1.0), zero, inf: missing
     return LatencyTable(tuple(archs), tuple(devices), values, repr(path), tuple(seen.values()))
 
 

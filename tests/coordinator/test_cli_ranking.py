@@ -33,7 +33,7 @@ def sparse_table(tmp_path_factory):
         w = csv.writer(fh)
         w.writerow(rows[0])
         for i, r in enumerate(rows[1:]):
-            w.writerow([*r[:j], r[j] if i % 166 == 0 else "", *r[j + 1:]])
+            w.writerow([*r[:j], r[j] if i % 166 == 0 else "", *r[j + 1 :]])
     return str(path)
 
 
@@ -80,7 +80,8 @@ def test_predict_with_proxy_and_method(tmp_path, capsys, sparse_table):
     out = tmp_path / "pred.csv"
     args = ["predict", sparse_table, "-o", str(out), "--proxy", "pixel3", "--method", "adaproxy"]
     assert main(args) == 0
-    assert "(adaproxy from pixel3)" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "pred.csv.meta.json").read_text())
+    assert meta["devices"]["raspberry_pi4"]["how"] == "adaproxy from pixel3"
 
 
 def test_rank_budget_and_pareto(capsys):
@@ -138,3 +139,40 @@ def test_bad_arch_names_file_and_line(tmp_path, capsys):
     p.write_text("arch,a\n|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|,1\n|bogus|,2\n")
     assert _code(["predict", str(p), "-o", str(tmp_path / "o.csv")]) == 2
     assert "line 3: '|bogus|' is not a nas-bench-201 architecture" in capsys.readouterr().err
+
+
+def test_predict_writes_a_sidecar_that_rank_uses(tmp_path, capsys, sparse_table):
+    out = tmp_path / "pred.csv"
+    assert main(["predict", sparse_table, "-o", str(out)]) == 0
+    assert "typical error" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "pred.csv.meta.json").read_text())
+    assert meta["schema"] == "fleetbench.predict/1" and meta["rows"] == 1999
+    pi = meta["devices"]["raspberry_pi4"]
+    assert pi["measured"] == 13 and len(pi["predicted_rows"]) == 1986 and pi["log_error_std"] > 0
+    assert meta["devices"]["pixel3"]["predicted_rows"] == []
+
+    base = ["rank", str(out), "--device", "raspberry_pi4", "--accuracy", NB201_ACCURACY,
+            "--metric", "cifar10_top1", "--budget-ms", "40", "--format", "json"]  # fmt: skip
+    assert main(base) == 0
+    auto = json.loads(capsys.readouterr().out)["pick"]
+    assert main([*base, "--margin", "0"]) == 0
+    bare = json.loads(capsys.readouterr().out)["pick"]
+    assert auto["predicted"]  # 13 of 1999 measured: the pick is almost surely a predicted cell
+    assert auto["latency_ms"] < auto["latency_with_margin_ms"] <= 40
+    assert bare["latency_with_margin_ms"] == bare["latency_ms"] <= 40
+    assert auto["cifar10_top1"] <= bare["cifar10_top1"]  # safety costs accuracy, never gains it
+
+
+def test_measured_table_gets_no_margin(capsys):
+    args = ["rank", NB201_LATENCY, "--device", "pixel3", "--accuracy", NB201_ACCURACY,
+            "--metric", "cifar10_top1", "--budget-ms", "20", "--format", "json"]  # fmt: skip
+    assert main(args) == 0
+    pick = json.loads(capsys.readouterr().out)["pick"]
+    assert pick["predicted"] is False and pick["latency_with_margin_ms"] == pick["latency_ms"]
+
+
+def test_bad_margin(capsys):
+    args = ["rank", NB201_LATENCY, "--device", "pixel3", "--accuracy", NB201_ACCURACY,
+            "--metric", "cifar10_top1", "--budget-ms", "20", "--margin", "lots"]  # fmt: skip
+    assert _code(args) == 2
+    assert "--margin 'lots'" in capsys.readouterr().err

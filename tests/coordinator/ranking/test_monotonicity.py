@@ -51,3 +51,11 @@ def test_tiny_and_degenerate_tables():
     assert np.isnan(m.srcc[0, 2]) and m.counts[0, 2] == 1  # one shared row: no correlation
     d = m.to_dict()
     assert d["srcc"][0][2] is None and d["proxy"] in ("x", "y")
+
+
+@given(st.lists(st.lists(st.integers(0, 4), min_size=3, max_size=3), min_size=1, max_size=30))
+def test_column_ranks_match_scipy(rows):
+    from coordinator.ranking.monotonicity import rankdata_columns
+
+    a = np.array(rows, dtype=float)
+    np.testing.assert_allclose(rankdata_columns(a), scipy_stats.rankdata(a, axis=0, method="average"))

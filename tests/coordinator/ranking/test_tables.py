@@ -83,3 +83,26 @@ def test_accuracy_table(tmp_path):
     assert metrics == ["top1", "top5"] and acc == {A: 91.5}
     with pytest.raises(UnknownNameError, match="columns are: top1, top5"):
         read_accuracy(p, "top3")
+
+
+def test_fast_reader_agrees_with_the_careful_one(tmp_path):
+    import csv as _csv
+
+    from coordinator.ranking import tables
+
+    t = read_table(NB201_LATENCY)  # has -1.0 cells: numbers, so the fast path reads it
+    with open(NB201_LATENCY) as fh:
+        rows = list(_csv.reader(fh))
+    careful = tables._read_wide(NB201_LATENCY, rows, rows[0])
+    assert tables._read_wide_fast(NB201_LATENCY) is not None
+    assert t.archs == careful.archs and t.devices == careful.devices
+    np.testing.assert_array_equal(np.isnan(t.ms), np.isnan(careful.ms))
+    np.testing.assert_array_equal(np.nan_to_num(t.ms), np.nan_to_num(careful.ms))
+
+
+@pytest.mark.parametrize("body", [f"{A},1,\n{B},2,3\n", f'"{A}",1,2\n{B},2,3\n', f"{A},1,2\n{A},2,3\n"])
+def test_unusual_files_take_the_careful_path(tmp_path, body):
+    from coordinator.ranking import tables
+
+    p = _write(tmp_path, "arch,a,b\n" + body)
+    assert tables._read_wide_fast(p) is None
