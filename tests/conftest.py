@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))  # for tests/modelgen.py
 
 import modelgen
+from broker import mosquitto  # noqa: F401  (a fixture: a real broker on 127.0.0.1)
 
 
 @pytest.fixture(scope="session")

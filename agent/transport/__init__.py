@@ -1,0 +1,1 @@
+"""Who hears about it?  Topics, message envelopes, the durable outbox and the MQTT link."""

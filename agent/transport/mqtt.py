@@ -1,0 +1,264 @@
+"""The MQTT link: one paho-mqtt 2.x client that owns its connection.
+
+- MQTT 3.1.1 by default (Azure IoT Hub, AWS IoT and most hubs speak it), 5.0 on request;
+  TLS, username/password and client certificates from the settings.
+- Birth and Last Will: ``status`` is retained ``online`` on every connect and retained
+  ``offline`` when the agent stops, crashes or loses its network (the broker publishes
+  the Will).
+- Everything sent goes through the durable ``Outbox`` first.  A pump thread publishes
+  the oldest queued messages with QoS 1, at most ``max_inflight`` at a time, and
+  deletes each from the outbox only once the broker has acknowledged it (PUBACK).
+  After a disconnect the unacknowledged ones are sent again: at least once, with the
+  same id, never lost.
+- Reconnects with capped exponential backoff (1 s doubling to ``max_backoff_s``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from agent.errors import UsageError
+from agent.transport import messages
+from agent.transport.outbox import Outbox, OutboxError
+from agent.transport.topics import DeviceTopics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str
+    port: int = 1883
+    tls: bool = False
+    username: Optional[str] = None
+    password: Optional[str] = None
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    protocol: str = "3.1.1"  # or "5"
+    keepalive_s: int = 30
+    max_backoff_s: float = 60.0
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> BrokerSettings:
+        """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` (TLS, default port 8883)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise UsageError(f"broker {url!r} is not of the form mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        try:
+            port = parts.port
+        except ValueError:
+            raise UsageError(f"broker {url!r} has an invalid port") from None
+        tls = parts.scheme == "mqtts"
+        settings = cls(
+            host=parts.hostname,
+            port=port or (8883 if tls else 1883),
+            tls=tls,
+            username=urllib.parse.unquote(parts.username) if parts.username else None,
+            password=urllib.parse.unquote(parts.password) if parts.password else None,
+        )
+        return settings.replace(**overrides) if overrides else settings
+
+    def replace(self, **changes: Any) -> BrokerSettings:
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
+
+
+MessageHandler = Callable[[str, messages.Envelope], None]
+
+
+class MqttLink:
+    """Publish from an outbox, receive jobs and model pushes, announce online/offline."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        topics: DeviceTopics,
+        outbox: Outbox,
+        on_message: Optional[MessageHandler] = None,
+        max_inflight: int = 100,
+        client_id: Optional[str] = None,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.settings = settings
+        self.topics = topics
+        self.outbox = outbox
+        self.on_message = on_message
+        self.max_inflight = max_inflight
+        self.connected = threading.Event()
+        self.sent_total = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pump: Optional[threading.Thread] = None
+        self._stopping = False
+        self._drain_timeout_s = 5.0
+        self._epoch = 0  # bumped on every (dis)connect: in-flight state from an older epoch is void
+        proto = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"fleetbench-{topics.device_id}",
+            protocol=proto,
+        )
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=int(settings.max_backoff_s))
+        if settings.username:
+            self._client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            self._client.tls_set(
+                ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file
+            )
+        self._client.will_set(topics.status, self._status("offline"), qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background (the broker may be down; we keep trying) and start pumping."""
+        self._client.connect_async(
+            self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
+        )
+        self._client.loop_start()
+        self._pump = threading.Thread(target=self._pump_loop, name="fleetbench-outbox-pump", daemon=True)
+        self._pump.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Say ``offline`` (retained), disconnect cleanly, stop the threads.  Queued messages stay on disk."""
+        self._drain_timeout_s = timeout_s
+        self._stop.set()
+        self._wake.set()
+        self._stopping = True
+        if self._pump:
+            self._pump.join(timeout_s + 1.0)
+        if self.connected.is_set():
+            info = self._client.publish(self.topics.status, self._status("offline"), qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout_s)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> MqttLink:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- sending ------------------------------------------------------------------
+
+    def send(self, kind: str, data: Any, msg_id: Optional[str] = None, retain: bool = False) -> str:
+        """Queue a message durably for ``kind``'s topic; returns its id."""
+        env = messages.make(kind, self.topics.device_id, data, msg_id)
+        self.outbox.put(env.id, self.topics.topic(kind), env.encode(), qos=1, retain=retain)
+        self._wake.set()
+        return env.id
+
+    def _status(self, state: str) -> bytes:
+        return json.dumps({"v": messages.VERSION, "state": state, "device_id": self.topics.device_id,
+                           "ts": time.time()}).encode()  # fmt: skip
+
+    def _pump_loop(self) -> None:
+        inflight: list[tuple[Any, str]] = []  # (MQTTMessageInfo, message id)
+        try:
+            self._pump_until_stopped(inflight)
+        finally:
+            # Graceful stop: give what is in flight a bounded chance to be acknowledged, then a
+            # last sweep, so what the broker has is not sent again on the next start.
+            deadline = time.monotonic() + self._drain_timeout_s
+            for info, _ in inflight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.connected.is_set():
+                    break
+                try:
+                    info.wait_for_publish(remaining)
+                except (RuntimeError, ValueError):  # the link went down meanwhile
+                    break
+            acked = [mid for info, mid in inflight if info.is_published()]
+            if acked:
+                try:
+                    self.outbox.ack(acked)
+                    self.sent_total += len(acked)
+                except OutboxError as err:
+                    logger.warning("%s", err)
+
+    def _pump_until_stopped(self, inflight: list[tuple[Any, str]]) -> None:
+        epoch = -1
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if epoch != self._epoch:  # reconnected (or lost the link): resend what was not acked
+                inflight.clear()
+                epoch = self._epoch
+            if not self.connected.is_set():
+                continue
+            # Partition once: a PUBACK may arrive between two looks at is_published().
+            done = [info.is_published() for info, _ in inflight]
+            acked = [mid for (_, mid), ok in zip(inflight, done) if ok]
+            if acked:
+                try:
+                    self.outbox.ack(acked)
+                except OutboxError as err:  # disk trouble: keep them in flight, try next time
+                    logger.warning("%s", err)
+                    continue
+                self.sent_total += len(acked)
+                inflight[:] = [entry for entry, ok in zip(inflight, done) if not ok]
+            room = self.max_inflight - len(inflight)
+            if room <= 0:
+                continue
+            busy = {mid for _, mid in inflight}
+            for p in self.outbox.peek(room, exclude=busy):
+                info = self._client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
+                if info.rc != 0:  # not connected after all: try again after the next connect
+                    break
+                inflight.append((info, p.id))
+
+    # -- paho callbacks (network thread: keep them short) --------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            logger.warning("broker %s:%d refused the connection: %s", self.settings.host, self.settings.port,
+                           reason_code)  # fmt: skip
+            return
+        logger.info("connected to %s:%d", self.settings.host, self.settings.port)
+        client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        client.subscribe([(self.topics.jobs, 1), (self.topics.models, 1)])
+        self._epoch += 1
+        self.connected.set()
+        self._wake.set()
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        if self.connected.is_set() and not self._stopping:
+            logger.warning("lost the broker %s:%d (%s); reconnecting with backoff", self.settings.host,
+                           self.settings.port, reason_code)  # fmt: skip
+        self.connected.clear()
+        self._epoch += 1
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        self._wake.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if self.on_message is None:
+            return
+        try:
+            env = messages.decode(msg.payload)
+        except messages.MessageError as err:
+            logger.warning("ignoring a malformed message on %s: %s", msg.topic, err)
+            return
+        try:
+            self.on_message(msg.topic, env)
+        except Exception:  # a handler bug must not kill the network thread
+            logger.exception("message handler failed on %s", msg.topic)

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.transport.outbox import Outbox, OutboxError
+
+
+@pytest.fixture
+def box(tmp_path):
+    with Outbox(str(tmp_path / "outbox.sqlite")) as b:
+        yield b
+
+
+def test_fifo_peek_and_ack(box):
+    for i in range(5):
+        assert box.put(f"id{i}", "t/results", f"p{i}".encode())
+    assert len(box) == 5
+    first = box.peek(2)
+    assert [p.id for p in first] == ["id0", "id1"] and first[0].payload == b"p0" and first[0].qos == 1
+    assert [p.id for p in box.peek(2, exclude={"id0"})] == ["id1", "id2"]
+    assert box.ack(["id0", "id1", "nope"]) == 2
+    assert [p.id for p in box.peek(10)] == ["id2", "id3", "id4"]
+
+
+def test_put_is_idempotent_on_the_id(box):
+    assert box.put("same", "t", b"a")
+    assert not box.put("same", "t", b"b")
+    assert len(box) == 1 and box.peek(1)[0].payload == b"a"
+
+
+def test_count_bound_drops_the_oldest_and_counts(tmp_path, caplog):
+    with Outbox(str(tmp_path / "o.sqlite"), max_messages=3) as b:
+        for i in range(5):
+            b.put(f"m{i}", "t", b"x")
+        assert [p.id for p in b.peek(10)] == ["m2", "m3", "m4"]
+        assert b.dropped_total == 2
+    assert "dropped 1 message(s)" in caplog.text
+    with Outbox(str(tmp_path / "o.sqlite"), max_messages=3) as again:
+        assert again.dropped_total == 2  # the count is on disk, for health reports
+
+
+def test_age_bound(tmp_path):
+    path = str(tmp_path / "o.sqlite")
+    with Outbox(path, max_age_s=3600) as b:
+        b.put("old", "t", b"x")
+        b.put("new", "t", b"y")
+    db = sqlite3.connect(path)
+    db.execute("UPDATE messages SET created_at = created_at - 7200 WHERE id = 'old'")
+    db.commit()
+    db.close()
+    with Outbox(path, max_age_s=3600) as b:
+        assert b.enforce_bounds() == 1
+        assert [p.id for p in b.peek(5)] == ["new"] and b.dropped_total == 1
+
+
+def test_survives_kill_9(tmp_path):
+    path = str(tmp_path / "o.sqlite")
+    code = (
+        "import os, signal, sys\n"
+        f"sys.path.insert(0, {os.getcwd()!r})\n"
+        "from agent.transport.outbox import Outbox\n"
+        f"b = Outbox({path!r})\n"
+        "for i in range(200):\n"
+        "    b.put(f'k{i}', 't', b'payload')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    with Outbox(path) as b:
+        assert len(b) == 200
+        assert {p.id for p in b.peek(500)} == {f"k{i}" for i in range(200)}
+
+
+def test_unopenable_path_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OutboxError, match="cannot be opened"):
+        Outbox(str(blocker / "sub" / "outbox.sqlite"))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["put", "ack"]), st.integers(0, 15)), max_size=60))
+def test_model_based(tmp_path_factory, ops):
+    """The outbox behaves like an ordered dict of ids, whatever the order of puts and acks."""
+    path = str(tmp_path_factory.mktemp("mb") / "o.sqlite")
+    model: dict[str, None] = {}
+    with Outbox(path) as b:
+        for op, k in ops:
+            key = f"k{k}"
+            if op == "put":
+                assert b.put(key, "t", b"x") == (key not in model)
+                model.setdefault(key, None)
+            else:
+                assert b.ack([key]) == (1 if key in model else 0)
+                model.pop(key, None)
+        assert [p.id for p in b.peek(100)] == list(model)
