@@ -36,6 +36,10 @@ class Mosquitto:
                 f"persistence_location {workdir}/\n"
                 f"log_dest file {workdir}/mosquitto.log\n"
                 "max_queued_messages 100000\n"
+                # Started as root, mosquitto 2.0 drops to the `mosquitto` user Debian's package
+                # creates, which cannot write this root-owned test directory: no log, and no
+                # persistence, so subscriber sessions vanish at every broker restart.
+                + ("user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else "")
             )
         self.proc: Optional[subprocess.Popen] = None
 
@@ -55,9 +59,12 @@ class Mosquitto:
                 )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
             except OSError:
                 time.sleep(0.05)
+                continue
+            if not os.path.exists(os.path.join(self.dir, "mosquitto.log")):
+                raise RuntimeError(f"mosquitto cannot write to {self.dir} (its persistence would be lost)")
+            return
         raise RuntimeError("mosquitto did not start listening")
 
     def stop(self) -> None:
