@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, Optional, TextIO
+from typing import Any, Callable, NoReturn, Optional, TextIO
 
 from agent import __version__
 from agent.errors import FleetbenchError, UsageError
@@ -27,14 +28,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
+def _whole(minimum: int) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is negative" if minimum == 0 else f"{text!r} is less than {minimum}"
+            )
+        return value
+
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -42,8 +50,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative number of seconds")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite, non-negative number of seconds")
     return value
 
 
@@ -93,14 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     arg(
         "--runs",
-        type=_positive_int,
+        type=_whole(0),
         default=50,
         metavar="N",
         help="minimum measured runs (default: 50)",
     )
     arg(
         "--warmup",
-        type=_positive_int,
+        type=_whole(0),
         default=5,
         metavar="N",
         help="minimum warm-up runs (default: 5)",
@@ -148,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     arg(
         "--seed",
-        type=int,
+        type=_whole(0),
         default=0,
         metavar="N",
         help="seed for the generated inputs (default: 0)",
@@ -161,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--profile", action="store_true", help="also report the slowest operators")
     arg(
         "--profile-top",
-        type=_positive_int,
+        type=_whole(1),
         default=10,
         metavar="N",
         help="operators listed by --profile (default: 10)",
@@ -267,7 +275,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     ).validate()
 
     progress = _TTYProgress(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
-    results, failed, worst = [], 0, EXIT_OK
+    results, worst = [], EXIT_OK
     try:
         for model in args.models:
             try:
@@ -280,11 +288,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 if progress:
                     progress.clear()
                 print(f"fleetbench: error: {err}", file=sys.stderr)
-                failed += 1
                 worst = max(worst, err.exit_code)
-            finally:
-                if progress:
-                    progress.clear()
+            if progress:
+                progress.clear()
     except KeyboardInterrupt:
         if progress:
             progress.clear()

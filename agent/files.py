@@ -31,9 +31,8 @@ def _mode_for(path: str) -> int:
 def write_text_atomic(path: str, text: str, what: str = "--output") -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename, so a crash or a full
     disk mid-write never leaves half a file where a good one (or none) was."""
+    check_writable(path, what)
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"{what} {path!r}: directory {directory!r} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".fleetbench-", dir=directory)
     except OSError as err:

@@ -83,7 +83,8 @@ def run(args):
                         ys[idx] = y[idx]
                         test = np.setdiff1d(avail, idx)
                         for m in methods:
-                            pred = make(m).fit(design, ys).predict(design)
+                            est = make(m).fit(design, ys)
+                            pred = est.predict(design)
                             key = (setting, planner, m, k)
                             srcc.setdefault(key, {}).setdefault(t, []).append(spearman(pred[test], y[test]))
                             if k != 10 or planner != "random":
@@ -92,7 +93,7 @@ def run(args):
                             # predicted ones get no margin, or the auto margin from the CV error.
                             ms = np.where(np.isnan(ys), np.exp(pred), true_ms)[avail]
                             predicted = np.isnan(ys)[avail]
-                            sigma = uncertainty.cv_log_error(m, design, ys)
+                            sigma = uncertainty.cv_log_error(est, design, ys)
                             policies = {"none": 1.0, "auto": uncertainty.margin_factor(sigma)}
                             for policy, factor in policies.items():
                                 scaled = np.where(predicted, ms * factor, ms)

@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
     plan.add_argument("--target", required=True, metavar="DEVICE")
     plan.add_argument("-k", type=int, required=True, metavar="K", help="how many architectures")
     plan.add_argument("--seed", type=int, default=0, metavar="S")
-    plan.add_argument("--space", default="nas-bench-201", help="search space (default: nas-bench-201)")
+    _add_space(plan)
     plan.add_argument("--planner", default=None,
                       help="random, spread or doptimal (default: doptimal)")  # fmt: skip
     plan.set_defaults(func=cmd_plan)
@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
         ),
     )
     pred.add_argument("table", metavar="TABLE.csv")
-    pred.add_argument("--space", default="nas-bench-201", help="search space (default: nas-bench-201)")
+    _add_space(pred)
     pred.add_argument("-o", "--output", required=True, metavar="OUT.csv")
     pred.add_argument("--proxy", metavar="DEVICE")
     pred.add_argument("--method", default=None,
@@ -82,10 +82,11 @@ def register(sub: Any) -> None:
     rank.add_argument("--device", required=True)
     rank.add_argument("--accuracy", required=True, metavar="ACC.csv")
     rank.add_argument("--metric", required=True, metavar="COLUMN")
-    rank.add_argument("--budget-ms", type=float, default=None, metavar="X")
+    rank.add_argument("--budget-ms", type=_budget_ms, default=None, metavar="X")
     rank.add_argument("--pareto", action="store_true")
     rank.add_argument(
         "--margin",
+        type=_margin,
         default="auto",
         metavar="auto|PCT",
         help="safety margin on predicted latencies for --budget-ms: auto (default) sizes it from the "
@@ -94,6 +95,34 @@ def register(sub: Any) -> None:
     )
     rank.add_argument("--format", choices=["table", "json"], default="table")
     rank.set_defaults(func=cmd_rank)
+
+
+def _add_space(parser: Any) -> None:
+    parser.add_argument("--space", default="nas-bench-201", help="search space (default: nas-bench-201)")
+
+
+def _budget_ms(text: str) -> float:
+    """argparse type: a latency budget, a finite number of milliseconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of milliseconds")
+    return value
+
+
+def _margin(text: str) -> Any:
+    """argparse type: ``auto``, or a safety margin in per cent (0 or more)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a percentage of 0 or more")
+    return value
 
 
 def _warn(text: str) -> None:
@@ -244,7 +273,7 @@ def _margins(args: argparse.Namespace, table: Any) -> Any:
     """Per-row multiplier for the device's latencies before the budget test."""
     import numpy as np
 
-    from coordinator.errors import TableError, UnknownNameError
+    from coordinator.errors import TableError
     from coordinator.ranking import fill, uncertainty
 
     ones = np.ones(len(table.archs))
@@ -273,13 +302,7 @@ def _margins(args: argparse.Namespace, table: Any) -> Any:
             _warn(f"no error estimate for {args.device}'s predicted latencies; using a "
                   f"{uncertainty.FALLBACK_MARGIN:.0%} margin")  # fmt: skip
     else:
-        try:
-            pct = float(args.margin)
-        except ValueError:
-            raise UnknownNameError(f"--margin {args.margin!r} is not 'auto' or a percentage") from None
-        if not pct >= 0:
-            raise UnknownNameError(f"--margin {args.margin!r} must be a percentage of 0 or more")
-        factor = 1.0 + pct / 100.0
+        factor = 1.0 + args.margin / 100.0
         if info is None:
             return ones * factor
     out = ones.copy()

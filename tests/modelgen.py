@@ -251,9 +251,6 @@ def nhwc(x_nchw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
 
 
-Shape = tuple[int, ...]
-
-
 if __name__ == "__main__":
     # `python tests/modelgen.py DIR` writes conv.onnx and conv.tflite (same weights) into DIR.
     import os

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -96,6 +97,11 @@ class BenchSettings:
             (
                 self.threads is None or self.threads >= 1,
                 f"--threads must be at least 1 (got {self.threads})",
+            ),
+            (self.seed >= 0, f"--seed must be 0 or more (got {self.seed})"),
+            (
+                all(math.isfinite(t) for t in (self.warmup_time_s, self.min_time_s, self.max_time_s)),
+                "--warmup-time, --min-time and --max-time must be finite numbers of seconds",
             ),
         ]
         for ok, message in checks:
@@ -206,8 +212,8 @@ def run_benchmark(path: str, settings: BenchSettings, progress: Optional[Progres
     finally:
         session.close()
 
-    samples = np.concatenate(batches)
-    stats = LatencyStats.from_ns(samples.tolist())
+    samples = np.concatenate(batches).tolist()
+    stats = LatencyStats.from_ns(samples)
     size, digest = _file_digest(path)
     return BenchResult(
         model=ModelInfo(
@@ -235,7 +241,7 @@ def run_benchmark(path: str, settings: BenchSettings, progress: Optional[Progres
         ),
         stats=stats,
         device=before,
-        samples_ns=tuple(int(v) for v in samples),
+        samples_ns=tuple(samples),
         warnings=tuple(run_warnings(stats, settings, before, after, measure_s)),
         profile=profile,
     )

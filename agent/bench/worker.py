@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import time
 import traceback
 from typing import Any, Callable, Optional
 
@@ -68,10 +69,10 @@ def call_in_worker(
     proc = ctx.Process(target=_child_main, args=(child_conn, target, payload), daemon=True)
     proc.start()
     child_conn.close()
-    deadline = _monotonic() + timeout_s
+    deadline = time.monotonic() + timeout_s
     try:
         while True:
-            remaining = deadline - _monotonic()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise errors.WorkerTimeoutError(
                     f"{what} did not finish within {timeout_s:.0f} s; the worker was killed"
@@ -112,12 +113,6 @@ def call_in_worker(
             proc.kill()
         proc.join(5)
         parent_conn.close()
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _bench_target(payload: Any, send_progress: Callable[..., None]) -> Any:

@@ -99,7 +99,6 @@ class MqttLink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pump: Optional[threading.Thread] = None
-        self._stopping = False
         self._drain_timeout_s = 5.0
         self._epoch = 0  # bumped on every (dis)connect: in-flight state from an older epoch is void
         proto = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
@@ -139,7 +138,6 @@ class MqttLink:
         self._drain_timeout_s = timeout_s
         self._stop.set()
         self._wake.set()
-        self._stopping = True
         if self._pump:
             self._pump.join(timeout_s + 1.0)
         if self.connected.is_set():
@@ -241,7 +239,7 @@ class MqttLink:
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
-        if self.connected.is_set() and not self._stopping:
+        if self.connected.is_set() and not self._stop.is_set():
             logger.warning("lost the broker %s:%d (%s); reconnecting with backoff", self.settings.host,
                            self.settings.port, reason_code)  # fmt: skip
         self.connected.clear()

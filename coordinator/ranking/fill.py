@@ -122,15 +122,17 @@ def fill_table(
         if counts[j] < MIN_ADAPT:
             pred = _fallback(design, y, name, report)
         elif not ref_cols:
-            pred = predictors.LookupTable().fit(base, y).predict(base)
+            lut = predictors.LookupTable().fit(base, y)
+            pred = lut.predict(base)
             report.method[name] = "lut (no fully measured reference device)"
             if with_error:
-                report.log_error[name] = uncertainty.cv_log_error("lut", base, y)
+                report.log_error[name] = uncertainty.cv_log_error(lut, base, y)
         else:
-            pred = predictors.make(method).fit(design, y).predict(design)
+            est = predictors.make(method).fit(design, y)
+            pred = est.predict(design)
             report.method[name] = f"{method} from {', '.join(table.devices[r] for r in ref_cols)}"
             if with_error:
-                report.log_error[name] = uncertainty.cv_log_error(method, design, y)
+                report.log_error[name] = uncertainty.cv_log_error(est, design, y)
         out[:, j] = np.where(np.isnan(y), pred, y)
         if proxy is None and counts[j] >= DENSE_SHARE * len(table.archs):
             refs.append(j)  # completed dense columns help the sparser ones

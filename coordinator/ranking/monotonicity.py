@@ -44,10 +44,6 @@ def rankdata(values: np.ndarray) -> np.ndarray:
     return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
 
 
-def _rank(col: np.ndarray) -> np.ndarray:
-    return rankdata(col)
-
-
 def rankdata_columns(values: np.ndarray) -> np.ndarray:
     """``rankdata`` of every column of a 2-D array.
 
@@ -65,7 +61,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     >>> round(spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 30, 20, 40])), 3)
     0.8
     """
-    ra, rb = _rank(a) - (len(a) + 1) / 2, _rank(b) - (len(b) + 1) / 2
+    ra, rb = rankdata(a) - (len(a) + 1) / 2, rankdata(b) - (len(b) + 1) / 2
     den = np.sqrt((ra @ ra) * (rb @ rb))
     return float(ra @ rb / den) if den > 0 else float("nan")
 

@@ -20,6 +20,7 @@ architecture) and ``y``, the target's log-latencies with NaN where not measured;
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -315,8 +316,8 @@ class Fleet(LatencyPredictor):
     def fit(self, design: Design, y: np.ndarray) -> Fleet:
         self._check_refs(design)
         members = self.members or (Hierarchical(), MultiReference())
-        self.members_ = [m.pinned() if hasattr(m, "coef_") else m for m in members]
-        self.members_ = [m.fit(design, y) for m in self.members_]
+        # Fit copies, as scikit-learn clones: estimators given as hyper-parameters stay unfitted.
+        self.members_ = [copy.deepcopy(m).fit(design, y) for m in members]
         return self
 
     def pinned(self) -> Fleet:

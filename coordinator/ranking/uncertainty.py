@@ -16,8 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from coordinator.ranking import predictors
-from coordinator.ranking.predictors import Design
+from coordinator.ranking.predictors import Design, LatencyPredictor
 
 #: one-sided 95 % normal quantile
 Z_95 = 1.645
@@ -26,25 +25,26 @@ FALLBACK_MARGIN = 0.25
 
 
 def cv_log_error(
-    method: str, design: Design, y: np.ndarray, folds: int = 10, seed: int = 0
+    fitted: LatencyPredictor, design: Design, y: np.ndarray, folds: int = 10, seed: int = 0
 ) -> Optional[float]:
-    """RMS cross-validated error of ``method`` in log-latency, or None with < 3 samples."""
+    """RMS cross-validated error, in log-latency, of the method ``fitted`` was fitted with
+    on ``design`` and ``y``; None with fewer than 3 samples."""
     idx = np.flatnonzero(~np.isnan(y))
     if len(idx) < 3:
         return None
     rng = np.random.default_rng(seed)
     order = rng.permutation(idx)
     groups = np.array_split(order, min(folds, len(idx)))
-    # Hyper-parameters are chosen once on all samples; each fold refits only the weights.
-    # Slightly optimistic, and 20-30x cheaper than repeating the whole search per fold.
-    template = predictors.make(method).fit(design, y)
+    # Hyper-parameters were chosen once, on all samples, by the caller's fit; each fold
+    # refits only the weights.  Slightly optimistic, and 20-30x cheaper than repeating the
+    # whole search per fold.
     errors = []
     for held in groups:
         train = y.copy()
         train[held] = np.nan
         if (~np.isnan(train)).sum() < 2:
             continue
-        pred = template.pinned().fit(design, train).predict(design)
+        pred = fitted.pinned().fit(design, train).predict(design)
         errors.extend(pred[held] - y[held])
     return float(np.sqrt(np.mean(np.square(errors)))) if errors else None
 

@@ -90,13 +90,16 @@ def test_isolated_run(capsys, tflite_model):
     (["bench", "m.onnx", "--shape", "x=1xQ"], 2, "dimension 'Q' is not a positive integer"),
     (["bench", "m.onnx", "--runs", "-3"], 2, "'-3' is negative"),
     (["bench", "m.onnx", "--min-time", "9", "--max-time", "1"], 2, "shorter than --min-time"),
+    (["bench", "m.onnx", "--max-time", "inf"], 2, "'inf' is not a finite, non-negative number"),
+    (["bench", "m.onnx", "--seed", "-1"], 2, "argument --seed: '-1' is negative"),
+    (["bench", "m.onnx", "--profile-top", "0"], 2, "'0' is less than 1"),
 ])  # fmt: skip
 def test_usage_errors(capsys, args, code, message):
     try:
         got = main(args)
     except SystemExit as stop:  # argparse's own checks exit from inside parse_args
         got = stop.code
-    assert got == code
+    assert got == code, args
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err

@@ -175,4 +175,12 @@ def test_bad_margin(capsys):
     args = ["rank", NB201_LATENCY, "--device", "pixel3", "--accuracy", NB201_ACCURACY,
             "--metric", "cifar10_top1", "--budget-ms", "20", "--margin", "lots"]  # fmt: skip
     assert _code(args) == 2
-    assert "--margin 'lots'" in capsys.readouterr().err
+    assert "argument --margin: 'lots' is not 'auto' or a percentage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "0", "-5", "fast"])
+def test_bad_budget(capsys, budget):
+    args = ["rank", NB201_LATENCY, "--device", "pixel3", "--accuracy", NB201_ACCURACY,
+            "--metric", "cifar10_top1", "--budget-ms", budget]  # fmt: skip
+    assert _code(args) == 2
+    assert "is not a positive number of milliseconds" in capsys.readouterr().err

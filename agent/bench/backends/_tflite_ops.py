@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 import bench_kernels
+from agent.bench.backends.base import aggregate_op_times
 from agent.bench.inputs import TensorSpec, make_inputs
 from agent.bench.results import OpProfile
 from agent.errors import BackendUnavailableError, BenchmarkError
@@ -150,7 +151,5 @@ def profile_ops(content: bytes, mod: Any, threads: int, runs: int, path: str) ->
         timed.append((name, op_type, float(np.mean(out)) / 1e6))
     if not timed:
         raise BenchmarkError(f"no operator of {path!r} could be timed on its own")
-    total = sum(ms for _, _, ms in timed) or 1.0
-    profiles = [OpProfile(name=n, op_type=t, mean_ms=ms, share=ms / total) for n, t, ms in timed]
-    profiles.sort(key=lambda p: p.mean_ms, reverse=True)
-    return profiles
+    # Each entry is already a per-run mean, so the shared aggregation sees one "run".
+    return aggregate_op_times(timed, runs=1)

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
@@ -212,12 +212,4 @@ class LiteRTBackend(Backend):
         return LiteRTSession(path, options)
 
 
-def runtime_package() -> Optional[str]:
-    """Which LiteRT Python package is installed, if any."""
-    try:
-        return _runtime()[1]
-    except ImportError:
-        return None
-
-
-__all__ = ["DELEGATES", "LiteRTBackend", "LiteRTSession", "runtime_package"]
+__all__ = ["DELEGATES", "LiteRTBackend", "LiteRTSession"]

@@ -65,6 +65,8 @@ def test_run_count_is_capped(monkeypatch):
     ({"min_time_s": 5, "max_time_s": 2}, "shorter than --min-time"),
     ({"threads": 0}, "--threads"),
     ({"warmup_runs": -1}, "--warmup"),
+    ({"seed": -1}, "--seed"),
+    ({"max_time_s": float("inf")}, "finite"),
 ])  # fmt: skip
 def test_settings_validation(kw, match):
     with pytest.raises(UsageError, match=match):

@@ -56,6 +56,21 @@ def test_order_invariants(values):
     assert s.std_ms >= 0 and s.cv >= 0
 
 
+@given(st.lists(st.integers(min_value=1, max_value=10**12), min_size=1, max_size=300))
+def test_fast_summary_matches_the_pure_python_reference(values):
+    s = LatencyStats.from_ns(values)
+    ms = sorted(v / 1e6 for v in values)
+    mean = math.fsum(ms) / len(ms)
+    assert s.mean_ms == mean  # fsum in both: exact
+    for q, got in ((50, s.p50_ms), (90, s.p90_ms), (99, s.p99_ms)):
+        assert got == pytest.approx(percentile(ms, q), rel=1e-12, abs=1e-12)
+    var = math.fsum((v - mean) ** 2 for v in ms) / (len(ms) - 1) if len(ms) > 1 else 0.0
+    assert s.std_ms == pytest.approx(math.sqrt(var), rel=1e-9, abs=1e-12)
+    q1, q3 = percentile(ms, 25), percentile(ms, 75)
+    fence = 1.5 * (q3 - q1)
+    assert s.outliers == sum(1 for v in ms if v < q1 - fence or v > q3 + fence)
+
+
 def test_matches_numpy_linear_percentiles():
     np = pytest.importorskip("numpy")
     rng = np.random.default_rng(3)

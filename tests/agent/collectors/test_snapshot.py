@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from sysfs_tree import make_tree
 
 from agent.bench.metadata import stability_warnings, take_snapshot
 from agent.collectors import power
 from agent.collectors._sysfs import SysfsReader
-
-
-def _tree(root, files):
-    for rel, content in files.items():
-        path = os.path.join(root, rel.lstrip("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(content.encode() if isinstance(content, str) else content)
-    return SysfsReader(str(root))
-
 
 # Values as a Raspberry Pi 4 (Raspberry Pi OS, kernel 6.1) reports them.
 RPI4 = {
@@ -43,7 +32,7 @@ RPI4 = {
 
 
 def test_raspberry_pi_4(tmp_path):
-    snap = take_snapshot(_tree(tmp_path, RPI4))
+    snap = take_snapshot(make_tree(tmp_path, RPI4))
     assert snap.board == "Raspberry Pi 4 Model B Rev 1.4"
     assert snap.cpu_model == "BCM2835"
     assert (snap.cores_logical, snap.cores_physical) == (4, 4)
@@ -61,9 +50,9 @@ def test_raspberry_pi_4(tmp_path):
 
 def test_rpi_throttling_and_frequency_change_are_flagged(tmp_path):
     before = take_snapshot(
-        _tree(tmp_path / "a", {**RPI4, "/sys/devices/platform/soc/soc:firmware/get_throttled": "0\n"})
+        make_tree(tmp_path / "a", {**RPI4, "/sys/devices/platform/soc/soc:firmware/get_throttled": "0\n"})
     )
-    after = take_snapshot(_tree(tmp_path / "b", {
+    after = take_snapshot(make_tree(tmp_path / "b", {
         **RPI4,
         "/sys/devices/platform/soc/soc:firmware/get_throttled": "0x40000\n",
         "/sys/devices/system/cpu/cpufreq/policy0/scaling_cur_freq": "1500000\n",
@@ -74,13 +63,13 @@ def test_rpi_throttling_and_frequency_change_are_flagged(tmp_path):
 
 
 def test_throttled_now_is_flagged(tmp_path):
-    snap = take_snapshot(_tree(tmp_path, RPI4))
+    snap = take_snapshot(make_tree(tmp_path, RPI4))
     text = "\n".join(stability_warnings(snap, snap))
     assert "under-voltage, throttled at the start" in text
 
 
 def test_phone_on_battery(tmp_path):
-    reader = _tree(tmp_path, {
+    reader = make_tree(tmp_path, {
         "/sys/class/power_supply/battery/type": "Battery\n",
         "/sys/class/power_supply/battery/status": "Discharging\n",
         "/sys/class/power_supply/battery/capacity": "37\n",
@@ -92,7 +81,7 @@ def test_phone_on_battery(tmp_path):
 
 
 def test_coral_apex_temperature(tmp_path):
-    reader = _tree(tmp_path, {"/sys/class/apex/apex_0/temp": "41250\n",
+    reader = make_tree(tmp_path, {"/sys/class/apex/apex_0/temp": "41250\n",
                               "/sys/class/thermal/thermal_zone0/temp": "0\n"})  # fmt: skip
     assert take_snapshot(reader).temperatures_c == (("apex_0", 41.2),)
 
@@ -105,7 +94,7 @@ def test_bare_vm_has_nothing_and_nothing_crashes(tmp_path):
 
 
 def test_vm_cpuinfo_mhz_fallback(tmp_path):
-    reader = _tree(
+    reader = make_tree(
         tmp_path,
         {"/proc/cpuinfo": "processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2994.374\n"},
     )

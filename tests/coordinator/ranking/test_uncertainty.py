@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from coordinator.ranking import NB201_LATENCY
-from coordinator.ranking.predictors import Design
+from coordinator.ranking.predictors import Design, make
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import read_table
 from coordinator.ranking.uncertainty import FALLBACK_MARGIN, Z_95, cv_log_error, margin_factor
@@ -20,11 +20,12 @@ def test_cv_error_is_small_for_an_easy_target_and_none_for_too_few():
     y[::200] = easy[::200]
     hard = np.full(len(t.archs), np.nan)
     hard[::200] = logs[::200, 0]  # the Jetson GPU from a phone CPU alone: much harder
-    easy_err, hard_err = cv_log_error("multiref", design, y), cv_log_error("multiref", design, hard)
+    easy_err = cv_log_error(make("multiref").fit(design, y), design, y)
+    hard_err = cv_log_error(make("multiref").fit(design, hard), design, hard)
     assert 0 < easy_err < 0.5 * hard_err
     two = np.full(len(t.archs), np.nan)
     two[:2] = 1.0
-    assert cv_log_error("fleet", design, two) is None
+    assert cv_log_error(make("lut").fit(design, two), design, two) is None
 
 
 def test_margin_factor():
