@@ -10,7 +10,24 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Optional
+import shutil
+import subprocess
+from typing import Callable, Optional
+
+#: runs a helper program (argv) and returns its stdout, or None if it is missing or fails
+Runner = Callable[[list[str]], Optional[str]]
+
+
+def run_helper(argv: list[str], timeout_s: float = 10.0) -> Optional[str]:
+    """stdout of a helper program (getprop, termux-battery-status), None if absent or failing."""
+    exe = shutil.which(argv[0])
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
 
 
 class SysfsReader:

@@ -14,13 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from agent.collectors import cpu
-from agent.collectors._sysfs import SysfsReader
+from agent.collectors._sysfs import SysfsReader, run_helper
 from agent.transport.topics import check_device_id
 
 # Coral USB Accelerator: before its firmware loads it enumerates as Global Unichip
@@ -39,14 +37,7 @@ class Identity:
 
 
 def _getprop(name: str) -> Optional[str]:
-    exe = shutil.which("getprop")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, name], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out or None
+    return (run_helper(["getprop", name], timeout_s=5) or "").strip() or None
 
 
 def _hash_id(prefix: str, secret: str) -> str:
@@ -108,3 +99,61 @@ def detect(
             secret = reader.read_text("/proc/sys/kernel/random/boot_id") or "unknown"
         device_id = _hash_id(_slug(platform if platform != "linux" else sku), secret)
     return Identity(device_id=device_id, platform=platform, sku=sku, edgetpu=edgetpu_devices(reader))
+
+
+# Runtimes by distribution name: found through package metadata, never imported, so
+# the idle agent does not carry onnxruntime's tens of megabytes.
+_RUNTIME_DISTS = {
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+    "litert": ("ai-edge-litert", "tflite-runtime"),
+}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    arch: str
+    cpu_model: Optional[str]
+    cores_logical: Optional[int]
+    cores_physical: Optional[int]
+    mem_total_mb: Optional[float]
+    backends: dict[str, str]  # backend name -> "distribution version"
+    accelerators: tuple[str, ...]  # "edgetpu:pcie:apex_0", "edgetpu:usb:1-1.2", "jetson-gpu"
+
+
+def installed_backends() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for backend, dists in _RUNTIME_DISTS.items():
+        for dist in dists:
+            try:
+                found[backend] = f"{dist} {metadata.version(dist)}"
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return found
+
+
+def capabilities(reader: Optional[SysfsReader] = None, ident: Optional[Identity] = None) -> Capabilities:
+    """What this device can run: CPU, memory, runtimes and accelerators."""
+    import platform as _platform
+
+    from agent.collectors import load
+
+    reader = reader or SysfsReader()
+    ident = ident or detect(reader)
+    info = cpu.cpu_info(reader)
+    state = load.load(reader)
+    accelerators = [f"edgetpu:{dev}" for dev in ident.edgetpu]
+    # The Jetson's integrated GPU: its host1x control node exists once the nvgpu driver is up.
+    if reader.exists("/dev/nvhost-ctrl-gpu") or reader.exists("/dev/nvgpu/igpu0"):
+        accelerators.append("jetson-gpu")
+    return Capabilities(
+        arch=_platform.machine() if reader.is_live else "",
+        cpu_model=info.model,
+        cores_logical=info.cores_logical,
+        cores_physical=info.cores_physical,
+        mem_total_mb=state.mem_total_mb if state else None,
+        backends=installed_backends(),
+        accelerators=tuple(accelerators),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import boards
 import pytest
 from sysfs_tree import make_tree
 
@@ -9,7 +10,7 @@ from agent.collectors._sysfs import SysfsReader
 from agent.collectors.identity import detect
 from agent.errors import UsageError
 
-MACHINE_ID = "4b8f0e6c2d3a4f5e9a1b2c3d4e5f6a7b\n"
+MACHINE_ID = boards.MACHINE_ID
 
 
 def test_raspberry_pi(tmp_path):
@@ -23,13 +24,7 @@ def test_raspberry_pi(tmp_path):
 
 
 def test_jetson(tmp_path):
-    r = make_tree(tmp_path, {
-        "/etc/nv_tegra_release": (
-            "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aarch64\n"
-        ),
-        "/proc/device-tree/model": b"NVIDIA Jetson Nano Developer Kit\x00",
-        "/etc/machine-id": MACHINE_ID,
-    })  # fmt: skip
+    r = make_tree(tmp_path, boards.JETSON_NANO)
     ident = detect(r, env={})
     assert (ident.platform, ident.sku) == ("jetson", "NVIDIA Jetson Nano Developer Kit")
 
@@ -50,10 +45,8 @@ def test_coral_dev_board_with_pcie_and_usb_edgetpu(tmp_path):
 
 
 def test_android_termux(tmp_path):
-    props = {"ro.product.model": "Pixel 3", "ro.product.manufacturer": "Google", "ro.serialno": "8ABX1Y2Z"}
-    ident = detect(
-        SysfsReader(str(tmp_path)), getprop=props.get, env={"PREFIX": "/data/data/com.termux/files/usr"}
-    )
+    reader = make_tree(tmp_path, boards.PIXEL3)
+    ident = detect(reader, getprop=boards.PIXEL3_PROPS.get, env=boards.TERMUX_ENV)
     assert (ident.platform, ident.sku) == ("android", "Google Pixel 3")
     assert ident.device_id.startswith("android-") and "8ABX" not in ident.device_id
 

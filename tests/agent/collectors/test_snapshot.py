@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import boards
 import pytest
 from sysfs_tree import make_tree
 
@@ -9,26 +10,7 @@ from agent.bench.metadata import stability_warnings, take_snapshot
 from agent.collectors import power
 from agent.collectors._sysfs import SysfsReader
 
-# Values as a Raspberry Pi 4 (Raspberry Pi OS, kernel 6.1) reports them.
-RPI4 = {
-    "/proc/cpuinfo": (
-        "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
-        "CPU implementer\t: 0x41\nCPU part\t: 0xd08\n\n"
-        "Hardware\t: BCM2835\nRevision\t: c03114\nSerial\t\t: 100000002a5d1e3f\n"
-        "Model\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
-    ),
-    "/proc/device-tree/model": b"Raspberry Pi 4 Model B Rev 1.4\x00",
-    "/sys/devices/system/cpu/cpufreq/policy0/related_cpus": "0 1 2 3\n",
-    "/sys/devices/system/cpu/cpufreq/policy0/scaling_governor": "ondemand\n",
-    "/sys/devices/system/cpu/cpufreq/policy0/scaling_cur_freq": "600000\n",
-    "/sys/devices/system/cpu/cpufreq/policy0/scaling_min_freq": "600000\n",
-    "/sys/devices/system/cpu/cpufreq/policy0/scaling_max_freq": "1500000\n",
-    "/sys/class/thermal/thermal_zone0/type": "cpu-thermal\n",
-    "/sys/class/thermal/thermal_zone0/temp": "48686\n",
-    "/sys/devices/platform/soc/soc:firmware/get_throttled": "50005\n",
-    **{f"/sys/devices/system/cpu/cpu{i}/topology/core_id": f"{i}\n" for i in range(4)},
-    **{f"/sys/devices/system/cpu/cpu{i}/topology/physical_package_id": "0\n" for i in range(4)},
-}
+RPI4 = boards.RPI4
 
 
 def test_raspberry_pi_4(tmp_path):
