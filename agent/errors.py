@@ -44,3 +44,7 @@ class WorkerCrashedError(BenchmarkError):
 
 class WorkerTimeoutError(BenchmarkError):
     """The isolated worker process did not finish in time and was killed."""
+
+
+class WorkerCancelledError(BenchmarkError):
+    """The isolated worker was stopped on purpose (the daemon is shutting down)."""

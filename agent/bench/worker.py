@@ -12,13 +12,16 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from agent import errors
-from agent.bench.results import BenchResult
-from agent.bench.runner import BenchSettings, Progress, run_benchmark
+
+if TYPE_CHECKING:  # the daemon imports this module; numpy and the runtimes load only in workers
+    from agent.bench.results import BenchResult
+    from agent.bench.runner import BenchSettings, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +60,14 @@ def call_in_worker(
     timeout_s: float,
     what: str,
     on_progress: Optional[Callable[..., None]] = None,
+    cancel: Optional[threading.Event] = None,
 ) -> Any:
     """Run ``target(payload, send_progress)`` in a fresh process and return its value.
 
     ``target`` must be a module-level function; ``what`` names the work in errors.
     Raises WorkerCrashedError if the process dies, WorkerTimeoutError after
-    ``timeout_s``, or the FleetbenchError the target raised.
+    ``timeout_s``, WorkerCancelledError soon after ``cancel`` is set (the worker is
+    killed: the daemon is stopping), or the FleetbenchError the target raised.
     """
     ctx = multiprocessing.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe(duplex=False)
@@ -72,6 +77,8 @@ def call_in_worker(
     deadline = time.monotonic() + timeout_s
     try:
         while True:
+            if cancel is not None and cancel.is_set():
+                raise errors.WorkerCancelledError(f"{what} was cancelled; the worker was stopped")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise errors.WorkerTimeoutError(
@@ -116,12 +123,16 @@ def call_in_worker(
 
 
 def _bench_target(payload: Any, send_progress: Callable[..., None]) -> Any:
+    from agent.bench.runner import run_benchmark
+
     path, settings = payload
     return run_benchmark(path, settings, progress=send_progress).to_dict()
 
 
 def run_isolated(path: str, settings: BenchSettings, progress: Optional[Progress] = None) -> BenchResult:
     """``run_benchmark`` in a worker process; same result, same errors, crash-proof."""
+    from agent.bench.results import BenchResult
+
     settings.validate()
     timeout = LOAD_GRACE_S + 2 * settings.max_time_s + (120.0 if settings.profile else 0.0)
     data = call_in_worker(_bench_target, (path, settings), timeout, repr(path), progress)

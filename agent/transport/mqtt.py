@@ -73,6 +73,8 @@ class BrokerSettings:
 
 
 MessageHandler = Callable[[str, messages.Envelope], None]
+#: handlers for topics outside fleetbench's envelope format (Home Assistant's status)
+RawHandler = Callable[[bytes], None]
 
 
 class MqttLink:
@@ -86,6 +88,8 @@ class MqttLink:
         on_message: Optional[MessageHandler] = None,
         max_inflight: int = 100,
         client_id: Optional[str] = None,
+        on_connected: Optional[Callable[[], None]] = None,
+        raw_handlers: Optional[dict[str, RawHandler]] = None,
     ) -> None:
         import paho.mqtt.client as mqtt
 
@@ -93,6 +97,8 @@ class MqttLink:
         self.topics = topics
         self.outbox = outbox
         self.on_message = on_message
+        self.on_connected = on_connected
+        self.raw_handlers = dict(raw_handlers or {})
         self.max_inflight = max_inflight
         self.connected = threading.Event()
         self.sent_total = 0
@@ -146,6 +152,10 @@ class MqttLink:
                 info.wait_for_publish(timeout_s)
         self._client.disconnect()
         self._client.loop_stop()
+
+    def healthy(self) -> bool:
+        """The pump thread runs (the watchdog asks: a dead pump would silently stop sending)."""
+        return self._pump is not None and self._pump.is_alive()
 
     def __enter__(self) -> MqttLink:
         self.start()
@@ -231,10 +241,21 @@ class MqttLink:
             return
         logger.info("connected to %s:%d", self.settings.host, self.settings.port)
         client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
-        client.subscribe([(self.topics.jobs, 1), (self.topics.models, 1)])
+        client.subscribe([(self.topics.jobs, 1), (self.topics.models, 1)]
+                         + [(topic, 1) for topic in self.raw_handlers])  # fmt: skip
         self._epoch += 1
         self.connected.set()
         self._wake.set()
+        if self.on_connected is not None:
+            try:
+                self.on_connected()
+            except Exception:  # a hook bug must not kill the network thread
+                logger.exception("on_connected hook failed")
+
+    def publish_now(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Publish without the outbox: for retained state that is rebuilt on every connect
+        (Home Assistant discovery configs), never for results or health."""
+        self._client.publish(topic, payload, qos=1, retain=retain)
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
@@ -249,6 +270,13 @@ class MqttLink:
         self._wake.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        raw = self.raw_handlers.get(msg.topic)
+        if raw is not None:
+            try:
+                raw(msg.payload)
+            except Exception:  # a handler bug must not kill the network thread
+                logger.exception("handler for %s failed", msg.topic)
+            return
         if self.on_message is None:
             return
         try:
