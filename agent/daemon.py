@@ -95,14 +95,16 @@ class Agent:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    async def run(self) -> int:
+    async def run(self, install_signals: bool = True) -> int:
+        """Run until stopped (SIGTERM/SIGINT, or ``stop()``); signals only in the main thread."""
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()  # made here: on Python 3.9 they bind to the loop they are made in
         self._jobs = asyncio.Queue()
         self._busy = asyncio.Lock()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         try:
             await self._start()
             self.notifier.ready(f"device {self.identity.device_id}, broker {self.broker_url or 'searching'}")
@@ -110,16 +112,22 @@ class Agent:
             await self._stop.wait()
         finally:
             await self._shutdown()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
         return 0
 
     def stop(self) -> None:
+        """Stop gracefully (call from the loop's thread; from others use ``stop_threadsafe``)."""
         if self._stop is not None and not self._stop.is_set():
             logger.info("stopping")
             self.notifier.stopping()
             self._cancel.set()
             self._stop.set()
+
+    def stop_threadsafe(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.stop)
 
     async def _start(self) -> None:
         cfg = self.config
@@ -220,6 +228,7 @@ class Agent:
             self.outbox,
             on_message=self._on_message_thread,
             on_connected=self._on_connected,
+            on_malformed=self._on_malformed_thread,
             raw_handlers=raw,
         )
         self.broker_url = url
@@ -270,12 +279,19 @@ class Agent:
         if payload.strip() == b"online":  # Home Assistant restarted: it forgot the sensors
             self._on_connected()
 
+    def _on_malformed_thread(self, topic: str, error: str) -> None:  # paho's thread
+        if topic == self.topics.jobs:
+            self._ack(None, "rejected", error=f"not a fleetbench job message: {error}")
+
     def _on_message_thread(self, topic: str, env: messages.Envelope) -> None:  # paho's thread
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._on_message, topic, env)
 
     def _ack(self, job_id: Optional[str], state: str, **extra: Any) -> None:
-        self._send("acks", {"job_id": job_id, "state": state, **extra})
+        # Acks that end a stage carry ids made from the job, so a job resumed after kill -9
+        # that says "done" twice says it with one id (the receiver drops the second).
+        msg_id = f"ack:{job_id}:{state}" if job_id and state in ("accepted", "done", "failed") else None
+        self._send("acks", {"job_id": job_id, "state": state, **extra}, msg_id=msg_id)
 
     def _on_message(self, topic: str, env: messages.Envelope) -> None:
         if topic == self.topics.models:
@@ -386,7 +402,7 @@ class Agent:
             async with self._busy:
                 await self._run_job(job)
 
-    async def _wait_for_conditions(self, job: Job) -> tuple[float, list[str]]:
+    async def _wait_for_conditions(self, job: Job) -> dict[str, Any]:
         """Wait while too hot or low on battery; (seconds waited, reasons).  JobError past max_wait_s."""
         start = time.monotonic()
         reasons: list[str] = []
@@ -401,7 +417,13 @@ class Agent:
             )
             waited = time.monotonic() - start
             if reason is None:
-                return round(waited, 1), reasons
+                return {
+                    "waited_s": round(waited, 1),
+                    "waited_for": reasons,
+                    "max_temperature_c": s.max_temperature_c,
+                    "battery_percent": bat.percent if bat else None,
+                    "on_battery": (bat.plugged is False) if bat else None,
+                }
             if reason not in reasons:
                 reasons.append(reason)
                 logger.info("job %s waits: %s", job.job_id, reason)
@@ -414,7 +436,7 @@ class Agent:
     async def _run_job(self, job: Job) -> None:
         failed: list[str] = []
         try:
-            waited_s, reasons = await self._wait_for_conditions(job)
+            conditions = await self._wait_for_conditions(job)
         except WorkerCancelledError:
             return
         except JobError as err:
@@ -444,7 +466,6 @@ class Agent:
                 failed.append(name)
                 self._ack(job.job_id, "model_failed", model=name, error=str(err))
             else:
-                conditions = {"waited_s": waited_s, "waited_for": reasons}
                 self._send_result(job.job_id, name, result, conditions)
             job = dataclasses.replace(job, done=(*job.done, name))
             self.store.save(job)
@@ -502,13 +523,16 @@ class Agent:
         self, job_id: str, model: str, result: dict[str, Any], conditions: dict[str, Any]
     ) -> None:
         data: dict[str, Any] = {"job_id": job_id, "model": model, "result": result, "conditions": conditions}
+        # One id per (job, model): a model measured again after kill -9 (between queueing its
+        # result and checkpointing the job) is the same message to the receiver, not a second one.
+        msg_id = f"result:{job_id}:{model}"
         try:
-            self._send("results", data, msg_id=f"{job_id}:{result['id']}")
+            self._send("results", data, msg_id=msg_id)
         except messages.MessageError:
             # Long runs keep many samples; the hubs' 128 KiB limit keeps the summary only.
             samples = result.pop("samples_ns", ())
             data["samples_omitted"] = len(samples)
-            self._send("results", data, msg_id=f"{job_id}:{result['id']}")
+            self._send("results", data, msg_id=msg_id)
 
     def _send(self, kind: str, data: Any, msg_id: Optional[str] = None) -> None:
         if self.link is not None:

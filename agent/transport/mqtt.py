@@ -89,6 +89,7 @@ class MqttLink:
         max_inflight: int = 100,
         client_id: Optional[str] = None,
         on_connected: Optional[Callable[[], None]] = None,
+        on_malformed: Optional[Callable[[str, str], None]] = None,
         raw_handlers: Optional[dict[str, RawHandler]] = None,
     ) -> None:
         import paho.mqtt.client as mqtt
@@ -98,6 +99,7 @@ class MqttLink:
         self.outbox = outbox
         self.on_message = on_message
         self.on_connected = on_connected
+        self.on_malformed = on_malformed
         self.raw_handlers = dict(raw_handlers or {})
         self.max_inflight = max_inflight
         self.connected = threading.Event()
@@ -283,6 +285,8 @@ class MqttLink:
             env = messages.decode(msg.payload)
         except messages.MessageError as err:
             logger.warning("ignoring a malformed message on %s: %s", msg.topic, err)
+            if self.on_malformed is not None:
+                self.on_malformed(msg.topic, str(err))
             return
         try:
             self.on_message(msg.topic, env)

@@ -1,0 +1,130 @@
+"""Run the agent the way systemd does: the unit's ExecStart, its environment, a notify socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNIT = os.path.join(REPO, "systemd", "fleetbench-agent.service")
+
+
+def unit_command() -> list[str]:
+    """ExecStart of the agent unit, with the installed script replaced by this interpreter."""
+    with open(UNIT) as fh:
+        line = next(x for x in fh if x.startswith("ExecStart="))
+    argv = shlex.split(line.split("=", 1)[1])
+    assert os.path.basename(argv[0]) == "fleetbench", argv
+    return [sys.executable, "-m", "agent", *argv[1:]]
+
+
+def write_config(path: str, broker_url: Optional[str], extra: str = "") -> str:
+    with open(path, "w") as fh:
+        fh.write(
+            (f'[broker]\nurl = "{broker_url}"\nkeepalive_s = 5\n' if broker_url else "")
+            + '[health]\ninterval_s = 1\n[discovery]\ninterfaces = ["127.0.0.1"]\n'
+            + "[degradation]\nenabled = false\n"
+            + extra
+        )
+    return path
+
+
+class AgentProcess:
+    """One agent process; ``notes`` collects what it told its notify socket."""
+
+    def __init__(self, workdir: str, config_path: str, device_id: str = "test-agent",
+                 watchdog_usec: int = 2_000_000) -> None:  # fmt: skip
+        self.workdir = workdir
+        self.state_dir = os.path.join(workdir, "state")
+        self.config_path = config_path
+        self.device_id = device_id
+        self.watchdog_usec = watchdog_usec
+        self.notify_path = os.path.join(workdir, "notify.sock")
+        self.notes: list[str] = []
+        self.proc: Optional[subprocess.Popen] = None
+        self.sock: Optional[socket.socket] = None
+        self.log_path = os.path.join(workdir, "agent.log")
+
+    def start(self) -> None:
+        if self.sock is None:
+            if os.path.exists(self.notify_path):
+                os.unlink(self.notify_path)
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.bind(self.notify_path)
+        env = {
+            **os.environ,
+            "FLEETBENCH_CONFIG": self.config_path,
+            "FLEETBENCH_DEVICE_ID": self.device_id,
+            "STATE_DIRECTORY": self.state_dir,  # what StateDirectory= sets
+            "NOTIFY_SOCKET": self.notify_path,
+            "WATCHDOG_USEC": str(self.watchdog_usec),
+            "PYTHONPATH": REPO,
+        }
+        env.pop("WATCHDOG_PID", None)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(unit_command(), env=env, cwd=self.workdir, stdout=self.log,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+
+    def wait_note(self, prefix: str, timeout_s: float = 60.0) -> str:
+        """Wait for a notify message starting with ``prefix`` (READY=1, WATCHDOG=1, ...)."""
+        assert self.sock is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for note in self.notes:
+                if note.startswith(prefix):
+                    self.notes.remove(note)
+                    return note
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self.proc is not None and self.proc.poll() is not None and not self._pending()):
+                raise AssertionError(f"no {prefix} from the agent; log:\n{self.read_log()}")
+            self.sock.settimeout(min(remaining, 1.0))
+            try:
+                self.notes.extend(self.sock.recv(4096).decode().split("\n"))
+            except socket.timeout:
+                continue
+
+    def _pending(self) -> bool:
+        assert self.sock is not None
+        self.sock.settimeout(0)
+        try:
+            self.notes.extend(self.sock.recv(4096).decode().split("\n"))
+            return True
+        except (BlockingIOError, socket.timeout):
+            return False
+
+    def read_log(self) -> str:
+        with open(self.log_path, errors="replace") as fh:
+            return fh.read()
+
+    def status(self) -> dict:
+        with open(os.path.join(self.state_dir, "status.json")) as fh:
+            return json.load(fh)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout_s)
+        self.log.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc is not None and not self.log.closed:
+            self.log.close()
+
+    def close(self) -> None:
+        self.kill()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

@@ -1,0 +1,72 @@
+"""The unit files pass `systemd-analyze verify` (with --recursive-errors=no: plain verify
+returns 0 on parse errors) and say what the agent relies on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+UNIT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "systemd")
+AGENT_UNIT = os.path.join(UNIT_DIR, "fleetbench-agent.service")
+
+
+def directives(path: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if line and not line.startswith(("#", ";", "[")):
+                key, _, value = line.partition("=")
+                found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def verify(tmp_path, unit_text: str, name: str = "fleetbench-agent.service") -> subprocess.CompletedProcess:
+    """Verify inside a scratch root that holds stand-ins for the programs the unit runs."""
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing; .ci/run installs systemd")
+        pytest.skip("systemd-analyze is not installed")
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system" / name).write_text(unit_text)
+    for key in ("ExecStart", "ExecReload"):
+        for value in directives(str(root / "etc/systemd/system" / name)).get(key, []):
+            program = root / value.split()[0].lstrip("-@:+!").lstrip("/")
+            program.parent.mkdir(parents=True, exist_ok=True)
+            program.write_text("#!/bin/sh\n")
+            program.chmod(0o755)
+    return subprocess.run(
+        [exe, "verify", "--recursive-errors=no", f"--root={root}", f"/etc/systemd/system/{name}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_agent_unit_verifies_without_complaint(tmp_path):
+    with open(AGENT_UNIT) as fh:
+        out = verify(tmp_path, fh.read())
+    assert out.returncode == 0 and out.stdout.strip() == "" and out.stderr.strip() == "", out.stderr
+
+
+def test_a_broken_unit_is_caught(tmp_path):
+    with open(AGENT_UNIT) as fh:
+        text = fh.read().replace("WatchdogSec=120", "WatchdogSec=two minutes")
+    out = verify(tmp_path, text)
+    assert out.returncode != 0 or out.stderr.strip()
+    assert "WatchdogSec" in out.stderr or "sec value" in out.stderr
+
+
+def test_agent_unit_says_what_the_daemon_relies_on():
+    d = directives(AGENT_UNIT)
+    assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
+    assert int(d["WatchdogSec"][0]) >= 30 and d["Restart"] == ["on-failure"]
+    assert d["RestartPreventExitStatus"] == ["2"]  # a config error does not fix itself
+    assert d["ExecStart"][0].split()[1:] == ["agent"]
+    assert d["StateDirectory"] == ["fleetbench"] and d["ProtectSystem"] == ["strict"]
+    assert d["NoNewPrivileges"] == ["yes"] and d["PrivateTmp"] == ["yes"]
+    assert d["User"] == ["fleetbench"]
+    assert "/dev/apex_0 rw" in d["DeviceAllow"]
