@@ -262,12 +262,22 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     discover.add_argument(
         "--interface",
         action="append",
+        type=_ip_address,
         default=[],
         metavar="IP",
         help="listen on this interface address only (repeatable; default: all)",
     )
     discover.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     discover.set_defaults(func=cmd_discover)
+
+
+def _ip_address(text: str) -> str:
+    from agent.transport.discovery import check_interface
+
+    try:
+        return check_interface(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _load_config(args: argparse.Namespace) -> Any:

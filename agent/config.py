@@ -271,6 +271,13 @@ def validate(config: AgentConfig) -> AgentConfig:
     from agent.transport.topics import check_device_id
 
     where = config.source or "configuration"
+    from agent.transport.discovery import check_interface
+
+    for address in config.discovery.interfaces:
+        try:
+            check_interface(address)
+        except UsageError as err:
+            raise ConfigError(f"{where}: discovery.interfaces: {err}") from None
     if config.device_id is not None:
         try:
             check_device_id(config.device_id)

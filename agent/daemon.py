@@ -249,15 +249,19 @@ class Agent:
         advertiser = discovery.Advertiser(self.identity.device_id, props, self.config.discovery.interfaces)
         try:
             await advertiser.start()
-        except OSError as err:  # no multicast route (some containers): the agent works without it
-            logger.warning("zeroconf advertising is unavailable here: %s", err)
+        except (OSError, discovery.DiscoveryError) as err:  # no multicast route (some containers)
+            logger.warning("zeroconf advertising is unavailable here; the agent works without it: %s", err)
             await advertiser.stop()
             return
         self._advertiser = advertiser
 
     async def _search_broker(self) -> None:
         while True:
-            peer = await discovery.find_broker(5.0, self.config.discovery.interfaces)
+            try:
+                peer = await discovery.find_broker(5.0, self.config.discovery.interfaces)
+            except discovery.DiscoveryError as err:
+                logger.error("no broker configured, and %s; set broker.url", err)
+                return
             if peer is not None:
                 logger.info("found broker %s (%s) on the LAN", peer.name, peer.url)
                 self._connect(peer.url)

@@ -145,5 +145,10 @@ TERMUX_ENV = {"PREFIX": "/data/data/com.termux/files/usr"}
 # A bare VM: nothing at all below the root; every collector says "unavailable".
 BARE_VM: dict[str, str] = {}
 
-ALL = {"rpi4": RPI4, "jetson-nano": JETSON_NANO, "coral-dev-board": CORAL_DEV_BOARD,
-       "pixel3": PIXEL3, "bare-vm": BARE_VM}  # fmt: skip
+ALL = {
+    "rpi4": RPI4,
+    "jetson-nano": JETSON_NANO,
+    "coral-dev-board": CORAL_DEV_BOARD,
+    "pixel3": PIXEL3,
+    "bare-vm": BARE_VM,
+}

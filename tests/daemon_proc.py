@@ -38,8 +38,9 @@ def write_config(path: str, broker_url: Optional[str], extra: str = "") -> str:
 class AgentProcess:
     """One agent process; ``notes`` collects what it told its notify socket."""
 
-    def __init__(self, workdir: str, config_path: str, device_id: str = "test-agent",
-                 watchdog_usec: int = 2_000_000) -> None:  # fmt: skip
+    def __init__(
+        self, workdir: str, config_path: str, device_id: str = "test-agent", watchdog_usec: int = 2_000_000
+    ) -> None:
         self.workdir = workdir
         self.state_dir = os.path.join(workdir, "state")
         self.config_path = config_path
@@ -67,9 +68,10 @@ class AgentProcess:
             "PYTHONPATH": REPO,
         }
         env.pop("WATCHDOG_PID", None)
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(unit_command(), env=env, cwd=self.workdir, stdout=self.log,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - the process writes it until it ends
+        self.proc = subprocess.Popen(
+            unit_command(), env=env, cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT
+        )
 
     def wait_note(self, prefix: str, timeout_s: float = 60.0) -> str:
         """Wait for a notify message starting with ``prefix`` (READY=1, WATCHDOG=1, ...)."""
@@ -81,7 +83,8 @@ class AgentProcess:
                     self.notes.remove(note)
                     return note
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.proc is not None and self.proc.poll() is not None and not self._pending()):
+            exited = self.proc is not None and self.proc.poll() is not None
+            if remaining <= 0 or (exited and not self._pending()):
                 raise AssertionError(f"no {prefix} from the agent; log:\n{self.read_log()}")
             self.sock.settimeout(min(remaining, 1.0))
             try:

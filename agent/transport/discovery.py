@@ -12,11 +12,14 @@ to 127.0.0.1 only, which mDNS over loopback supports.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from agent.errors import FleetbenchError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +42,36 @@ class Peer:
         return f"mqtt://{host}:{self.port}"
 
 
-def _interfaces(interfaces: Sequence[str]) -> Any:
-    from zeroconf import InterfaceChoice
+class DiscoveryError(FleetbenchError):
+    """Zeroconf cannot run on the interfaces asked for."""
 
-    return list(interfaces) if interfaces else InterfaceChoice.All
+
+def check_interface(text: str) -> str:
+    """An interface address as zeroconf takes it (IPv4 or IPv6), else a UsageError.
+
+    >>> check_interface("127.0.0.1")
+    '127.0.0.1'
+    """
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise UsageError(
+            f"interface {text!r} is not an IP address (e.g. 127.0.0.1 or 192.168.1.20)"
+        ) from None
+    return text
+
+
+def _zeroconf(interfaces: Sequence[str]) -> Any:
+    from zeroconf import InterfaceChoice
+    from zeroconf.asyncio import AsyncZeroconf
+
+    for address in interfaces:
+        check_interface(address)
+    try:
+        return AsyncZeroconf(interfaces=list(interfaces) if interfaces else InterfaceChoice.All)
+    except OSError as err:
+        where = ", ".join(interfaces) or "any interface"
+        raise DiscoveryError(f"zeroconf cannot listen on {where}: {err.strerror or err}") from err
 
 
 def _local_addresses(interfaces: Sequence[str]) -> list[str]:
@@ -82,9 +111,8 @@ class Advertiser:
 
     async def start(self) -> None:
         from zeroconf import ServiceInfo
-        from zeroconf.asyncio import AsyncZeroconf
 
-        self._aiozc = AsyncZeroconf(interfaces=_interfaces(self.interfaces))
+        self._aiozc = _zeroconf(self.interfaces)
         self._info = ServiceInfo(
             FLEETBENCH,
             f"{self.device_id}.{FLEETBENCH}",
@@ -115,9 +143,9 @@ async def browse(
 ) -> list[Peer]:
     """Everything announcing ``services`` within ``timeout_s`` (or the first one, if ``first``)."""
     from zeroconf import ServiceStateChange
-    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
-    aiozc = AsyncZeroconf(interfaces=_interfaces(interfaces))
+    aiozc = _zeroconf(interfaces)
     found: dict[tuple[str, str], Peer] = {}
     names: asyncio.Queue = asyncio.Queue()
 

@@ -15,8 +15,7 @@ def write(tmp_path, text, name="agent.toml"):
 
 
 def test_defaults_without_a_file(tmp_path):
-    cfg = config.load(str(write(tmp_path, ""))
-                      , env={"STATE_DIRECTORY": str(tmp_path / "state")})  # fmt: skip
+    cfg = config.load(write(tmp_path, ""), env={"STATE_DIRECTORY": str(tmp_path / "state")})
     assert cfg.state_dir == str(tmp_path / "state")
     assert cfg.model_dir == str(tmp_path / "state" / "models")
     assert cfg.broker.url is None and cfg.broker.protocol == "3.1.1"
@@ -24,16 +23,23 @@ def test_defaults_without_a_file(tmp_path):
 
 
 def test_precedence_defaults_file_env_flags(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 device_id = "from-file"
 [broker]
 url = "mqtt://file-host:1883"
 keepalive_s = 20
 [jobs]
 max_temperature_c = 70
-""")  # fmt: skip
-    env = {"FLEETBENCH_BROKER_URL": "mqtt://env-host", "FLEETBENCH_JOBS_MAX_TEMPERATURE_C": "75",
-           "FLEETBENCH_TIMER": "python", "STATE_DIRECTORY": "/s"}  # fmt: skip
+""",
+    )
+    env = {
+        "FLEETBENCH_BROKER_URL": "mqtt://env-host",
+        "FLEETBENCH_JOBS_MAX_TEMPERATURE_C": "75",
+        "FLEETBENCH_TIMER": "python",
+        "STATE_DIRECTORY": "/s",
+    }
     cfg = config.load(path, env=env, flags={"device_id": "from-flag", "state_dir": None})
     assert cfg.device_id == "from-flag"  # flag beats file
     assert cfg.broker.url == "mqtt://env-host"  # env beats file
@@ -43,7 +49,10 @@ max_temperature_c = 70
 
 
 def test_env_lists_and_booleans(tmp_path):
-    env = {"FLEETBENCH_DISCOVERY_INTERFACES": "127.0.0.1, 10.0.0.2", "FLEETBENCH_HOMEASSISTANT_ENABLED": "yes"}
+    env = {
+        "FLEETBENCH_DISCOVERY_INTERFACES": "127.0.0.1, 10.0.0.2",
+        "FLEETBENCH_HOMEASSISTANT_ENABLED": "yes",
+    }
     cfg = config.load(write(tmp_path, ""), env=env)
     assert cfg.discovery.interfaces == ("127.0.0.1", "10.0.0.2") and cfg.homeassistant.enabled
 
@@ -75,6 +84,7 @@ def test_default_file_is_optional_and_state_dir_follows_the_user(tmp_path, monke
         ("device_id = 'shed/pi'\n", "device id 'shed/pi' must be"),
         ("[jobs]\nmin_battery_percent = 120\n", "jobs.min_battery_percent must be 0-100"),
         ("device_id = \n", "is not valid TOML"),
+        ("[discovery]\ninterfaces = ['eth0']\n", "interface 'eth0' is not an IP address"),
     ],
 )
 def test_file_errors_name_the_file_and_the_key(tmp_path, text, message):
@@ -99,7 +109,7 @@ def test_unusable_files(tmp_path, kind):
         path.mkdir()
     elif kind == "binary":
         path.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(ConfigError, match="agent.toml"):
+    with pytest.raises(ConfigError, match=r"agent\.toml"):
         config.load(str(path), env={})
 
 

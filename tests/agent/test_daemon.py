@@ -34,7 +34,9 @@ def envelopes(payloads, kind):
 
 
 def acks(rx, job_id=None):
-    return [e.data for e in envelopes(rx.payloads, "acks") if job_id is None or e.data.get("job_id") == job_id]
+    return [
+        e.data for e in envelopes(rx.payloads, "acks") if job_id is None or e.data.get("job_id") == job_id
+    ]
 
 
 def wait_ack(rx, job_id, state, timeout_s=120.0):
@@ -64,8 +66,9 @@ def rx(mosquitto):
     receiver.close()
 
 
-def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(tmp_path, mosquitto, rx,
-                                                                          onnx_model, tflite_model):  # fmt: skip
+def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(
+    tmp_path, mosquitto, rx, onnx_model, tflite_model
+):
     models_in(tmp_path, {"conv.onnx": onnx_model, "conv.tflite": tflite_model})
     config = write_config(str(tmp_path / "agent.toml"), mosquitto.url)
     agent = AgentProcess(str(tmp_path), config, DEVICE)
@@ -102,14 +105,18 @@ def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(tmp_pa
         assert "not a fleetbench job message" in wait_ack(rx, None, "rejected")["error"]
 
         assert agent.wait_note("WATCHDOG=1")
-        out = subprocess.run([sys.executable, "-m", "agent", "status", "--state-dir", agent.state_dir],
-                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO,
-                             "FLEETBENCH_CONFIG": config})  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "agent", "status", "--state-dir", agent.state_dir],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": REPO, "FLEETBENCH_CONFIG": config},
+        )
         assert out.returncode == 0 and f"{DEVICE}: running" in out.stdout, out.stdout + out.stderr
         assert "idle (1 done" in out.stdout
 
         # SIGHUP with a broken file keeps the running configuration
-        good = open(config).read()
+        with open(config) as fh:
+            good = fh.read()
         with open(config, "a") as fh:
             fh.write("[health]\ninterval_s = 'often'\n")
         agent.signal(signal.SIGHUP)
@@ -125,9 +132,12 @@ def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(tmp_pa
         rx.wait_for(lambda p: statuses(rx)[-1:] == ["offline"])
         assert "reload refused" in agent.read_log()
         assert agent.status()["state"] == "stopped"
-        out = subprocess.run([sys.executable, "-m", "agent", "status", "--state-dir", agent.state_dir],
-                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO,
-                             "FLEETBENCH_CONFIG": config})  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "agent", "status", "--state-dir", agent.state_dir],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": REPO, "FLEETBENCH_CONFIG": config},
+        )
         assert out.returncode == 3 and "not running" in out.stdout
     finally:
         agent.close()
@@ -141,8 +151,9 @@ def wait_file(predicate, timeout_s=120.0):
         time.sleep(0.1)
 
 
-def test_nothing_is_lost_through_kill_9_mid_job_a_broker_outage_and_a_restart(tmp_path, mosquitto, rx,
-                                                                              onnx_model):  # fmt: skip
+def test_nothing_is_lost_through_kill_9_mid_job_a_broker_outage_and_a_restart(
+    tmp_path, mosquitto, rx, onnx_model
+):
     names = [f"m{i}.onnx" for i in range(4)]
     models_in(tmp_path, dict.fromkeys(names, onnx_model))
     slow = {**FAST, "min_time_s": 0.5}
@@ -159,7 +170,9 @@ def test_nothing_is_lost_through_kill_9_mid_job_a_broker_outage_and_a_restart(tm
         mosquitto.stop()  # and the broker goes away too
         agent.start()  # the agent comes back without a broker, resumes the job, queues results
         agent.wait_note("READY=1")
-        wait_file(lambda: os.path.exists(agent.state_dir + "/status.json") and agent.status()["jobs_done"] == 1)
+        wait_file(
+            lambda: os.path.exists(agent.state_dir + "/status.json") and agent.status()["jobs_done"] == 1
+        )
         assert agent.status()["outbox"]["pending"] > 0
         agent.kill()  # kill -9 again with everything only on disk
 
@@ -189,9 +202,11 @@ def test_job_waits_while_the_device_is_too_hot(tmp_path, mosquitto, rx, onnx_mod
     models_in(tmp_path, {"conv.onnx": onnx_model})
     tree = {**boards.RPI4, "/sys/class/thermal/thermal_zone0/temp": "86000\n"}
     reader = make_tree(tmp_path / "sys", tree)
-    cfg = config_mod.load(write_config(str(tmp_path / "agent.toml"), mosquitto.url), env={},
-                          flags={"device_id": DEVICE, "state_dir": str(tmp_path / "state"),
-                                 "discovery.enabled": "false"})  # fmt: skip
+    cfg = config_mod.load(
+        write_config(str(tmp_path / "agent.toml"), mosquitto.url),
+        env={},
+        flags={"device_id": DEVICE, "state_dir": str(tmp_path / "state"), "discovery.enabled": "false"},
+    )
     agent = daemon.Agent(cfg, reader=reader, run_helper=lambda argv: None)
     thread = threading.Thread(target=lambda: asyncio.run(agent.run(install_signals=False)))
     thread.start()
@@ -216,8 +231,12 @@ def test_job_waits_while_the_device_is_too_hot(tmp_path, mosquitto, rx, onnx_mod
 def test_config_errors_are_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "agent.toml"
     bad.write_text("[broker]\nurll = 'mqtt://x'\n")
-    out = subprocess.run([sys.executable, "-m", "agent", "agent", "--config", str(bad)],
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "agent", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "did you mean 'broker.url'?" in out.stderr
     assert "Traceback" not in out.stderr

@@ -24,8 +24,15 @@ def models(tmp_path):
 
 
 def test_a_good_job(models):
-    job = parse_job({"job_id": "j-1", "models": ["a.onnx", "sub/b.tflite"],
-                     "settings": {"runs": 10, "max_time_s": 5, "backend": "auto"}}, models, LIMITS)  # fmt: skip
+    job = parse_job(
+        {
+            "job_id": "j-1",
+            "models": ["a.onnx", "sub/b.tflite"],
+            "settings": {"runs": 10, "max_time_s": 5, "backend": "auto"},
+        },
+        models,
+        LIMITS,
+    )
     assert job == Job("j-1", ("a.onnx", "sub/b.tflite"), {"runs": 10, "max_time_s": 5.0, "backend": "auto"})
 
 

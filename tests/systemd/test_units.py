@@ -42,8 +42,9 @@ def verify(tmp_path, unit_text: str, name: str = "fleetbench-agent.service") -> 
             program.chmod(0o755)
     return subprocess.run(
         [exe, "verify", "--recursive-errors=no", f"--root={root}", f"/etc/systemd/system/{name}"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_agent_unit_verifies_without_complaint(tmp_path):
