@@ -59,7 +59,7 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent.bench import backends  # the registry names the --backend choices
+    from agent.bench import BACKEND_NAMES
 
     parser = _Parser(
         prog="fleetbench",
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg(
         "--backend",
         default="auto",
-        choices=["auto", *backends.names()],
+        choices=["auto", *BACKEND_NAMES],
         help="runtime to use (default: auto, by the model's format)",
     )
     arg(

@@ -158,3 +158,20 @@ def test_tflite_split_keeps_every_operator(tflite_model):
     with open(tflite_model, "rb") as fh:
         pieces = _tflite_ops.split_ops(fh.read())
     assert [t for _, t, _ in pieces] == ["CONV_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED"]
+
+
+def test_cli_backend_names_match_the_registry():
+    from agent.bench import BACKEND_NAMES, backends
+
+    assert tuple(backends.names()) == BACKEND_NAMES
+
+
+def test_the_cli_and_the_daemon_do_not_load_numpy():
+    """The idle agent's memory target: numpy and the runtimes load only in worker processes."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from agent import cli, daemon; cli.build_parser(); "
+            "print(sorted(m for m in ('numpy', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
