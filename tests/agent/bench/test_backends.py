@@ -171,7 +171,9 @@ def test_the_cli_and_the_daemon_do_not_load_numpy():
     import subprocess
     import sys
 
-    code = ("import sys; from agent import cli, daemon; cli.build_parser(); "
-            "print(sorted(m for m in ('numpy', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys; from agent import cli, daemon; cli.build_parser(); "
+        "print(sorted(m for m in ('numpy', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
