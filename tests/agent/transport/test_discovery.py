@@ -18,6 +18,14 @@ from agent.transport import discovery
 LOOPBACK = ["127.0.0.1"]
 
 
+def service(kind: str, name: str, port: int, properties=None):
+    """A service announced from 127.0.0.1, as another agent or a broker on the LAN would."""
+    from zeroconf import ServiceInfo
+
+    return ServiceInfo(kind, f"{name}.{kind}", port=port, addresses=[socket.inet_aton("127.0.0.1")],
+                       server=f"{name}.local.", properties=properties or {})  # fmt: skip
+
+
 def test_an_advertised_agent_is_found_with_its_txt_records():
     async def scenario():
         adv = discovery.Advertiser(
@@ -46,31 +54,14 @@ def test_an_advertised_agent_is_found_with_its_txt_records():
 
 
 def test_fleetbench_discover_lists_agents_and_brokers():
-    from zeroconf import ServiceInfo, Zeroconf
+    from zeroconf import Zeroconf
 
     zc = Zeroconf(interfaces=LOOPBACK)
     infos = [
-        ServiceInfo(
-            discovery.FLEETBENCH,
-            f"jetson-7.{discovery.FLEETBENCH}",
-            port=0,
-            addresses=[socket.inet_aton("127.0.0.1")],
-            server="jetson-7.local.",
-            properties={
-                "sku": "NVIDIA Jetson Nano Developer Kit",
-                "platform": "jetson",
-                "version": "0.1.0",
-                "backends": "onnxruntime",
-            },
-        ),
-        ServiceInfo(
-            discovery.MQTT,
-            f"shed-broker.{discovery.MQTT}",
-            port=1883,
-            addresses=[socket.inet_aton("127.0.0.1")],
-            server="shed-broker.local.",
-        ),
-    ]
+        service(discovery.FLEETBENCH, "jetson-7", 0, {"sku": "NVIDIA Jetson Nano Developer Kit",
+                "platform": "jetson", "version": "0.1.0", "backends": "onnxruntime"}),
+        service(discovery.MQTT, "shed-broker", 1883),
+    ]  # fmt: skip
     for info in infos:
         zc.register_service(info)
     try:
@@ -113,18 +104,10 @@ def test_nothing_found_is_said_not_failed():
 
 
 def test_agent_without_a_broker_finds_one_on_the_lan_and_advertises_itself(tmp_path, mosquitto):
-    from zeroconf import ServiceInfo, Zeroconf
+    from zeroconf import Zeroconf
 
     zc = Zeroconf(interfaces=LOOPBACK)
-    zc.register_service(
-        ServiceInfo(
-            discovery.MQTT,
-            f"test-broker.{discovery.MQTT}",
-            port=mosquitto.port,
-            addresses=[socket.inet_aton("127.0.0.1")],
-            server="test-broker.local.",
-        )
-    )
+    zc.register_service(service(discovery.MQTT, "test-broker", mosquitto.port))
     rx = Receiver(mosquitto, "fleetbench/v1/devices/found-it/#")
     rx.wait_subscribed()
     agent = AgentProcess(str(tmp_path), write_config(str(tmp_path / "agent.toml"), None), "found-it")
