@@ -230,6 +230,7 @@ class Agent:
             on_connected=self._on_connected,
             on_malformed=self._on_malformed_thread,
             raw_handlers=raw,
+            birth=self._birth(),
         )
         self.broker_url = url
         self.link.start()
@@ -254,6 +255,16 @@ class Agent:
             await advertiser.stop()
             return
         self._advertiser = advertiser
+
+    def _birth(self) -> dict[str, Any]:
+        caps = self.capabilities
+        return {
+            "platform": self.identity.platform,
+            "sku": self.identity.sku,
+            "version": __version__,
+            "capabilities": dataclasses.asdict(caps),
+            "collectors": list(self.monitor.names),
+        }
 
     async def _search_broker(self) -> None:
         while True:

@@ -91,6 +91,7 @@ class MqttLink:
         on_connected: Optional[Callable[[], None]] = None,
         on_malformed: Optional[Callable[[str, str], None]] = None,
         raw_handlers: Optional[dict[str, RawHandler]] = None,
+        birth: Optional[dict[str, Any]] = None,
     ) -> None:
         import paho.mqtt.client as mqtt
 
@@ -101,6 +102,9 @@ class MqttLink:
         self.on_connected = on_connected
         self.on_malformed = on_malformed
         self.raw_handlers = dict(raw_handlers or {})
+        #: what the retained status says about the device besides online/offline (identity,
+        #: capabilities): a coordinator subscribing later learns the fleet from it
+        self.birth = dict(birth or {})
         self.max_inflight = max_inflight
         self.connected = threading.Event()
         self.sent_total = 0
@@ -176,8 +180,8 @@ class MqttLink:
         return env.id
 
     def _status(self, state: str) -> bytes:
-        return json.dumps({"v": messages.VERSION, "state": state, "device_id": self.topics.device_id,
-                           "ts": time.time()}).encode()  # fmt: skip
+        return json.dumps({**self.birth, "v": messages.VERSION, "state": state,
+                           "device_id": self.topics.device_id, "ts": time.time()}).encode()  # fmt: skip
 
     def _pump_loop(self) -> None:
         inflight: list[tuple[Any, str]] = []  # (MQTTMessageInfo, message id)

@@ -76,6 +76,10 @@ def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(
     try:
         assert agent.wait_note("READY=1")
         rx.wait_for(lambda p: "online" in statuses(rx))
+        # registration: the retained birth says what the device is and can run
+        birth = next(json.loads(b) for t, b, retained in rx.payloads if t.endswith("/status"))
+        assert birth["sku"] and birth["platform"] == "linux" and birth["capabilities"]["cores_logical"] >= 1
+        assert {"onnxruntime", "litert"} <= set(birth["capabilities"]["backends"])
         # health: typed readings, the collectors present, the outbox's state
         rx.wait_for(lambda p: envelopes(p, "health"))
         health = envelopes(rx.payloads, "health")[0].data
