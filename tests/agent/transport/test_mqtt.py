@@ -49,11 +49,13 @@ def test_topics():
             check_device_id(bad)
 
 
-def test_birth_results_and_graceful_offline(mosquitto, tmp_path):
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_birth_results_and_graceful_offline(mosquitto, tmp_path, protocol):
     rx = Receiver(mosquitto, "fleetbench/v1/devices/dev1/#")
     rx.wait_subscribed()
     with Outbox(str(tmp_path / "o.sqlite")) as box:
-        link = MqttLink(BrokerSettings.from_url(mosquitto.url), DeviceTopics("dev1"), box)
+        settings = BrokerSettings.from_url(mosquitto.url, protocol=protocol)
+        link = MqttLink(settings, DeviceTopics("dev1"), box)
         link.start()
         try:
             assert link.connected.wait(10)
