@@ -127,8 +127,13 @@ def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(
         assert agent.wait_note("RELOADING=1") and agent.wait_note("READY=1")
         seen = len(envelopes(rx.payloads, "health"))
         rx.wait_for(lambda p: len(envelopes(p, "health")) > seen)  # still reporting
+        # SIGHUP with a good file applies it: jobs are now held to a lower run limit
         with open(config, "w") as fh:
-            fh.write(good)
+            fh.write(good + "[jobs]\nmax_runs = 3\n")
+        agent.signal(signal.SIGHUP)
+        assert agent.wait_note("RELOADING=1") and agent.wait_note("READY=1")
+        send_job(rx, {"job_id": "after-reload", "models": ["conv.onnx"], "settings": FAST})
+        assert "jobs.max_runs = 3" in wait_ack(rx, "after-reload", "rejected")["error"]
 
         agent.signal(signal.SIGTERM)
         assert agent.wait_note("STOPPING=1")
