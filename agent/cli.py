@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, NoReturn, Optional, TextIO
 
 from agent import __version__
-from agent.config import DEFAULT_PATH
+from agent.config import DEFAULT_PATH, SERVICE_STATE_DIR
 from agent.errors import FleetbenchError, UsageError
 from agent.files import check_writable, write_text_atomic
 
@@ -340,8 +340,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args)
     status = read_status(cfg.state_dir)
+    if status is None and args.state_dir is None and cfg.state_dir != SERVICE_STATE_DIR:
+        status = read_status(SERVICE_STATE_DIR)  # a user asking about the system service
     if status is None:
-        print(f"fleetbench: no agent has run with state directory {cfg.state_dir}", file=sys.stderr)
+        hint = ""
+        if os.path.isdir(SERVICE_STATE_DIR) and not os.access(SERVICE_STATE_DIR, os.R_OK):
+            hint = f"; the service's state is in {SERVICE_STATE_DIR}: try sudo fleetbench status"
+        print(f"fleetbench: no agent has run with state directory {cfg.state_dir}{hint}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     if args.format == "json":
         print(json.dumps(status, indent=2))

@@ -34,6 +34,8 @@ from typing import Any, Optional, Union, get_type_hints
 from agent.errors import UsageError
 
 DEFAULT_PATH = "/etc/fleetbench/agent.toml"
+#: StateDirectory= of systemd/fleetbench-agent.service, and root's default
+SERVICE_STATE_DIR = "/var/lib/fleetbench"
 ENV_PREFIX = "FLEETBENCH_"
 
 
@@ -110,7 +112,7 @@ def default_state_dir(env: Mapping[str, str]) -> str:
     if env.get("STATE_DIRECTORY"):
         return env["STATE_DIRECTORY"].split(":")[0]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return "/var/lib/fleetbench"
+        return SERVICE_STATE_DIR
     base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "fleetbench")
 

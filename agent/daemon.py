@@ -328,7 +328,14 @@ class Agent:
             self._ack(job_id, "rejected", message_id=env.id, error=str(err))
             return
         if self.store.has(job.job_id) or job.job_id in self._finished:
-            logger.info("job %s was delivered again; it is already accepted", job.job_id)
+            # A QoS 1 redelivery, or a reused id: either way the job runs once; say so.
+            logger.info("job %s arrived again; it is already accepted", job.job_id)
+            self._ack(
+                job.job_id,
+                "duplicate",
+                message_id=env.id,
+                message="this job id was already accepted; send new work under a new job_id",
+            )
             return
         self.store.save(job)  # on disk before we say so
         self._ack(job.job_id, "accepted", message_id=env.id, models=len(job.models))

@@ -97,6 +97,8 @@ def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(
             assert r["result"]["device"]["cores_logical"] >= 1  # measured-under snapshot
         states = [a["state"] for a in acks(rx, "j-1")]
         assert states[0] == "accepted" and states.count("running") == 2 and states[-1] == "done"
+        send_job(rx, {"job_id": "j-1", "models": ["conv.onnx"]})  # the same id again: not run twice
+        assert "already accepted" in wait_ack(rx, "j-1", "duplicate")["message"]
 
         # malformed and unsafe jobs are refused on the acks topic, with the reason
         send_job(rx, None, raw=b"\x00not json")
