@@ -16,7 +16,8 @@ MODULES = [
     "coordinator.ranking.pareto",
     "coordinator.ranking.predictors",
     "coordinator.ranking.uncertainty",
-    "coordinator.ranking.spaces.nasbench201",
+    "agent.materialize.nasbench201",
+    "agent.transport.discovery",
 ]
 
 
