@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--list-examples", action="store_true", help="list the example:NAME models and exit")
     bench.set_defaults(func=cmd_bench)
     _add_daemon_commands(sub)
+    _add_model_commands(sub)
     _add_plugin_commands(sub)
     return parser
 
@@ -420,6 +421,57 @@ def cmd_discover(args: argparse.Namespace) -> int:
             )
         else:
             print(f"broker  {p.name:<28} {p.url}")
+    return EXIT_OK
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    from agent.materialize import SPACES
+
+    make = sub.add_parser(
+        "make-model",
+        help="write a search-space architecture as a runnable .onnx or .tflite model",
+        description=(
+            "Build the network an arch string names, with random seeded weights (latency does "
+            "not depend on their values), and write it as ONNX (NCHW) or TFLite (NHWC), chosen "
+            "by the extension of -o. Batch norm is folded; edges cut off by 'none' are removed "
+            "and the model says so in its metadata."
+        ),
+        epilog="Example: fleetbench make-model --space nas-bench-201 "
+        "'|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|' "
+        "-o cell.tflite",
+    )
+    make.add_argument("arch", metavar="ARCH", help="the architecture, in the space's arch-string syntax")
+    make.add_argument(
+        "--space", choices=SPACES, default="nas-bench-201", help="search space (default: nas-bench-201)"
+    )
+    make.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="model file to write: .onnx or .tflite"
+    )
+    make.add_argument("--seed", type=_whole(0), default=0, metavar="N", help="weight seed (default: 0)")
+    make.add_argument(
+        "--classes",
+        type=int,
+        choices=(10, 100, 120),
+        default=10,
+        help="classifier outputs: 10 (CIFAR-10), 100 (CIFAR-100), 120 (ImageNet16-120)",
+    )
+    make.add_argument(
+        "--resolution", type=_whole(8), default=32, metavar="N", help="input height and width (default: 32)"
+    )
+    make.set_defaults(func=cmd_make_model)
+
+
+def cmd_make_model(args: argparse.Namespace) -> int:
+    from agent.materialize import format_for, materialize, write_model
+
+    format_for(args.output)  # a wrong extension is said before any work
+    check_writable(args.output, "--output")
+    net = materialize(args.space, args.arch, seed=args.seed, classes=args.classes, resolution=args.resolution)
+    write_model(net, args.output)
+    size_kb = os.path.getsize(args.output) / 1024
+    print(f"fleetbench: wrote {args.output} ({size_kb:.0f} KiB, {len(net.layers)} layers)", file=sys.stderr)
+    for note in net.notes:
+        print(f"fleetbench: note: {note}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -29,7 +29,12 @@ def _mode_for(path: str) -> int:
 
 
 def write_text_atomic(path: str, text: str, what: str = "--output") -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename, so a crash or a full
+    """Write ``text`` (UTF-8) to ``path`` atomically: see ``write_bytes_atomic``."""
+    write_bytes_atomic(path, text.encode("utf-8"), what)
+
+
+def write_bytes_atomic(path: str, data: bytes, what: str = "--output") -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename, so a crash or a full
     disk mid-write never leaves half a file where a good one (or none) was."""
     check_writable(path, what)
     directory = os.path.dirname(os.path.abspath(path))
@@ -40,8 +45,8 @@ def write_text_atomic(path: str, text: str, what: str = "--output") -> None:
     try:
         # mkstemp makes the file 0600; a result file should read like any other the user writes.
         os.chmod(tmp, _mode_for(path))
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

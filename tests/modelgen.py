@@ -7,10 +7,9 @@ both on one input and compare outputs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
-
 import numpy as np
+
+from agent.materialize.to_tflite import FlatModelBuilder
 
 H = W = 8
 C_IN, C_OUT, CLASSES = 3, 4, 10
@@ -83,99 +82,9 @@ def onnx_single_op(path: str, op_type: str, domain: str = "") -> str:
 # --------------------------------------------------------------------------- TFLite
 
 
-class _TFLiteBuilder:
-    def __init__(self) -> None:
-        from ai_edge_litert import schema_py_generated as s
-
-        self.s = s
-        self.tensors: list = []
-        self.buffers: list = [s.BufferT()]  # buffer 0: the empty sentinel
-        self.ops: list = []
-        self.codes: list[int] = []
-        self.custom: list[Optional[str]] = []
-
-    def tensor(
-        self,
-        name: str,
-        shape: Sequence[int],
-        data: Optional[np.ndarray] = None,
-        dtype: str = "float32",
-        signature: Optional[Sequence[int]] = None,
-    ) -> int:
-        s = self.s
-        t = s.TensorT()
-        t.name = name
-        t.shape = list(shape)
-        if signature is not None:
-            t.shapeSignature = list(signature)
-        t.type = {"float32": s.TensorType.FLOAT32, "int32": s.TensorType.INT32}[dtype]
-        if data is not None:
-            buf = s.BufferT()
-            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
-            self.buffers.append(buf)
-            t.buffer = len(self.buffers) - 1
-        else:
-            t.buffer = 0
-        self.tensors.append(t)
-        return len(self.tensors) - 1
-
-    def op(
-        self,
-        code: int,
-        inputs: Sequence[int],
-        outputs: Sequence[int],
-        opt_type: int = 0,
-        options: object = None,
-        custom: Optional[str] = None,
-    ) -> None:
-        key = (code, custom)
-        pairs = list(zip(self.codes, self.custom))
-        if key not in pairs:
-            self.codes.append(code)
-            self.custom.append(custom)
-            pairs.append(key)
-        o = self.s.OperatorT()
-        o.opcodeIndex = pairs.index(key)
-        o.inputs = list(inputs)
-        o.outputs = list(outputs)
-        o.builtinOptionsType = opt_type
-        o.builtinOptions = options
-        self.ops.append(o)
-
-    def build(self, inputs: Sequence[int], outputs: Sequence[int]) -> bytes:
-        import flatbuffers
-
-        s = self.s
-        sub = s.SubGraphT()
-        sub.tensors, sub.inputs, sub.outputs, sub.operators = (
-            self.tensors,
-            list(inputs),
-            list(outputs),
-            self.ops,
-        )
-        sub.name = "main"
-        m = s.ModelT()
-        m.version = 3
-        m.subgraphs = [sub]
-        m.buffers = self.buffers
-        m.description = "fleetbench test model"
-        m.operatorCodes = []
-        for code, custom in zip(self.codes, self.custom):
-            oc = s.OperatorCodeT()
-            oc.builtinCode = code
-            oc.deprecatedBuiltinCode = min(code, 127)
-            oc.version = 1
-            if custom:
-                oc.customCode = custom
-            m.operatorCodes.append(oc)
-        b = flatbuffers.Builder(1024)
-        b.Finish(m.Pack(b), file_identifier=b"TFL3")
-        return bytes(b.Output())
-
-
 def tflite_conv_net(path: str, weights: dict[str, np.ndarray]) -> str:
     """The same network as ``onnx_conv_net``, NHWC input ``x``."""
-    b = _TFLiteBuilder()
+    b = FlatModelBuilder()
     s = b.s
     x = b.tensor("x", [1, H, W, C_IN])
     cw = b.tensor("conv_w", weights["conv_w"].shape, weights["conv_w"])
@@ -214,7 +123,7 @@ def tflite_conv_net(path: str, weights: dict[str, np.ndarray]) -> str:
 
 def tflite_dense(path: str, features: int = 16, units: int = 8, dynamic_batch: bool = False) -> str:
     """One FULLY_CONNECTED layer; with ``dynamic_batch`` the batch dimension is -1."""
-    b = _TFLiteBuilder()
+    b = FlatModelBuilder()
     s = b.s
     rng = np.random.default_rng(1)
     sig = [-1, features] if dynamic_batch else None
@@ -230,7 +139,7 @@ def tflite_dense(path: str, features: int = 16, units: int = 8, dynamic_batch: b
 
 def tflite_custom_op(path: str, name: str = "FleetbenchNoSuchOp") -> str:
     """A model whose only operator is a custom op no runtime has."""
-    b = _TFLiteBuilder()
+    b = FlatModelBuilder()
     s = b.s
     x = b.tensor("x", [1, 4])
     y = b.tensor("y", [1, 4])

@@ -17,6 +17,7 @@ MODULES = [
     "coordinator.ranking.predictors",
     "coordinator.ranking.uncertainty",
     "agent.materialize.nasbench201",
+    "agent.materialize.network",
     "agent.transport.discovery",
 ]
 

@@ -1,0 +1,258 @@
+"""A ``Network`` as a TFLite flatbuffer (NHWC), through the LiteRT schema's object API.
+
+No TensorFlow: the model is assembled from the generated schema classes that ship
+with ai-edge-litert (``schema_py_generated``) and serialized with ``flatbuffers``.
+PyTorch-style symmetric padding that TFLite's SAME cannot express (a 3x3 stride-2
+convolution pads 1 on every side; SAME would pad 0 before and 1 after) becomes an
+explicit PAD before a VALID convolution, as converters emit it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+
+from agent.errors import BackendUnavailableError
+from agent.materialize import network as nw
+
+
+def schema() -> Any:
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError as err:
+        raise BackendUnavailableError(
+            "writing .tflite models needs the LiteRT schema from ai-edge-litert "
+            "(pip install 'fleetbench[litert]')"
+        ) from err
+    return schema_py_generated
+
+
+class FlatModelBuilder:
+    """Tensors, buffers and operators of one subgraph, packed into a TFLite model."""
+
+    def __init__(self) -> None:
+        self.s = schema()
+        self.tensors: list = []
+        self.buffers: list = [self.s.BufferT()]  # buffer 0: the empty sentinel
+        self.ops: list = []
+        self.codes: list[tuple[int, Optional[str]]] = []
+
+    def tensor(
+        self,
+        name: str,
+        shape: Sequence[int],
+        data: Optional[np.ndarray] = None,
+        dtype: str = "float32",
+        signature: Optional[Sequence[int]] = None,
+    ) -> int:
+        s = self.s
+        t = s.TensorT()
+        t.name = name
+        t.shape = list(shape)
+        if signature is not None:
+            t.shapeSignature = list(signature)
+        t.type = {"float32": s.TensorType.FLOAT32, "int32": s.TensorType.INT32}[dtype]
+        t.buffer = 0
+        if data is not None:
+            buf = s.BufferT()
+            buf.data = np.frombuffer(np.ascontiguousarray(data, dtype=dtype).tobytes(), dtype=np.uint8)
+            self.buffers.append(buf)
+            t.buffer = len(self.buffers) - 1
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def op(
+        self,
+        code: int,
+        inputs: Sequence[int],
+        outputs: Sequence[int],
+        opt_type: int = 0,
+        options: object = None,
+        custom: Optional[str] = None,
+    ) -> None:
+        if (code, custom) not in self.codes:
+            self.codes.append((code, custom))
+        o = self.s.OperatorT()
+        o.opcodeIndex = self.codes.index((code, custom))
+        o.inputs, o.outputs = list(inputs), list(outputs)
+        o.builtinOptionsType = opt_type
+        o.builtinOptions = options
+        self.ops.append(o)
+
+    def build(self, inputs: Sequence[int], outputs: Sequence[int], description: str = "fleetbench") -> bytes:
+        import flatbuffers
+
+        s = self.s
+        sub = s.SubGraphT()
+        sub.tensors, sub.inputs, sub.outputs, sub.operators = (
+            self.tensors,
+            list(inputs),
+            list(outputs),
+            self.ops,
+        )
+        sub.name = "main"
+        m = s.ModelT()
+        m.version = 3
+        m.subgraphs = [sub]
+        m.buffers = self.buffers
+        m.description = description
+        m.operatorCodes = []
+        for code, custom in self.codes:
+            oc = s.OperatorCodeT()
+            oc.builtinCode = code
+            oc.deprecatedBuiltinCode = min(code, 127)  # builtins past 127 live only in the new field
+            oc.version = 1
+            if custom:
+                oc.customCode = custom
+            m.operatorCodes.append(oc)
+        b = flatbuffers.Builder(1024)
+        b.Finish(m.Pack(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+
+def to_tflite(net: nw.Network) -> bytes:
+    """The model's flatbuffer bytes; its description carries the network name and notes."""
+    b = FlatModelBuilder()
+    s = b.s
+    shapes: dict[str, tuple[int, int]] = {}  # value -> (channels, spatial size)
+    ids: dict[str, int] = {}
+
+    def value(name: str, channels: int, size: int) -> int:
+        shapes[name] = (channels, size)
+        ids[name] = b.tensor(name, [1, size, size, channels])
+        return ids[name]
+
+    def pool_options(kernel: int, stride: int, padding: int) -> Any:
+        o = s.Pool2DOptionsT()
+        o.padding, o.strideW, o.strideH, o.filterWidth, o.filterHeight = (
+            padding,
+            stride,
+            stride,
+            kernel,
+            kernel,
+        )
+        return o
+
+    x_in = value(net.input_name, net.input_channels, net.resolution)
+    for layer in net.layers:
+        if isinstance(layer, nw.Conv):
+            cin, size = shapes[layer.src]
+            k = int(layer.weight.shape[2])
+            src = ids[layer.src]
+            if layer.pad == 0:
+                padding = s.Padding.VALID
+            elif layer.stride == 1 and layer.pad == k // 2:
+                padding = s.Padding.SAME
+            else:  # symmetric padding SAME cannot express: explicit PAD, then VALID
+                padded = size + 2 * layer.pad
+                pads = b.tensor(
+                    f"{layer.out}/pads",
+                    [4, 2],
+                    np.array([[0, 0], [layer.pad, layer.pad], [layer.pad, layer.pad], [0, 0]], np.int32),
+                    dtype="int32",
+                )
+                out = b.tensor(f"{layer.out}/padded", [1, padded, padded, cin])
+                b.op(s.BuiltinOperator.PAD, [src, pads], [out], s.BuiltinOptions.PadOptions, s.PadOptionsT())
+                src, padding, size = out, s.Padding.VALID, padded
+            out_size = (size - k) // layer.stride + 1 if padding == s.Padding.VALID else size
+            w = b.tensor(f"{layer.out}/W", [layer.channels, k, k, cin], layer.weight.transpose(0, 2, 3, 1))
+            bias = b.tensor(f"{layer.out}/B", [layer.channels], layer.bias)
+            o = s.Conv2DOptionsT()
+            o.padding, o.strideW, o.strideH = padding, layer.stride, layer.stride
+            o.dilationWFactor = o.dilationHFactor = 1
+            b.op(
+                s.BuiltinOperator.CONV_2D,
+                [src, w, bias],
+                [value(layer.out, layer.channels, out_size)],
+                s.BuiltinOptions.Conv2DOptions,
+                o,
+            )
+        elif isinstance(layer, nw.Relu):
+            c, size = shapes[layer.src]
+            b.op(s.BuiltinOperator.RELU, [ids[layer.src]], [value(layer.out, c, size)])
+        elif isinstance(layer, nw.AvgPool):
+            c, size = shapes[layer.src]
+            if layer.pad == 0:
+                padding, out_size = s.Padding.VALID, (size - layer.kernel) // layer.stride + 1
+            elif layer.stride == 1 and layer.pad == layer.kernel // 2:
+                padding, out_size = s.Padding.SAME, size  # TFLite's SAME average skips the padding too
+            else:  # pragma: no cover - no search space asks for it
+                raise ValueError(f"{layer.out}: padded average pooling with stride {layer.stride}")
+            b.op(
+                s.BuiltinOperator.AVERAGE_POOL_2D,
+                [ids[layer.src]],
+                [value(layer.out, c, out_size)],
+                s.BuiltinOptions.Pool2DOptions,
+                pool_options(layer.kernel, layer.stride, padding),
+            )
+        elif isinstance(layer, nw.Add):
+            c, size = shapes[layer.srcs[0]]
+            acc = ids[layer.srcs[0]]
+            for i, term in enumerate(layer.srcs[1:], start=1):
+                last = i == len(layer.srcs) - 1
+                out = value(layer.out, c, size) if last else b.tensor(f"{layer.out}/{i}", [1, size, size, c])
+                b.op(
+                    s.BuiltinOperator.ADD,
+                    [acc, ids[term]],
+                    [out],
+                    s.BuiltinOptions.AddOptions,
+                    s.AddOptionsT(),
+                )
+                acc = out
+        elif isinstance(layer, nw.Affine):
+            c, size = shapes[layer.src]
+            scaled = b.tensor(f"{layer.out}/scaled", [1, size, size, c])
+            b.op(
+                s.BuiltinOperator.MUL,
+                [ids[layer.src], b.tensor(f"{layer.out}/scale", [c], layer.scale)],
+                [scaled],
+                s.BuiltinOptions.MulOptions,
+                s.MulOptionsT(),
+            )
+            b.op(
+                s.BuiltinOperator.ADD,
+                [scaled, b.tensor(f"{layer.out}/shift", [c], layer.shift)],
+                [value(layer.out, c, size)],
+                s.BuiltinOptions.AddOptions,
+                s.AddOptionsT(),
+            )
+        elif isinstance(layer, nw.Zeros):
+            shapes[layer.out] = (layer.channels, layer.size)
+            ids[layer.out] = b.tensor(
+                layer.out,
+                [1, layer.size, layer.size, layer.channels],
+                np.zeros((1, layer.size, layer.size, layer.channels), np.float32),
+            )
+        elif isinstance(layer, nw.GlobalAvgPool):
+            c, _ = shapes[layer.src]
+            axes = b.tensor(f"{layer.out}/axes", [2], np.array([1, 2], np.int32), dtype="int32")
+            o = s.ReducerOptionsT()
+            o.keepDims = False
+            ids[layer.out] = b.tensor(layer.out, [1, c])
+            shapes[layer.out] = (c, 1)
+            b.op(
+                s.BuiltinOperator.MEAN,
+                [ids[layer.src], axes],
+                [ids[layer.out]],
+                s.BuiltinOptions.ReducerOptions,
+                o,
+            )
+        elif isinstance(layer, nw.Dense):
+            units = int(layer.weight.shape[0])
+            w = b.tensor(f"{layer.out}/W", list(layer.weight.shape), layer.weight)
+            bias = b.tensor(f"{layer.out}/B", [units], layer.bias)
+            ids[layer.out] = b.tensor(layer.out, [1, units])
+            shapes[layer.out] = (units, 1)
+            b.op(
+                s.BuiltinOperator.FULLY_CONNECTED,
+                [ids[layer.src], w, bias],
+                [ids[layer.out]],
+                s.BuiltinOptions.FullyConnectedOptions,
+                s.FullyConnectedOptionsT(),
+            )
+        else:  # pragma: no cover - a new layer type without a writer
+            raise TypeError(f"no TFLite writer for {type(layer).__name__}")
+    description = "\n".join((net.name, *net.notes))
+    return b.build([x_in], [ids[net.output]], description=description)
