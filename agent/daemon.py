@@ -33,7 +33,7 @@ from agent.collectors.health import HealthMonitor, HealthSample
 from agent.config import AgentConfig, ConfigError
 from agent.errors import FleetbenchError, WorkerCancelledError
 from agent.files import write_text_atomic
-from agent.jobs import Job, JobError, JobStore, bench_target, blocked_by, parse_job, resolve_model
+from agent.jobs import Job, JobError, JobStore, bench_target, blocked_by, cache_path, parse_job, resolve_model
 from agent.sdnotify import Notifier
 from agent.transport import discovery, homeassistant, messages
 from agent.transport.mqtt import BrokerSettings, MqttLink, RawHandler
@@ -160,7 +160,7 @@ class Agent:
         self._finished = self._load_finished()
         for job in self.store.pending():
             logger.info(
-                "resuming job %s (%d of %d models left)", job.job_id, len(job.remaining), len(job.models)
+                "resuming job %s (%d of %d items left)", job.job_id, len(job.remaining), len(job.items)
             )
             self._jobs.put_nowait(job)  # type: ignore[union-attr]
         if cfg.broker.url:
@@ -338,7 +338,8 @@ class Agent:
             )
             return
         self.store.save(job)  # on disk before we say so
-        self._ack(job.job_id, "accepted", message_id=env.id, models=len(job.models))
+        self._ack(job.job_id, "accepted", message_id=env.id, models=len(job.models),
+                  architectures=len(job.architectures))  # fmt: skip
         assert self._jobs is not None
         self._jobs.put_nowait(job)
 
@@ -464,16 +465,16 @@ class Agent:
         except JobError as err:
             self._finish(job, "failed", error=str(err))
             return
-        total = len(job.models)
+        total = len(job.items)
         settings = dict(job.settings)
         max_time_s = float(settings.get("max_time_s", 60.0))
         for name in job.remaining:
-            index = job.models.index(name) + 1
+            index = job.items.index(name) + 1
             self.current = {"job_id": job.job_id, "model": name, "index": index, "total": total}
             self._write_status("running")
             self._ack(job.job_id, "running", model=name, index=index, total=total)
             try:
-                result = await self._measure(job.job_id, name, settings, max_time_s)
+                result = await self._measure(job, name, settings, max_time_s)
             except WorkerCancelledError:
                 self._ack(
                     job.job_id,
@@ -488,18 +489,24 @@ class Agent:
                 failed.append(name)
                 self._ack(job.job_id, "model_failed", model=name, error=str(err))
             else:
-                self._send_result(job.job_id, name, result, conditions)
+                self._send_result(job, name, result, conditions)
             job = dataclasses.replace(job, done=(*job.done, name))
             self.store.save(job)
         self.current = None
         state = "failed" if failed and len(failed) == total else "done"
         self._finish(job, state, measured=total - len(failed), failed=failed)
 
-    async def _measure(self, job_id: str, name: str, settings: dict[str, Any], max_time_s: float) -> Any:
-        """One model of a job in a worker process, with progress acks every few seconds."""
+    async def _measure(self, job: Job, name: str, settings: dict[str, Any], max_time_s: float) -> Any:
+        """One item of a job in a worker process, with progress acks every few seconds."""
         from agent.bench.worker import LOAD_GRACE_S, call_in_worker
 
-        path = resolve_model(name, self.config.model_dir)  # again: the file may have gone meanwhile
+        job_id, item = job.job_id, job.architecture(name)
+        if item is None:
+            path = resolve_model(name, self.config.model_dir)  # again: the file may have gone meanwhile
+            arch = None
+        else:
+            os.makedirs(self.cache_dir, exist_ok=True)
+            path, arch = cache_path(self.cache_dir, item), dataclasses.asdict(item)
         last = [time.monotonic()]
 
         def progress(phase: str, done: int, wanted: int, elapsed_s: float) -> None:
@@ -514,12 +521,17 @@ class Agent:
             None,
             call_in_worker,
             bench_target,
-            (path, settings),
+            (path, settings, arch),
             timeout_s,
             repr(name),
             progress,
             self._cancel,
         )
+
+    @property
+    def cache_dir(self) -> str:
+        """Materialized architectures (rebuilt on demand; safe to delete)."""
+        return os.path.join(self.config.state_dir, "cache")
 
     def _finish(self, job: Job, state: str, **extra: Any) -> None:
         self._ack(job.job_id, state, **extra)
@@ -541,10 +553,11 @@ class Agent:
         except (OSError, ValueError, TypeError):
             return []
 
-    def _send_result(
-        self, job_id: str, model: str, result: dict[str, Any], conditions: dict[str, Any]
-    ) -> None:
+    def _send_result(self, job: Job, model: str, result: dict[str, Any], conditions: dict[str, Any]) -> None:
+        job_id, item = job.job_id, job.architecture(model)
         data: dict[str, Any] = {"job_id": job_id, "model": model, "result": result, "conditions": conditions}
+        if item is not None:
+            data["architecture"] = dataclasses.asdict(item)
         # One id per (job, model): a model measured again after kill -9 (between queueing its
         # result and checkpointing the job) is the same message to the receiver, not a second one.
         msg_id = f"result:{job_id}:{model}"

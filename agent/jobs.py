@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _JOB_FIELDS = {"job_id", "models", "architectures", "settings"}
+_ARCH_FIELDS = {"space", "arch", "seed", "classes", "resolution", "format"}
 MAX_MODELS = 100
 # settings key -> (type, minimum); the rest of BenchSettings is the device's business.
 _SETTINGS: dict[str, tuple[type, Any]] = {
@@ -56,15 +57,42 @@ class JobError(FleetbenchError):
 
 
 @dataclass(frozen=True)
+class ArchItem:
+    """A search-space architecture to materialize on the device and time like a model."""
+
+    space: str
+    arch: str
+    seed: int = 0
+    classes: int = 10
+    resolution: int = 32
+    format: str = "onnx"  # or "tflite"
+
+    @property
+    def key(self) -> str:
+        """The item's name in acks and results; deterministic, so retries keep their ids."""
+        size = f"{self.resolution}px"
+        return f"{self.space}:{self.arch}:seed={self.seed}:classes={self.classes}:{size}.{self.format}"
+
+
+@dataclass(frozen=True)
 class Job:
     job_id: str
     models: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
-    done: tuple[str, ...] = ()  # models already measured and queued in the outbox
+    done: tuple[str, ...] = ()  # items already measured and queued in the outbox
+    architectures: tuple[ArchItem, ...] = ()
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        """Everything the job measures, by name: model paths, then architecture keys."""
+        return self.models + tuple(a.key for a in self.architectures)
 
     @property
     def remaining(self) -> tuple[str, ...]:
-        return tuple(m for m in self.models if m not in self.done)
+        return tuple(m for m in self.items if m not in self.done)
+
+    def architecture(self, key: str) -> Optional[ArchItem]:
+        return next((a for a in self.architectures if a.key == key), None)
 
 
 def _check_setting(key: str, value: Any, limits: JobsConfig) -> Any:
@@ -130,17 +158,20 @@ def parse_job(data: Any, model_dir: str, limits: JobsConfig) -> Job:
         raise JobError(
             f"unknown field(s) {', '.join(map(repr, unknown))}; a job has {', '.join(sorted(_JOB_FIELDS))}"
         )
-    if data.get("architectures"):
-        raise JobError(
-            "architecture jobs need the search-space materializer, which this agent does not have yet"
-        )
-    models = data.get("models")
-    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
-        raise JobError("models must be a non-empty list of model names")
-    if len(models) > MAX_MODELS:
-        raise JobError(f"a job may name at most {MAX_MODELS} models (got {len(models)})")
-    if len(set(models)) != len(models):
-        raise JobError("models names the same model twice")
+    models = data.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise JobError("models must be a list of model names")
+    raw_archs = data.get("architectures", [])
+    if not isinstance(raw_archs, list):
+        raise JobError("architectures must be a list of {space, arch, seed} objects")
+    archs = tuple(_parse_arch_item(i, item) for i, item in enumerate(raw_archs))
+    total = len(models) + len(archs)
+    if total == 0:
+        raise JobError("a job needs at least one model or architecture")
+    if total > MAX_MODELS:
+        raise JobError(f"a job may name at most {MAX_MODELS} models and architectures (got {total})")
+    if len(set(models)) != len(models) or len({a.key for a in archs}) != len(archs):
+        raise JobError("the job names the same model or architecture twice")
     for name in models:
         resolve_model(name, model_dir)
     settings = data.get("settings", {})
@@ -149,15 +180,68 @@ def parse_job(data: Any, model_dir: str, limits: JobsConfig) -> Job:
     checked = {key: _check_setting(key, value, limits) for key, value in settings.items()}
     if checked.get("max_time_s", float("inf")) < checked.get("min_time_s", 0.0):
         raise JobError("settings.max_time_s is shorter than settings.min_time_s")
-    return Job(job_id=job_id, models=tuple(models), settings=checked)
+    return Job(job_id=job_id, models=tuple(models), settings=checked, architectures=archs)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_arch_item(index: int, item: Any) -> ArchItem:
+    from agent.materialize import SPACES, nasbench201
+
+    where = f"architectures[{index}]"
+    if not isinstance(item, dict):
+        raise JobError(f"{where} must be an object with space, arch and optionally seed")
+    unknown = sorted(set(item) - _ARCH_FIELDS)
+    if unknown:
+        raise JobError(f"{where} has unknown field(s) {', '.join(map(repr, unknown))}")
+    space, arch = item.get("space"), item.get("arch")
+    if space not in SPACES:
+        raise JobError(f"{where}.space must be one of {', '.join(SPACES)} (got {space!r})")
+    if not isinstance(arch, str):
+        raise JobError(f"{where}.arch must be an arch string")
+    try:
+        nasbench201.parse_arch(arch)
+    except ValueError as err:
+        raise JobError(f"{where}.arch {arch!r}: {err}") from None
+    checks = (
+        ("seed", lambda v: _whole(v) and v >= 0, "a whole number >= 0"),
+        ("classes", lambda v: v in nasbench201.CLASSES and not isinstance(v, bool), "10, 100 or 120"),
+        ("resolution", lambda v: _whole(v) and 8 <= v <= 512 and v % 4 == 0, "a multiple of 4 from 8 to 512"),
+        ("format", lambda v: v in ("onnx", "tflite"), '"onnx" or "tflite"'),
+    )  # fmt: skip
+    for key, ok, what in checks:
+        if key in item and not ok(item[key]):
+            raise JobError(f"{where}.{key} must be {what} (got {item[key]!r})")
+    return ArchItem(
+        **{k: item[k] for k in ("space", "arch", "seed", "classes", "resolution", "format") if k in item}
+    )
 
 
 def bench_target(payload: Any, send_progress: Any) -> dict[str, Any]:
-    """Worker-process entry: benchmark one model with a job's settings."""
+    """Worker-process entry: benchmark one model (or materialize an architecture into the
+    cache first, here in the worker: the daemon itself never loads numpy or onnx)."""
     from agent.bench.runner import BenchSettings, run_benchmark
 
-    path, settings = payload
+    path, settings, arch = payload
+    if arch is not None and not os.path.exists(path):
+        from agent.materialize import materialize, write_model
+
+        send_progress("materializing", 0, 0, 0.0)
+        item = ArchItem(**arch)
+        net = materialize(
+            item.space, item.arch, seed=item.seed, classes=item.classes, resolution=item.resolution
+        )
+        write_model(net, path)
     return run_benchmark(path, BenchSettings(**settings).validate(), progress=send_progress).to_dict()
+
+
+def cache_path(cache_dir: str, item: ArchItem) -> str:
+    """Where a materialized architecture lives on the device (named by a hash of its key)."""
+    import hashlib
+
+    return os.path.join(cache_dir, f"{hashlib.sha256(item.key.encode()).hexdigest()[:20]}.{item.format}")
 
 
 class JobStore:
@@ -194,6 +278,7 @@ class JobStore:
                         tuple(raw["models"]),
                         dict(raw.get("settings", {})),
                         tuple(raw.get("done", ())),
+                        tuple(ArchItem(**a) for a in raw.get("architectures", ())),
                     )
                 )
             except (OSError, ValueError, KeyError, TypeError) as err:

@@ -251,3 +251,30 @@ def test_config_errors_are_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "did you mean 'broker.url'?" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_agent_materializes_and_benchmarks_architectures_from_a_job(tmp_path, mosquitto, rx):
+    pytest.importorskip("onnx")
+    pytest.importorskip("ai_edge_litert")
+    cell = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
+    agent = AgentProcess(str(tmp_path), write_config(str(tmp_path / "agent.toml"), mosquitto.url), DEVICE)
+    agent.start()
+    try:
+        agent.wait_note("READY=1")
+        rx.wait_for(lambda p: "online" in statuses(rx))
+        archs = [
+            {"space": "nas-bench-201", "arch": cell, "seed": 1},
+            {"space": "nas-bench-201", "arch": cell, "seed": 1, "format": "tflite", "resolution": 16},
+        ]
+        send_job(rx, {"job_id": "j-arch", "architectures": archs, "settings": FAST})
+        done = wait_ack(rx, "j-arch", "done")
+        assert done["measured"] == 2 and done["failed"] == []
+        results = [e.data for e in envelopes(rx.payloads, "results")]
+        assert sorted(r["architecture"]["format"] for r in results) == ["onnx", "tflite"]
+        for r in results:
+            assert r["architecture"]["arch"] == cell and r["result"]["stats"]["p50_ms"] > 0
+            assert r["model"].startswith("nas-bench-201:" + cell)
+        cached = sorted(os.listdir(os.path.join(agent.state_dir, "cache")))
+        assert sorted(os.path.splitext(c)[1] for c in cached) == [".onnx", ".tflite"]
+    finally:
+        agent.close()

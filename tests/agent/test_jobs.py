@@ -10,6 +10,8 @@ from agent.config import JobsConfig
 from agent.jobs import Job, JobError, JobStore, blocked_by, parse_job
 
 LIMITS = JobsConfig(max_runs=1000, max_time_s=60.0)
+NB = "nas-bench-201"
+CELL = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
 
 
 @pytest.fixture
@@ -43,9 +45,10 @@ def test_a_good_job(models):
         ({"models": ["a.onnx"]}, "job_id must be"),
         ({"job_id": "../x", "models": ["a.onnx"]}, "job_id must be"),
         ({"job_id": "j", "models": ["a.onnx"], "setings": {}}, "unknown field(s) 'setings'"),
-        ({"job_id": "j", "models": []}, "models must be a non-empty list"),
-        ({"job_id": "j", "models": "a.onnx"}, "models must be a non-empty list"),
-        ({"job_id": "j", "models": ["a.onnx", "a.onnx"]}, "the same model twice"),
+        ({"job_id": "j", "models": []}, "at least one model or architecture"),
+        ({"job_id": "j"}, "at least one model or architecture"),
+        ({"job_id": "j", "models": "a.onnx"}, "models must be a list of model names"),
+        ({"job_id": "j", "models": ["a.onnx", "a.onnx"]}, "the same model or architecture twice"),
         ({"job_id": "j", "models": ["../secret.onnx"]}, "outside the model directory"),
         ({"job_id": "j", "models": ["sub/../../secret.onnx"]}, "outside the model directory"),
         ({"job_id": "j", "models": ["link.onnx"]}, "outside the model directory"),
@@ -62,13 +65,56 @@ def test_a_good_job(models):
         ({"job_id": "j", "models": ["a.onnx"], "settings": {"backend": "tensorrt"}}, "settings.backend"),
         ({"job_id": "j", "models": ["a.onnx"], "settings": {"shell": "rm -rf /"}}, "not a known setting"),
         ({"job_id": "j", "models": ["a.onnx"], "settings": []}, "settings must be a JSON object"),
-        ({"job_id": "j", "architectures": [{"space": "nas-bench-201", "arch": "x"}]}, "materializer"),
+        ({"job_id": "j", "architectures": {"arch": CELL}}, "architectures must be a list"),
+        ({"job_id": "j", "architectures": ["x"]}, "architectures[0] must be an object"),
+        (
+            {"job_id": "j", "architectures": [{"space": "ofa", "arch": CELL}]},
+            "architectures[0].space must be",
+        ),
+        ({"job_id": "j", "architectures": [{"space": NB, "arch": "|x~0|"}]}, "architectures[0].arch '|x~0|'"),
+        ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "sed": 1}]}, "unknown field(s) 'sed'"),
+        ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "seed": -1}]}, "seed must be a whole"),
+        ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "classes": 7}]}, "10, 100 or 120"),
+        ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "resolution": 10}]}, "multiple of 4"),
+        (
+            {"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "format": "pt"}]},
+            '"onnx" or "tflite"',
+        ),
+        ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL}] * 2}, "architecture twice"),
+        (
+            {"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "seed": i} for i in range(101)]},
+            "at most 100",
+        ),
     ],
 )
 def test_bad_jobs_are_refused_with_a_reason(models, data, message):
     with pytest.raises(JobError) as info:
         parse_job(data, models, LIMITS)
     assert message in str(info.value)
+
+
+def test_architecture_items_have_stable_keys_and_survive_the_store(models, tmp_path):
+    job = parse_job(
+        {
+            "job_id": "j-a",
+            "models": ["a.onnx"],
+            "architectures": [
+                {"space": NB, "arch": CELL},
+                {"space": NB, "arch": CELL, "seed": 2, "format": "tflite"},
+            ],
+        },
+        models,
+        LIMITS,
+    )
+    assert job.items == (
+        "a.onnx",
+        f"{NB}:{CELL}:seed=0:classes=10:32px.onnx",
+        f"{NB}:{CELL}:seed=2:classes=10:32px.tflite",
+    )
+    assert job.architecture(job.items[2]).format == "tflite" and job.architecture("a.onnx") is None
+    store = JobStore(str(tmp_path / "jobs"))
+    store.save(job)
+    assert store.pending() == [job]
 
 
 def test_store_keeps_jobs_in_order_and_survives_a_broken_file(tmp_path):
