@@ -438,7 +438,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         ),
         epilog="Example: fleetbench make-model --space nas-bench-201 "
         "'|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|' "
-        "-o cell.tflite",
+        "-o cell.tflite;  fleetbench make-model --space mobilenetv2 "
+        "d:23423-k:35737353373537-e:34646436463464 -o mbv2.onnx",
     )
     make.add_argument("arch", metavar="ARCH", help="the architecture, in the space's arch-string syntax")
     make.add_argument(
@@ -450,13 +451,17 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     make.add_argument("--seed", type=_whole(0), default=0, metavar="N", help="weight seed (default: 0)")
     make.add_argument(
         "--classes",
-        type=int,
-        choices=(10, 100, 120),
-        default=10,
-        help="classifier outputs: 10 (CIFAR-10), 100 (CIFAR-100), 120 (ImageNet16-120)",
+        type=_whole(1),
+        default=None,
+        metavar="N",
+        help="classifier outputs (nas-bench-201: 10, 100 or 120, default 10; mobilenetv2: default 1000)",
     )
     make.add_argument(
-        "--resolution", type=_whole(8), default=32, metavar="N", help="input height and width (default: 32)"
+        "--resolution",
+        type=_whole(8),
+        default=None,
+        metavar="N",
+        help="input height and width (default: 32 for nas-bench-201, 224 for mobilenetv2)",
     )
     make.set_defaults(func=cmd_make_model)
 

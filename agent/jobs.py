@@ -63,15 +63,17 @@ class ArchItem:
     space: str
     arch: str
     seed: int = 0
-    classes: int = 10
-    resolution: int = 32
+    classes: Optional[int] = None  # None: the space's default (DEFAULTS in agent.materialize)
+    resolution: Optional[int] = None
     format: str = "onnx"  # or "tflite"
 
     @property
     def key(self) -> str:
         """The item's name in acks and results; deterministic, so retries keep their ids."""
-        size = f"{self.resolution}px"
-        return f"{self.space}:{self.arch}:seed={self.seed}:classes={self.classes}:{size}.{self.format}"
+        from agent.materialize import DEFAULTS
+
+        classes, size = self.classes or DEFAULTS[self.space][0], self.resolution or DEFAULTS[self.space][1]
+        return f"{self.space}:{self.arch}:seed={self.seed}:classes={classes}:{size}px.{self.format}"
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ def _whole(value: Any) -> bool:
 
 
 def _parse_arch_item(index: int, item: Any) -> ArchItem:
-    from agent.materialize import SPACES, nasbench201
+    from agent.materialize import SPACES, check
 
     where = f"architectures[{index}]"
     if not isinstance(item, dict):
@@ -202,18 +204,22 @@ def _parse_arch_item(index: int, item: Any) -> ArchItem:
     if not isinstance(arch, str):
         raise JobError(f"{where}.arch must be an arch string")
     try:
-        nasbench201.parse_arch(arch)
+        check(space, arch)
     except ValueError as err:
         raise JobError(f"{where}.arch {arch!r}: {err}") from None
     checks = (
         ("seed", lambda v: _whole(v) and v >= 0, "a whole number >= 0"),
-        ("classes", lambda v: v in nasbench201.CLASSES and not isinstance(v, bool), "10, 100 or 120"),
-        ("resolution", lambda v: _whole(v) and 8 <= v <= 512 and v % 4 == 0, "a multiple of 4 from 8 to 512"),
+        ("classes", _whole, "a whole number"),
+        ("resolution", _whole, "a whole number"),
         ("format", lambda v: v in ("onnx", "tflite"), '"onnx" or "tflite"'),
-    )  # fmt: skip
+    )
     for key, ok, what in checks:
         if key in item and not ok(item[key]):
             raise JobError(f"{where}.{key} must be {what} (got {item[key]!r})")
+    try:
+        check(space, arch, item.get("classes"), item.get("resolution"))
+    except ValueError as err:
+        raise JobError(f"{where}: {err}") from None
     return ArchItem(
         **{k: item[k] for k in ("space", "arch", "seed", "classes", "resolution", "format") if k in item}
     )

@@ -8,24 +8,47 @@ ONNX (NCHW) or TFLite (NHWC), chosen by the file extension, atomically.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional
 
 from agent.errors import UsageError
 
-SPACES = ("nas-bench-201",)
+SPACES = ("nas-bench-201", "mobilenetv2")
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+#: (classes, resolution) each space's networks have unless asked otherwise
+DEFAULTS = {"nas-bench-201": (10, 32), "mobilenetv2": (1000, 224)}
 
 
-def materialize(space: str, arch: str, seed: int = 0, classes: int = 10, resolution: int = 32) -> Any:
+def materialize(
+    space: str, arch: str, seed: int = 0, classes: Optional[int] = None, resolution: Optional[int] = None
+) -> Any:
     """The ``Network`` of ``arch`` in ``space``; UsageError names what is wrong with the request."""
-    if space != "nas-bench-201":
-        raise UsageError(f"unknown search space {space!r} (known: {', '.join(SPACES)})")
-    from agent.materialize import nasbench201
-
+    module = _module(space)
+    default_classes, default_resolution = DEFAULTS[space]
     try:
-        return nasbench201.build(arch, classes=classes, resolution=resolution, seed=seed)
+        return module.build(
+            arch, classes=classes or default_classes, resolution=resolution or default_resolution, seed=seed
+        )
     except ValueError as err:
         raise UsageError(f"{space} arch {arch!r}: {err}") from None
+
+
+def _module(space: str) -> Any:
+    if space == "nas-bench-201":
+        from agent.materialize import nasbench201
+
+        return nasbench201
+    if space == "mobilenetv2":
+        from agent.materialize import mobilenetv2
+
+        return mobilenetv2
+    raise UsageError(f"unknown search space {space!r} (known: {', '.join(SPACES)})")
+
+
+def check(space: str, arch: str, classes: Optional[int] = None, resolution: Optional[int] = None) -> None:
+    """Check a request without building anything (cheap: no numpy); ValueError says what is wrong."""
+    module = _module(space)
+    module.parse_arch(arch)
+    module.check_options(classes or DEFAULTS[space][0], resolution or DEFAULTS[space][1])
 
 
 def model_bytes(net: Any, fmt: str) -> bytes:

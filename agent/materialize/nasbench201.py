@@ -114,6 +114,14 @@ class _Weights:
         return w.astype(np.float32), self.rng.normal(0.0, 0.01, cout).astype(np.float32)
 
 
+def check_options(classes: int, resolution: int) -> None:
+    """ValueError unless the benchmark defines networks with these outputs and this input size."""
+    if classes not in CLASSES:
+        raise ValueError(f"classes must be one of {', '.join(map(str, CLASSES))} (got {classes})")
+    if not 8 <= resolution <= 512 or resolution % 4:
+        raise ValueError(f"resolution must be a multiple of 4 from 8 to 512 (got {resolution})")
+
+
 def build(arch: str, classes: int = 10, resolution: int = 32, seed: int = 0) -> Any:
     """The NAS-Bench-201 network of ``arch`` as a ``Network`` (the benchmark's TinyNetwork).
 
@@ -134,10 +142,7 @@ def build(arch: str, classes: int = 10, resolution: int = 32, seed: int = 0) -> 
     from agent.materialize import network as nw
 
     ops = parse_arch(arch)
-    if classes not in CLASSES:
-        raise ValueError(f"classes must be one of {', '.join(map(str, CLASSES))} (got {classes})")
-    if resolution < 8 or resolution % 4:
-        raise ValueError(f"resolution must be a multiple of 4, at least 8 (got {resolution})")
+    check_options(classes, resolution)
     weights = _Weights(seed)
     layers: list = []
     notes: list[str] = []

@@ -20,10 +20,15 @@ import numpy as np
 class Conv:
     out: str
     src: str
-    weight: np.ndarray  # (out_channels, in_channels, kh, kw)
+    weight: np.ndarray  # (out_channels, in_channels / groups, kh, kw)
     bias: np.ndarray  # (out_channels,)
     stride: int = 1
     pad: int = 0  # symmetric, as PyTorch pads
+    groups: int = 1  # == channels: a depthwise convolution
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.channels and self.weight.shape[1] == 1
 
     @property
     def channels(self) -> int:
@@ -32,6 +37,12 @@ class Conv:
 
 @dataclass(frozen=True)
 class Relu:
+    out: str
+    src: str
+
+
+@dataclass(frozen=True)
+class Relu6:
     out: str
     src: str
 
@@ -84,7 +95,7 @@ class Dense:
     bias: np.ndarray
 
 
-Layer = Union[Conv, Relu, AvgPool, Add, Affine, Zeros, GlobalAvgPool, Dense]
+Layer = Union[Conv, Relu, Relu6, AvgPool, Add, Affine, Zeros, GlobalAvgPool, Dense]
 
 
 @dataclass(frozen=True)

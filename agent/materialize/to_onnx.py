@@ -26,19 +26,28 @@ def to_onnx(net: nw.Network) -> Any:
     for layer in net.layers:
         if isinstance(layer, nw.Conv):
             k = layer.weight.shape[2]
+            inputs = [layer.src, const(f"{layer.out}/W", layer.weight), const(f"{layer.out}/B", layer.bias)]
             nodes.append(
                 helper.make_node(
                     "Conv",
-                    [layer.src, const(f"{layer.out}/W", layer.weight), const(f"{layer.out}/B", layer.bias)],
+                    inputs,
                     [layer.out],
                     name=layer.out,
                     kernel_shape=[k, k],
                     strides=[layer.stride] * 2,
                     pads=[layer.pad] * 4,
+                    group=layer.groups,
                 )
             )
         elif isinstance(layer, nw.Relu):
             nodes.append(helper.make_node("Relu", [layer.src], [layer.out], name=layer.out))
+        elif isinstance(layer, nw.Relu6):
+            if "relu6/min" not in {i.name for i in inits}:
+                const("relu6/min", np.array(0.0, np.float32))
+                const("relu6/max", np.array(6.0, np.float32))
+            nodes.append(
+                helper.make_node("Clip", [layer.src, "relu6/min", "relu6/max"], [layer.out], name=layer.out)
+            )
         elif isinstance(layer, nw.AvgPool):
             nodes.append(
                 helper.make_node(

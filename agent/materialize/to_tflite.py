@@ -157,21 +157,28 @@ def to_tflite(net: nw.Network) -> bytes:
                 b.op(s.BuiltinOperator.PAD, [src, pads], [out], s.BuiltinOptions.PadOptions, s.PadOptionsT())
                 src, padding, size = out, s.Padding.VALID, padded
             out_size = (size - k) // layer.stride + 1 if padding == s.Padding.VALID else size
-            w = b.tensor(f"{layer.out}/W", [layer.channels, k, k, cin], layer.weight.transpose(0, 2, 3, 1))
             bias = b.tensor(f"{layer.out}/B", [layer.channels], layer.bias)
-            o = s.Conv2DOptionsT()
+            out = value(layer.out, layer.channels, out_size)
+            if layer.depthwise:  # TFLite keeps depthwise filters as (1, kh, kw, channels)
+                w = b.tensor(f"{layer.out}/W", [1, k, k, layer.channels], layer.weight.transpose(1, 2, 3, 0))
+                o = s.DepthwiseConv2DOptionsT()
+                o.depthMultiplier = 1
+                code, opt_type = s.BuiltinOperator.DEPTHWISE_CONV_2D, s.BuiltinOptions.DepthwiseConv2DOptions
+            elif layer.groups == 1:
+                w = b.tensor(
+                    f"{layer.out}/W", [layer.channels, k, k, cin], layer.weight.transpose(0, 2, 3, 1)
+                )
+                o = s.Conv2DOptionsT()
+                code, opt_type = s.BuiltinOperator.CONV_2D, s.BuiltinOptions.Conv2DOptions
+            else:  # pragma: no cover - no search space asks for it
+                raise ValueError(f"{layer.out}: grouped convolution with {layer.groups} groups")
             o.padding, o.strideW, o.strideH = padding, layer.stride, layer.stride
             o.dilationWFactor = o.dilationHFactor = 1
-            b.op(
-                s.BuiltinOperator.CONV_2D,
-                [src, w, bias],
-                [value(layer.out, layer.channels, out_size)],
-                s.BuiltinOptions.Conv2DOptions,
-                o,
-            )
-        elif isinstance(layer, nw.Relu):
+            b.op(code, [src, w, bias], [out], opt_type, o)
+        elif isinstance(layer, (nw.Relu, nw.Relu6)):
             c, size = shapes[layer.src]
-            b.op(s.BuiltinOperator.RELU, [ids[layer.src]], [value(layer.out, c, size)])
+            code = s.BuiltinOperator.RELU if isinstance(layer, nw.Relu) else s.BuiltinOperator.RELU6
+            b.op(code, [ids[layer.src]], [value(layer.out, c, size)])
         elif isinstance(layer, nw.AvgPool):
             c, size = shapes[layer.src]
             if layer.pad == 0:

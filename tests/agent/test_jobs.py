@@ -74,7 +74,10 @@ def test_a_good_job(models):
         ({"job_id": "j", "architectures": [{"space": NB, "arch": "|x~0|"}]}, "architectures[0].arch '|x~0|'"),
         ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "sed": 1}]}, "unknown field(s) 'sed'"),
         ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "seed": -1}]}, "seed must be a whole"),
-        ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "classes": 7}]}, "10, 100 or 120"),
+        (
+            {"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "classes": 7}]},
+            "classes must be one of 10, 100, 120",
+        ),
         ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "resolution": 10}]}, "multiple of 4"),
         (
             {"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "format": "pt"}]},

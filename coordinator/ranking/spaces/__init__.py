@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from coordinator.errors import UnknownNameError
 from coordinator.ranking.spaces.base import SearchSpace
+from coordinator.ranking.spaces.mobilenetv2 import MobileNetV2
 from coordinator.ranking.spaces.nasbench201 import NasBench201
 
-SPACES: dict[str, SearchSpace] = {s.name: s for s in (NasBench201(),)}
+SPACES: dict[str, SearchSpace] = {s.name: s for s in (NasBench201(), MobileNetV2())}
 
 
 def get_space(name: str) -> SearchSpace:

@@ -142,7 +142,7 @@ def test_make_model_writes_both_formats_and_the_model_runs(tmp_path, onnx_model)
         (["|bogus|", "-o", "{d}/m.onnx"], "nas-bench-201 arch '|bogus|'"),
         ([DENSE, "-o", "{d}/m.pt"], "must end in .onnx or .tflite"),
         ([DENSE, "-o", "{d}/missing/m.onnx"], "does not exist"),
-        ([DENSE, "-o", "{d}/m.onnx", "--classes", "7"], "invalid choice"),
+        ([DENSE, "-o", "{d}/m.onnx", "--classes", "7"], "classes must be one of 10, 100, 120"),
     ],
 )
 def test_make_model_errors_leave_nothing_behind(tmp_path, args, message):
