@@ -12,7 +12,6 @@ MODULES = [
     "agent.bench.inputs",
     "agent.bench.backends.onnxruntime",
     "agent.collectors.power",
-    "coordinator.ranking.monotonicity",
     "coordinator.ranking.pareto",
     "coordinator.ranking.predictors",
     "coordinator.ranking.uncertainty",

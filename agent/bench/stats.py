@@ -95,3 +95,35 @@ def _sorted_percentiles(ms: np.ndarray, qs: Sequence[float]) -> list[float]:
     lo = np.floor(pos).astype(np.intp)
     hi = np.minimum(lo + 1, n - 1)
     return (ms[lo] + (ms[hi] - ms[lo]) * (pos - lo)).tolist()
+
+
+# -- rank correlation: how the device side judges a prediction (the coordinator uses these too)
+
+
+def rankdata(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, ties sharing their average rank (scipy's "average").
+
+    Written in numpy so ranking needs no scipy import (a second on a Raspberry Pi).
+
+    >>> rankdata(np.array([10.0, 20.0, 10.0, 5.0])).tolist()
+    [2.5, 4.0, 2.5, 1.0]
+    """
+    sorter = np.argsort(values, kind="mergesort")
+    inv = np.empty(len(values), dtype=np.intp)
+    inv[sorter] = np.arange(len(values))
+    ordered = values[sorter]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    dense = np.cumsum(first)[inv]
+    bounds = np.r_[np.flatnonzero(first), len(values)]
+    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """SRCC of two equally long vectors (ties averaged); NaN if either is constant.
+
+    >>> round(spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 30, 20, 40])), 3)
+    0.8
+    """
+    ra, rb = rankdata(a) - (len(a) + 1) / 2, rankdata(b) - (len(b) + 1) / 2
+    den = np.sqrt((ra @ ra) * (rb @ rb))
+    return float(ra @ rb / den) if den > 0 else float("nan")

@@ -78,6 +78,18 @@ def check_options(classes: int, resolution: int) -> None:
         raise ValueError(f"resolution must be a multiple of 32 from 32 to 1024 (got {resolution})")
 
 
+def sample(n: int, rng: Any) -> list[str]:
+    """``n`` distinct architectures: depths uniform per stage, kernel and expansion per block."""
+    seen: dict[str, None] = {}
+    while len(seen) < n:
+        depths = [int(d) for d in rng.choice(DEPTHS, len(WIDTHS))]
+        blocks = sum(depths)
+        kernels = [int(k) for k in rng.choice(KERNELS, blocks)]
+        expansions = [int(e) for e in rng.choice(EXPANSIONS, blocks)]
+        seen.setdefault(format_arch(depths, kernels, expansions))
+    return list(seen)
+
+
 def build(arch: str, classes: int = 1000, resolution: int = 224, seed: int = 0) -> Any:
     """The network of ``arch`` as a ``Network`` (random seeded weights, batch norm folded)."""
     import numpy as np

@@ -74,6 +74,21 @@ def alive_edges(ops: Sequence[str]) -> tuple[bool, ...]:
     return tuple(op != "none" and src in reach_in and dst in reach_out for (src, dst), op in zip(EDGES, ops))
 
 
+def sample(n: int, rng: Any) -> list[str]:
+    """``n`` distinct architectures, uniformly from all 15,625 (``rng``: a numpy Generator)."""
+    total = len(OPS) ** len(EDGES)
+    if n > total:
+        raise ValueError(f"nas-bench-201 has only {total} architectures")
+    archs = []
+    for code in rng.choice(total, size=n, replace=False):
+        ops = []
+        for _ in EDGES:
+            ops.append(OPS[code % len(OPS)])
+            code //= len(OPS)
+        archs.append(format_arch(ops))
+    return archs
+
+
 # -- the network an arch string names ------------------------------------------------------
 
 STEM_CHANNELS = 16

@@ -126,3 +126,27 @@ def fold_bn(
     """
     scale = gamma / np.sqrt(var + eps)
     return (weight * scale[:, None, None, None]).astype(np.float32), (beta - mean * scale).astype(np.float32)
+
+
+def value_shapes(net: Network) -> dict[str, tuple[int, int]]:
+    """(channels, spatial size) of every value; size 0 for flat vectors (pooled, logits)."""
+    shapes = {net.input_name: (net.input_channels, net.resolution)}
+    for layer in net.layers:
+        if isinstance(layer, Conv):
+            c, size = shapes[layer.src]
+            k = layer.weight.shape[2]
+            shapes[layer.out] = (layer.channels, (size + 2 * layer.pad - k) // layer.stride + 1)
+        elif isinstance(layer, AvgPool):
+            c, size = shapes[layer.src]
+            shapes[layer.out] = (c, (size + 2 * layer.pad - layer.kernel) // layer.stride + 1)
+        elif isinstance(layer, Add):
+            shapes[layer.out] = shapes[layer.srcs[0]]
+        elif isinstance(layer, Zeros):
+            shapes[layer.out] = (layer.channels, layer.size)
+        elif isinstance(layer, GlobalAvgPool):
+            shapes[layer.out] = (shapes[layer.src][0], 0)
+        elif isinstance(layer, Dense):
+            shapes[layer.out] = (int(layer.weight.shape[0]), 0)
+        else:  # Relu, Relu6, Affine keep their input's shape
+            shapes[layer.out] = shapes[layer.src]
+    return shapes

@@ -101,7 +101,8 @@ def to_onnx(net: nw.Network) -> Any:
             )
         else:  # pragma: no cover - a new layer type without a writer
             raise TypeError(f"no ONNX writer for {type(layer).__name__}")
-    classes = next(layer.weight.shape[0] for layer in reversed(net.layers) if isinstance(layer, nw.Dense))
+    channels, size = nw.value_shapes(net)[net.output]
+    out_shape = [1, channels] if size == 0 else [1, channels, size, size]
     graph = helper.make_graph(
         nodes,
         "fleetbench",
@@ -110,7 +111,7 @@ def to_onnx(net: nw.Network) -> Any:
                 net.input_name, TensorProto.FLOAT, [1, net.input_channels, net.resolution, net.resolution]
             )
         ],
-        [helper.make_tensor_value_info(net.output, TensorProto.FLOAT, [1, classes])],
+        [helper.make_tensor_value_info(net.output, TensorProto.FLOAT, out_shape)],
         initializer=inits,
     )
     model = helper.make_model(

@@ -23,8 +23,8 @@ from agent.materialize.mobilenetv2 import (
     KERNELS,
     MAX_BLOCKS,
     WIDTHS,
-    format_arch,
     parse_arch,
+    sample,
 )
 from coordinator.ranking.spaces.base import SearchSpace
 
@@ -63,12 +63,4 @@ class MobileNetV2(SearchSpace):
         return {"onehot": onehot, "alive": onehot.copy(), "counts": counts, "alive_counts": counts.copy()}
 
     def sample(self, n: int, rng: np.random.Generator) -> list[str]:
-        """``n`` distinct architectures: depths uniform per stage, kernel and expansion per block."""
-        seen: dict[str, None] = {}
-        while len(seen) < n:
-            depths = [int(d) for d in rng.choice(DEPTHS, len(WIDTHS))]
-            blocks = sum(depths)
-            kernels = [int(k) for k in rng.choice(KERNELS, blocks)]
-            expansions = [int(e) for e in rng.choice(EXPANSIONS, blocks)]
-            seen.setdefault(format_arch(depths, kernels, expansions))
-        return list(seen)
+        return sample(n, rng)

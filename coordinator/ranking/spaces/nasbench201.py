@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.materialize.nasbench201 import EDGES, OPS, alive_edges, format_arch, parse_arch
+from agent.materialize.nasbench201 import EDGES, OPS, alive_edges, format_arch, parse_arch, sample
 from coordinator.ranking.spaces.base import SearchSpace
 
 __all__ = ["EDGES", "OPS", "NasBench201", "alive_edges", "format_arch", "parse_arch"]
@@ -66,15 +66,4 @@ class NasBench201(SearchSpace):
         return out
 
     def sample(self, n: int, rng: np.random.Generator) -> list[str]:
-        total = len(OPS) ** len(EDGES)
-        if n > total:
-            raise ValueError(f"{self.name} has only {total} architectures")
-        codes = rng.choice(total, size=n, replace=False)
-        archs = []
-        for code in codes:
-            ops = []
-            for _ in EDGES:
-                ops.append(OPS[code % len(OPS)])
-                code //= len(OPS)
-            archs.append(format_arch(ops))
-        return archs
+        return sample(n, rng)

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.materialize.mobilenetv2 import DEPTHS, EXPANSIONS, KERNELS, format_arch, parse_arch
 from coordinator.errors import ArchError
 from coordinator.ranking.fill import fill_table
 from coordinator.ranking.monotonicity import spearman
 from coordinator.ranking.spaces import get_space
-from coordinator.ranking.spaces.mobilenetv2 import DEPTHS, EXPANSIONS, KERNELS, format_arch, parse_arch
 from coordinator.ranking.tables import LatencyTable
 
 SPACE = get_space("mobilenetv2")

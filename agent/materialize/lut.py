@@ -1,0 +1,128 @@
+"""Layer lookup tables: time each distinct layer once, predict a network as the sum of its layers.
+
+An architecture is decomposed into layers described by what their cost depends on
+(operator, input channels, output channels, spatial size, kernel, stride, padding,
+number of summed inputs).  Each distinct layer is timed as a one-layer model on the
+device; a network's predicted latency is the sum over its layers.  The sum misses
+what whole-model runtimes add or save (operator fusion, memory reuse, per-run
+overhead), so it is judged by how well it *ranks* whole-model measurements on the
+same device, which is what the ranking core needs.
+
+Two simplifications, said once: a ``Zeros`` constant costs nothing; the classifier
+head (global average pool and the dense layer) is timed as one entry, because a
+dense layer alone would need a flat input that the one-layer model format does not
+have.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from agent.materialize import network as nw
+
+
+@dataclass(frozen=True, order=True)
+class LayerKey:
+    op: str  # conv, dwconv, relu, relu6, avgpool, add, affine, head
+    cin: int
+    cout: int
+    size: int  # input height and width
+    kernel: int = 0
+    stride: int = 1
+    pad: int = 0
+    arity: int = 1  # inputs summed by an add
+
+    @property
+    def name(self) -> str:
+        detail = f" k{self.kernel} s{self.stride} p{self.pad}" if self.kernel else ""
+        arity = f" x{self.arity}" if self.op == "add" else ""
+        return f"{self.op}{detail}{arity} {self.cin}->{self.cout} @{self.size}"
+
+
+COLUMNS = tuple(f.name for f in fields(LayerKey))
+
+
+def decompose(net: nw.Network) -> list[LayerKey]:
+    """One key per layer of ``net`` that costs time, in execution order."""
+    shapes = nw.value_shapes(net)
+    keys = []
+    for layer in net.layers:
+        if isinstance(layer, nw.Conv):
+            cin, size = shapes[layer.src]
+            keys.append(LayerKey("dwconv" if layer.depthwise else "conv", cin, layer.channels, size,
+                                 int(layer.weight.shape[2]), layer.stride, layer.pad))  # fmt: skip
+        elif isinstance(layer, (nw.Relu, nw.Relu6, nw.Affine)):
+            c, size = shapes[layer.src]
+            op = {nw.Relu: "relu", nw.Relu6: "relu6", nw.Affine: "affine"}[type(layer)]
+            keys.append(LayerKey(op, c, c, size))
+        elif isinstance(layer, nw.AvgPool):
+            c, size = shapes[layer.src]
+            keys.append(LayerKey("avgpool", c, c, size, layer.kernel, layer.stride, layer.pad))
+        elif isinstance(layer, nw.Add):
+            c, size = shapes[layer.srcs[0]]
+            keys.append(LayerKey("add", c, c, size, arity=len(layer.srcs)))
+        elif isinstance(layer, nw.GlobalAvgPool):
+            c, size = shapes[layer.src]
+            units = next(
+                int(x.weight.shape[0]) for x in net.layers if isinstance(x, nw.Dense) and x.src == layer.out
+            )
+            keys.append(LayerKey("head", c, units, size))
+        # Zeros: a constant; Dense: timed with its pooling as "head"
+    return keys
+
+
+def layer_network(key: LayerKey, seed: int = 0) -> nw.Network:
+    """A model of just this layer (random weights: only its time matters)."""
+    rng = np.random.default_rng(seed)
+    x = "input"
+    if key.op in ("conv", "dwconv"):
+        groups = key.cin if key.op == "dwconv" else 1
+        w = rng.standard_normal((key.cout, key.cin // groups, key.kernel, key.kernel)).astype(np.float32)
+        layers: list[Any] = [nw.Conv("y", x, w, np.zeros(key.cout, np.float32), key.stride, key.pad, groups)]
+    elif key.op == "relu":
+        layers = [nw.Relu("y", x)]
+    elif key.op == "relu6":
+        layers = [nw.Relu6("y", x)]
+    elif key.op == "affine":
+        layers = [nw.Affine("y", x, np.ones(key.cin, np.float32), np.zeros(key.cin, np.float32))]
+    elif key.op == "avgpool":
+        layers = [nw.AvgPool("y", x, key.kernel, key.stride, key.pad)]
+    elif key.op == "add":
+        layers = [nw.Add("y", (x,) * key.arity)]
+    elif key.op == "head":
+        w = rng.standard_normal((key.cout, key.cin)).astype(np.float32)
+        layers = [nw.GlobalAvgPool("pool", x), nw.Dense("y", "pool", w, np.zeros(key.cout, np.float32))]
+    else:
+        raise ValueError(f"unknown layer kind {key.op!r}")
+    return nw.Network(f"layer {key.name}", key.cin, key.size, tuple(layers), "y")
+
+
+def distinct(nets: Iterable[nw.Network]) -> Counter:
+    """How many of ``nets`` use each distinct layer (at least once)."""
+    uses: Counter = Counter()
+    for net in nets:
+        uses.update(set(decompose(net)))
+    return uses
+
+
+def predict_ms(table: dict[LayerKey, float], net: nw.Network) -> float:
+    """The sum of the layers' times; KeyError names a layer the table lacks."""
+    return float(sum(table[key] for key in decompose(net)))
+
+
+def to_rows(table: dict[LayerKey, float], uses: Counter) -> list[dict[str, Any]]:
+    return [{**asdict(key), "name": key.name, "p50_ms": round(ms, 6), "uses": uses.get(key, 0)}
+            for key, ms in sorted(table.items())]  # fmt: skip
+
+
+def from_rows(rows: Sequence[dict[str, str]]) -> dict[LayerKey, float]:
+    table = {}
+    for row in rows:
+        key = LayerKey(row["op"], *(int(row[c]) for c in COLUMNS[1:]))
+        table[key] = float(row["p50_ms"])
+    return table
