@@ -465,6 +465,47 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     make.set_defaults(func=cmd_make_model)
 
+    lut = sub.add_parser(
+        "lut",
+        help="build a layer lookup table for a search space on this device",
+        description=(
+            "Sample architectures of a search space, time every distinct layer they contain as a "
+            "one-layer model, and write the table (one row per layer, its p50 in ms). The sampled "
+            "architectures are also timed whole, and the command reports how well the sum of "
+            "their layers ranks them (SRCC): the table's fitness for ranking on this device."
+        ),
+        epilog="Example: fleetbench lut --space nas-bench-201 --sample 30 --threads 1 -o lut.csv",
+    )
+    lut.add_argument(
+        "--space", choices=SPACES, default="nas-bench-201", help="search space (default: nas-bench-201)"
+    )
+    lut.add_argument(
+        "--sample", type=_whole(2), default=30, metavar="N", help="architectures to sample (default: 30)"
+    )
+    lut.add_argument("--seed", type=_whole(0), default=0, metavar="N", help="sampling seed (default: 0)")
+    lut.add_argument(
+        "--format",
+        choices=["onnx", "tflite"],
+        default="onnx",
+        help="model format, and so the runtime (default: onnx)",
+    )
+    lut.add_argument("--threads", type=_whole(1), default=1, metavar="N", help="runtime threads (default: 1)")
+    lut.add_argument(
+        "--runs", type=_whole(1), default=20, metavar="N", help="measured runs per model (default: 20)"
+    )
+    lut.add_argument(
+        "--min-time",
+        type=_seconds,
+        default=0.2,
+        metavar="S",
+        help="minimum measuring seconds per model (default: 0.2)",
+    )
+    lut.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the table, as CSV (written atomically)"
+    )
+    lut.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
+    lut.set_defaults(func=cmd_lut)
+
 
 def cmd_make_model(args: argparse.Namespace) -> int:
     from agent.materialize import format_for, materialize, write_model
@@ -477,6 +518,57 @@ def cmd_make_model(args: argparse.Namespace) -> int:
     print(f"fleetbench: wrote {args.output} ({size_kb:.0f} KiB, {len(net.layers)} layers)", file=sys.stderr)
     for note in net.notes:
         print(f"fleetbench: note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_lut(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    import numpy as np
+
+    from agent.bench.runner import BenchSettings
+    from agent.materialize import lut, nasbench201
+
+    check_writable(args.output)
+    if args.space == "nas-bench-201":
+        archs = nasbench201.sample(args.sample, np.random.default_rng(args.seed))
+    else:
+        from agent.materialize import mobilenetv2
+
+        archs = mobilenetv2.sample(args.sample, np.random.default_rng(args.seed))
+    settings = BenchSettings(
+        backend="auto",
+        threads=args.threads,
+        runs=args.runs,
+        warmup_runs=3,
+        warmup_time_s=0.1,
+        min_time_s=args.min_time,
+        max_time_s=max(10.0, args.min_time),
+    )
+    show = sys.stderr.isatty() and not args.quiet
+
+    def progress(text: str) -> None:
+        if show:
+            sys.stderr.write(f"\r\x1b[K{text}")
+            sys.stderr.flush()
+
+    result = lut.run(args.space, archs, args.format, settings.validate(), progress)
+    if show:
+        sys.stderr.write("\r\x1b[K")
+    rows = lut.to_rows(result.table, result.uses)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(args.output, out.getvalue())
+    print(f"fleetbench: wrote {len(rows)} layers to {args.output}", file=sys.stderr)
+    whole, sums = result.measured_ms, result.predicted_ms
+    print(
+        f"sum of layers vs whole models ({len(archs)} {args.space} archs, {args.format}, "
+        f"{args.threads} thread(s)): SRCC {result.srcc:.3f}; whole p50 {min(whole):.3f}-{max(whole):.3f} ms, "
+        f"sums {min(sums):.3f}-{max(sums):.3f} ms"
+    )
     return EXIT_OK
 
 

@@ -126,3 +126,45 @@ def from_rows(rows: Sequence[dict[str, str]]) -> dict[LayerKey, float]:
         key = LayerKey(row["op"], *(int(row[c]) for c in COLUMNS[1:]))
         table[key] = float(row["p50_ms"])
     return table
+
+
+@dataclass(frozen=True)
+class LutRun:
+    """A table measured on this device, with the whole models it was checked against."""
+
+    table: dict[LayerKey, float]
+    uses: Counter
+    archs: tuple[str, ...]
+    measured_ms: tuple[float, ...]  # whole models, p50
+    predicted_ms: tuple[float, ...]  # sums of layers
+
+    @property
+    def srcc(self) -> float:
+        from agent.bench.stats import spearman
+
+        return spearman(np.array(self.measured_ms), np.array(self.predicted_ms))
+
+
+def run(space: str, archs: Sequence[str], fmt: str, settings: Any, progress: Any = None) -> LutRun:
+    """Time every distinct layer of ``archs`` and every whole model; ``progress(text)`` as it goes."""
+    import os
+    import tempfile
+
+    from agent.bench.runner import run_benchmark
+    from agent.materialize import materialize, write_model
+
+    say = progress or (lambda text: None)
+    nets = [materialize(space, arch) for arch in archs]
+    uses = distinct(nets)
+    table: dict[LayerKey, float] = {}
+    whole: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="fleetbench-lut-") as tmp:
+        for i, key in enumerate(sorted(uses), start=1):
+            say(f"layer {i}/{len(uses)}: {key.name}")
+            path = write_model(layer_network(key), os.path.join(tmp, f"layer{i}.{fmt}"))
+            table[key] = run_benchmark(path, settings).stats.p50_ms
+        for i, net in enumerate(nets, start=1):
+            say(f"whole model {i}/{len(nets)}")
+            path = write_model(net, os.path.join(tmp, f"model{i}.{fmt}"))
+            whole.append(run_benchmark(path, settings).stats.p50_ms)
+    return LutRun(table, uses, tuple(archs), tuple(whole), tuple(predict_ms(table, net) for net in nets))
