@@ -33,7 +33,17 @@ from agent.collectors.health import HealthMonitor, HealthSample
 from agent.config import AgentConfig, ConfigError
 from agent.errors import FleetbenchError, WorkerCancelledError
 from agent.files import write_text_atomic
-from agent.jobs import Job, JobError, JobStore, bench_target, blocked_by, cache_path, parse_job, resolve_model
+from agent.jobs import (
+    Job,
+    JobError,
+    JobStore,
+    bench_target,
+    blocked_by,
+    cache_path,
+    lut_target,
+    parse_job,
+    resolve_model,
+)
 from agent.sdnotify import Notifier
 from agent.transport import discovery, homeassistant, messages
 from agent.transport.mqtt import BrokerSettings, MqttLink, RawHandler
@@ -501,6 +511,11 @@ class Agent:
         from agent.bench.worker import LOAD_GRACE_S, call_in_worker
 
         job_id, item = job.job_id, job.architecture(name)
+        if job.lut is not None and name == job.lut.key:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, call_in_worker, lut_target, (dataclasses.asdict(job.lut), settings),
+                LOAD_GRACE_S + 3600.0, f"the {job.lut.space} lookup table", None, self._cancel,
+            )  # fmt: skip
         if item is None:
             path = resolve_model(name, self.config.model_dir)  # again: the file may have gone meanwhile
             arch = None
@@ -554,19 +569,23 @@ class Agent:
             return []
 
     def _send_result(self, job: Job, model: str, result: dict[str, Any], conditions: dict[str, Any]) -> None:
-        job_id, item = job.job_id, job.architecture(model)
-        data: dict[str, Any] = {"job_id": job_id, "model": model, "result": result, "conditions": conditions}
+        # One id per (job, item): an item measured again after kill -9 (between queueing its
+        # result and checkpointing the job) is the same message to the receiver, not a second one.
+        msg_id = f"result:{job.job_id}:{model}"
+        data: dict[str, Any] = {"job_id": job.job_id, "model": model, "conditions": conditions}
+        if job.lut is not None and model == job.lut.key:  # a lookup table, not one benchmark
+            data["lut"] = {**dataclasses.asdict(job.lut), **result}
+            self._send("results", data, msg_id=msg_id)
+            return
+        data["result"] = result
+        item = job.architecture(model)
         if item is not None:
             data["architecture"] = dataclasses.asdict(item)
-        # One id per (job, model): a model measured again after kill -9 (between queueing its
-        # result and checkpointing the job) is the same message to the receiver, not a second one.
-        msg_id = f"result:{job_id}:{model}"
         try:
             self._send("results", data, msg_id=msg_id)
         except messages.MessageError:
             # Long runs keep many samples; the hubs' 128 KiB limit keeps the summary only.
-            samples = result.pop("samples_ns", ())
-            data["samples_omitted"] = len(samples)
+            data["samples_omitted"] = len(result.pop("samples_ns", ()))
             self._send("results", data, msg_id=msg_id)
 
     def _send(self, kind: str, data: Any, msg_id: Optional[str] = None) -> None:

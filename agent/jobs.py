@@ -35,7 +35,9 @@ from agent.files import write_text_atomic
 logger = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_JOB_FIELDS = {"job_id", "models", "architectures", "settings"}
+_JOB_FIELDS = {"job_id", "models", "architectures", "lut", "settings"}
+_LUT_FIELDS = {"space", "sample", "seed", "format"}
+MAX_LUT_SAMPLE = 500
 _ARCH_FIELDS = {"space", "arch", "seed", "classes", "resolution", "format"}
 MAX_MODELS = 100
 # settings key -> (type, minimum); the rest of BenchSettings is the device's business.
@@ -77,17 +79,32 @@ class ArchItem:
 
 
 @dataclass(frozen=True)
+class LutItem:
+    """Build a layer lookup table for a search space here (``fleetbench lut`` as a job)."""
+
+    space: str
+    sample: int = 30
+    seed: int = 0
+    format: str = "onnx"
+
+    @property
+    def key(self) -> str:
+        return f"lut:{self.space}:sample={self.sample}:seed={self.seed}.{self.format}"
+
+
+@dataclass(frozen=True)
 class Job:
     job_id: str
     models: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
     done: tuple[str, ...] = ()  # items already measured and queued in the outbox
     architectures: tuple[ArchItem, ...] = ()
+    lut: Optional[LutItem] = None
 
     @property
     def items(self) -> tuple[str, ...]:
-        """Everything the job measures, by name: model paths, then architecture keys."""
-        return self.models + tuple(a.key for a in self.architectures)
+        """Everything the job measures, by name: model paths, architecture keys, the table."""
+        return self.models + tuple(a.key for a in self.architectures) + ((self.lut.key,) if self.lut else ())
 
     @property
     def remaining(self) -> tuple[str, ...]:
@@ -167,9 +184,10 @@ def parse_job(data: Any, model_dir: str, limits: JobsConfig) -> Job:
     if not isinstance(raw_archs, list):
         raise JobError("architectures must be a list of {space, arch, seed} objects")
     archs = tuple(_parse_arch_item(i, item) for i, item in enumerate(raw_archs))
+    table = _parse_lut(data["lut"]) if "lut" in data else None
     total = len(models) + len(archs)
-    if total == 0:
-        raise JobError("a job needs at least one model or architecture")
+    if total == 0 and table is None:
+        raise JobError("a job needs at least one model, architecture or lut")
     if total > MAX_MODELS:
         raise JobError(f"a job may name at most {MAX_MODELS} models and architectures (got {total})")
     if len(set(models)) != len(models) or len({a.key for a in archs}) != len(archs):
@@ -182,7 +200,32 @@ def parse_job(data: Any, model_dir: str, limits: JobsConfig) -> Job:
     checked = {key: _check_setting(key, value, limits) for key, value in settings.items()}
     if checked.get("max_time_s", float("inf")) < checked.get("min_time_s", 0.0):
         raise JobError("settings.max_time_s is shorter than settings.min_time_s")
-    return Job(job_id=job_id, models=tuple(models), settings=checked, architectures=archs)
+    return Job(job_id=job_id, models=tuple(models), settings=checked, architectures=archs, lut=table)
+
+
+def _parse_lut(item: Any) -> LutItem:
+    from agent.materialize import SPACES
+
+    if not isinstance(item, dict):
+        raise JobError("lut must be an object with space and optionally sample, seed and format")
+    unknown = sorted(set(item) - _LUT_FIELDS)
+    if unknown:
+        raise JobError(f"lut has unknown field(s) {', '.join(map(repr, unknown))}")
+    if item.get("space") not in SPACES:
+        raise JobError(f"lut.space must be one of {', '.join(SPACES)} (got {item.get('space')!r})")
+    checks = (
+        (
+            "sample",
+            lambda v: _whole(v) and 2 <= v <= MAX_LUT_SAMPLE,
+            f"a whole number from 2 to {MAX_LUT_SAMPLE}",
+        ),
+        ("seed", lambda v: _whole(v) and v >= 0, "a whole number >= 0"),
+        ("format", lambda v: v in ("onnx", "tflite"), '"onnx" or "tflite"'),
+    )
+    for key, ok, what in checks:
+        if key in item and not ok(item[key]):
+            raise JobError(f"lut.{key} must be {what} (got {item[key]!r})")
+    return LutItem(**item)
 
 
 def _whole(value: Any) -> bool:
@@ -243,6 +286,23 @@ def bench_target(payload: Any, send_progress: Any) -> dict[str, Any]:
     return run_benchmark(path, BenchSettings(**settings).validate(), progress=send_progress).to_dict()
 
 
+def lut_target(payload: Any, send_progress: Any) -> dict[str, Any]:
+    """Worker-process entry: build a layer lookup table (``fleetbench lut`` for a job)."""
+    import numpy as np
+
+    from agent.bench.runner import BenchSettings
+    from agent.materialize import lut, mobilenetv2, nasbench201
+
+    item, settings = LutItem(**payload[0]), payload[1]
+    space = nasbench201 if item.space == "nas-bench-201" else mobilenetv2
+    archs = space.sample(item.sample, np.random.default_rng(item.seed))
+    defaults = {"threads": 1, "runs": 20, "warmup_runs": 3, "warmup_time_s": 0.1, "min_time_s": 0.2}
+    bench = BenchSettings(**{**defaults, **settings}).validate()
+    run = lut.run(item.space, archs, item.format, bench, lambda text: send_progress(text, 0, 0, 0.0))
+    return {"srcc": run.srcc, "archs": list(run.archs), "measured_ms": list(run.measured_ms),
+            "predicted_ms": list(run.predicted_ms), "rows": lut.to_rows(run.table, run.uses)}  # fmt: skip
+
+
 def cache_path(cache_dir: str, item: ArchItem) -> str:
     """Where a materialized architecture lives on the device (named by a hash of its key)."""
     import hashlib
@@ -285,6 +345,7 @@ class JobStore:
                         dict(raw.get("settings", {})),
                         tuple(raw.get("done", ())),
                         tuple(ArchItem(**a) for a in raw.get("architectures", ())),
+                        LutItem(**raw["lut"]) if raw.get("lut") else None,
                     )
                 )
             except (OSError, ValueError, KeyError, TypeError) as err:

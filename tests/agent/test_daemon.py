@@ -266,10 +266,16 @@ def test_agent_materializes_and_benchmarks_architectures_from_a_job(tmp_path, mo
             {"space": "nas-bench-201", "arch": cell, "seed": 1},
             {"space": "nas-bench-201", "arch": cell, "seed": 1, "format": "tflite", "resolution": 16},
         ]
-        send_job(rx, {"job_id": "j-arch", "architectures": archs, "settings": FAST})
+        lut = {"space": "nas-bench-201", "sample": 3, "seed": 1}
+        send_job(rx, {"job_id": "j-arch", "architectures": archs, "lut": lut, "settings": FAST})
         done = wait_ack(rx, "j-arch", "done")
-        assert done["measured"] == 2 and done["failed"] == []
-        results = [e.data for e in envelopes(rx.payloads, "results")]
+        assert done["measured"] == 3 and done["failed"] == []
+        (table,) = [e.data["lut"] for e in envelopes(rx.payloads, "results") if "lut" in e.data]
+        assert table["space"] == "nas-bench-201" and len(table["archs"]) == 3 and -1 <= table["srcc"] <= 1
+        assert all(row["p50_ms"] > 0 for row in table["rows"]) and {r["op"] for r in table["rows"]} >= {
+            "conv"
+        }
+        results = [e.data for e in envelopes(rx.payloads, "results") if "result" in e.data]
         assert sorted(r["architecture"]["format"] for r in results) == ["onnx", "tflite"]
         for r in results:
             assert r["architecture"]["arch"] == cell and r["result"]["stats"]["p50_ms"] > 0
