@@ -157,14 +157,16 @@ def run(space: str, archs: Sequence[str], fmt: str, settings: Any, progress: Any
     nets = [materialize(space, arch) for arch in archs]
     uses = distinct(nets)
     table: dict[LayerKey, float] = {}
-    whole: list[float] = []
     with tempfile.TemporaryDirectory(prefix="fleetbench-lut-") as tmp:
         for i, key in enumerate(sorted(uses), start=1):
             say(f"layer {i}/{len(uses)}: {key.name}")
             path = write_model(layer_network(key), os.path.join(tmp, f"layer{i}.{fmt}"))
             table[key] = run_benchmark(path, settings).stats.p50_ms
-        for i, net in enumerate(nets, start=1):
-            say(f"whole model {i}/{len(nets)}")
-            path = write_model(net, os.path.join(tmp, f"model{i}.{fmt}"))
-            whole.append(run_benchmark(path, settings).stats.p50_ms)
+        paths = [write_model(net, os.path.join(tmp, f"model{i}.{fmt}")) for i, net in enumerate(nets)]
+        # Two passes in opposite orders, the lower p50 kept: a device whose speed drifts
+        # (heat, a shared host) would otherwise rank models by when they were measured.
+        whole = [float("inf")] * len(nets)
+        for n, i in enumerate([*range(len(nets)), *reversed(range(len(nets)))], start=1):
+            say(f"whole model {n}/{2 * len(nets)}")
+            whole[i] = min(whole[i], run_benchmark(paths[i], settings).stats.p50_ms)
     return LutRun(table, uses, tuple(archs), tuple(whole), tuple(predict_ms(table, net) for net in nets))
