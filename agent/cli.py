@@ -525,18 +525,11 @@ def cmd_lut(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    import numpy as np
-
     from agent.bench.runner import BenchSettings
-    from agent.materialize import lut, nasbench201
+    from agent.materialize import lut, sample
 
     check_writable(args.output)
-    if args.space == "nas-bench-201":
-        archs = nasbench201.sample(args.sample, np.random.default_rng(args.seed))
-    else:
-        from agent.materialize import mobilenetv2
-
-        archs = mobilenetv2.sample(args.sample, np.random.default_rng(args.seed))
+    archs = sample(args.space, args.sample, args.seed)
     settings = BenchSettings(
         backend="auto",
         threads=args.threads,

@@ -288,14 +288,11 @@ def bench_target(payload: Any, send_progress: Any) -> dict[str, Any]:
 
 def lut_target(payload: Any, send_progress: Any) -> dict[str, Any]:
     """Worker-process entry: build a layer lookup table (``fleetbench lut`` for a job)."""
-    import numpy as np
-
     from agent.bench.runner import BenchSettings
-    from agent.materialize import lut, mobilenetv2, nasbench201
+    from agent.materialize import lut, sample
 
     item, settings = LutItem(**payload[0]), payload[1]
-    space = nasbench201 if item.space == "nas-bench-201" else mobilenetv2
-    archs = space.sample(item.sample, np.random.default_rng(item.seed))
+    archs = sample(item.space, item.sample, item.seed)
     defaults = {"threads": 1, "runs": 20, "warmup_runs": 3, "warmup_time_s": 0.1, "min_time_s": 0.2}
     bench = BenchSettings(**{**defaults, **settings}).validate()
     run = lut.run(item.space, archs, item.format, bench, lambda text: send_progress(text, 0, 0, 0.0))

@@ -44,6 +44,13 @@ def _module(space: str) -> Any:
     raise UsageError(f"unknown search space {space!r} (known: {', '.join(SPACES)})")
 
 
+def sample(space: str, n: int, seed: int) -> list[str]:
+    """``n`` distinct architectures of ``space``, reproducible from ``seed``."""
+    import numpy as np
+
+    return list(_module(space).sample(n, np.random.default_rng(seed)))
+
+
 def check(space: str, arch: str, classes: Optional[int] = None, resolution: Optional[int] = None) -> None:
     """Check a request without building anything (cheap: no numpy); ValueError says what is wrong."""
     module = _module(space)
