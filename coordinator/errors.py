@@ -30,3 +30,9 @@ class NotEnoughDataError(RankingError):
 
 class ExtraMissingError(FleetbenchError):
     """An optional dependency (scipy, matplotlib) is not installed."""
+
+
+class CoordinatorError(FleetbenchError):
+    """Base for the coordinator service's errors (store, broker, configuration)."""
+
+    exit_code = 2
