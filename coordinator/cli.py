@@ -15,9 +15,12 @@ import os
 import sys
 from typing import Any
 
+from agent.errors import UsageError
+
 
 def register(sub: Any) -> None:
     """Add the ranking commands to the ``fleetbench`` subparsers."""
+    _register_fleet(sub)
     mono = sub.add_parser(
         "monotonicity",
         help="how well latency rankings agree across devices (SRCC)",
@@ -47,8 +50,7 @@ def register(sub: Any) -> None:
     plan.add_argument("-k", type=int, required=True, metavar="K", help="how many architectures")
     plan.add_argument("--seed", type=int, default=0, metavar="S")
     _add_space(plan)
-    plan.add_argument("--planner", default=None,
-                      help="random, spread or doptimal (default: doptimal)")  # fmt: skip
+    plan.add_argument("--planner", default=None, help="random, spread or doptimal (default: doptimal)")
     plan.set_defaults(func=cmd_plan)
 
     pred = sub.add_parser(
@@ -65,8 +67,9 @@ def register(sub: Any) -> None:
     _add_space(pred)
     pred.add_argument("-o", "--output", required=True, metavar="OUT.csv")
     pred.add_argument("--proxy", metavar="DEVICE")
-    pred.add_argument("--method", default=None,
-                      help="none, lut, adaproxy, multiref, hier or fleet (default: fleet)")  # fmt: skip
+    pred.add_argument(
+        "--method", default=None, help="none, lut, adaproxy, multiref, hier or fleet (default: fleet)"
+    )
     pred.set_defaults(func=cmd_predict)
 
     rank = sub.add_parser(
@@ -95,6 +98,99 @@ def register(sub: Any) -> None:
     )
     rank.add_argument("--format", choices=["table", "json"], default="table")
     rank.set_defaults(func=cmd_rank)
+
+
+def _register_fleet(sub: Any) -> None:
+    coord = sub.add_parser(
+        "coordinator",
+        help="run the coordinator service: store what the fleet reports",
+        description=(
+            "Subscribe to every device's status, health, results and acks (a shared subscription, "
+            "so several coordinators in one --group split a large fleet) and store them in --db. "
+            "Messages are acknowledged to the broker only once stored: nothing is lost if the "
+            "coordinator stops, and duplicates are dropped by message id."
+        ),
+        epilog="Example: fleetbench coordinator --broker mqtt://127.0.0.1:1883 --db fleet.sqlite",
+    )
+    coord.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST[:PORT] or mqtts://...")
+    coord.add_argument(
+        "--db",
+        required=True,
+        metavar="PATH|URL",
+        help="SQLite file path, or a SQLAlchemy URL (postgresql://...)",
+    )
+    coord.add_argument(
+        "--client-id",
+        default="fleetbench-coordinator",
+        metavar="ID",
+        help="MQTT client id; unique per instance (default: fleetbench-coordinator)",
+    )
+    coord.add_argument(
+        "--group",
+        default="coordinators",
+        metavar="NAME",
+        help="shared-subscription group (default: coordinators)",
+    )
+    coord.set_defaults(func=cmd_coordinator)
+
+    fleet = sub.add_parser(
+        "fleet",
+        help="list the devices the coordinator knows",
+        description="Every device in --db: online or offline, SKU, latest health and degradation index.",
+    )
+    fleet.add_argument("--db", required=True, metavar="PATH|URL", help="the coordinator's database")
+    fleet.add_argument("--format", choices=["table", "json"], default="table")
+    fleet.set_defaults(func=cmd_fleet)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.transport.mqtt import BrokerSettings
+    from coordinator.service import Coordinator
+    from coordinator.store import open_store
+
+    settings = BrokerSettings.from_url(args.broker)
+    store = open_store(args.db)
+    return asyncio.run(Coordinator(settings, store, args.client_id, args.group).run())
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    import time
+
+    from coordinator.store import open_store
+
+    if "://" not in args.db and not os.path.exists(args.db):
+        raise UsageError(f"--db {args.db!r} does not exist (the coordinator creates it)")
+    devices = open_store(args.db, migrate=False).fleet()
+    if args.format == "json":
+        print(json.dumps(devices, indent=2))
+        return 0
+    if not devices:
+        print("no devices yet", file=sys.stderr)
+        return 0
+    header = ("device", "state", "sku", "seen", "hottest C", "degradation", "results")
+    rows = []
+    now = time.time()
+    for d in devices:
+        temps = (((d.get("health") or {}).get("health") or {}).get("thermal") or {}).get(
+            "temperatures_c"
+        ) or {}
+        rows.append(
+            (
+                d["device_id"],
+                d["state"],
+                d.get("sku") or "?",
+                f"{now - d['last_seen']:.0f} s ago",
+                f"{max(temps.values()):.1f}" if temps else "-",
+                f"{d['degradation_index']:.3f}" if d.get("degradation_index") is not None else "-",
+                str(d["results"]),
+            )
+        )
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    for r in (header, *rows):
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
 
 
 def _add_space(parser: Any) -> None:
@@ -201,8 +297,15 @@ def _heatmap(result: Any, path: str) -> None:
         for i in range(d):
             for j in range(d):
                 v = result.srcc[i, j]
-                ax.text(j, i, "n/a" if v != v else f"{v:.2f}", ha="center", va="center",
-                        color="white" if v < 0.8 else "black", fontsize=8)  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    "n/a" if v != v else f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    color="white" if v < 0.8 else "black",
+                    fontsize=8,
+                )
     ax.set_title("Latency ranking agreement (SRCC)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
@@ -263,8 +366,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         how = report.method.get(dev, "measured (reference)")
         err = report.log_error.get(dev)
         spread = f", typical error +-{(math.exp(err) - 1) * 100:.0f} %" if err is not None else ""
-        print(f"{dev}: {len(table.archs) - missing[dev]} measured, {missing[dev]} predicted ({how}{spread})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{dev}: {len(table.archs) - missing[dev]} measured, {missing[dev]} predicted ({how}{spread})",
+            file=sys.stderr,
+        )
     print(f"fleetbench: wrote {args.output} ({len(table.archs)} x {len(table.devices)})", file=sys.stderr)
     return 0
 
@@ -299,8 +404,10 @@ def _margins(args: argparse.Namespace, table: Any) -> Any:
         sigma = info.get("log_error_std")
         factor = uncertainty.margin_factor(sigma)
         if sigma is None and info.get("predicted_rows"):
-            _warn(f"no error estimate for {args.device}'s predicted latencies; using a "
-                  f"{uncertainty.FALLBACK_MARGIN:.0%} margin")  # fmt: skip
+            _warn(
+                f"no error estimate for {args.device}'s predicted latencies; using a "
+                f"{uncertainty.FALLBACK_MARGIN:.0%} margin"
+            )
     else:
         factor = 1.0 + args.margin / 100.0
         if info is None:
@@ -324,8 +431,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
     no_lat = int(np.isnan(lat_all).sum())
     no_acc = sum(1 for a in table.archs if a not in acc_map)
     if no_lat:
-        _warn(f"{no_lat} architectures have no latency on {args.device} and are left out "
-              "(fill them with `fleetbench predict`)")  # fmt: skip
+        _warn(
+            f"{no_lat} architectures have no latency on {args.device} and are left out "
+            "(fill them with `fleetbench predict`)"
+        )
     if no_acc:
         _warn(f"{no_acc} architectures have no {args.metric} in {args.accuracy} and are left out")
     if not rows:
@@ -351,23 +460,29 @@ def cmd_rank(args: argparse.Namespace) -> int:
             }
         )
     if show_front:
-        out["pareto"] = [{"arch": archs[i], "latency_ms": float(lat[i]), args.metric: float(acc[i])}
-                         for i in pareto_front(lat, acc)]  # fmt: skip
+        out["pareto"] = [
+            {"arch": archs[i], "latency_ms": float(lat[i]), args.metric: float(acc[i])}
+            for i in pareto_front(lat, acc)
+        ]
     if args.format == "json":
         print(json.dumps(out, indent=2))
     else:
         if "pick" in out:
             if out["pick"] is None:
-                print(f"no architecture fits {args.budget_ms:g} ms on {args.device} "
-                      f"(fastest: {lat.min():.3f} ms)")  # fmt: skip
+                print(
+                    f"no architecture fits {args.budget_ms:g} ms on {args.device} "
+                    f"(fastest: {lat.min():.3f} ms)"
+                )
             else:
                 p = out["pick"]
                 note = ""
                 if p["predicted"]:
                     pct = (p["latency_with_margin_ms"] / p["latency_ms"] - 1) * 100
                     note = f" (predicted; fits with a {pct:.0f} % margin for prediction error)"
-                print(f"best under {args.budget_ms:g} ms on {args.device}: {p['arch']}  "
-                      f"{p['latency_ms']:.3f} ms{note}  {args.metric} {p[args.metric]:.2f}")  # fmt: skip
+                print(
+                    f"best under {args.budget_ms:g} ms on {args.device}: {p['arch']}  "
+                    f"{p['latency_ms']:.3f} ms{note}  {args.metric} {p[args.metric]:.2f}"
+                )
         if "pareto" in out:
             print(f"Pareto front on {args.device} ({len(out['pareto'])} of {len(rows)} architectures):")
             for p in out["pareto"]:

@@ -272,22 +272,19 @@ class Store:
         return self.engine.dialect.name == "sqlite"
 
     def _status(self, conn: sa.Connection, device_id: str, status: dict[str, Any]) -> None:
-        ts = float(status.get("ts") or time.time())
+        # Statuses apply in arrival order, stamped with the arrival time: the broker keeps
+        # one topic's messages in order, and a Last Will's own "ts" is when the agent
+        # connected (the payload is fixed then), not when the broker published it.
+        now = time.time()
         caps = status.get("capabilities")
-        values: dict[str, Any] = {"state": status["state"], "state_at": ts}
+        values: dict[str, Any] = {"state": status["state"], "state_at": now}
         for key in ("platform", "sku", "version"):
             if isinstance(status.get(key), str):
                 values[key] = status[key]
         if caps is not None:
             values["capabilities"] = json.dumps(caps)
-        stmt = self._insert(devices).values(
-            device_id=device_id, first_seen=time.time(), last_seen=ts, **values
-        )
-        newer = devices.c.state_at <= ts  # a late, older status must not undo a newer one
-        update = {
-            key: sa.case((newer, value), else_=getattr(devices.c, key)) for key, value in values.items()
-        }
-        conn.execute(stmt.on_conflict_do_update(index_elements=["device_id"], set_=update))
+        stmt = self._insert(devices).values(device_id=device_id, first_seen=now, last_seen=now, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["device_id"], set_=values))
 
     # -- queries ------------------------------------------------------------------
 

@@ -83,7 +83,8 @@ def test_fleet_registry_from_birth_will_and_health(store):
     assert (
         store.fleet()[0]["state"] == "offline" and store.fleet()[0]["sku"] == "Raspberry Pi 4 Model B Rev 1.4"
     )
-    store.ingest([status("pi-1", "online", 150.0)])  # an older status arriving late changes nothing
+    # a Will's "ts" is from when the agent connected, before its birth: arrival order decides
+    store.ingest([status("pi-1", "online", 300.0), status("pi-1", "offline", 250.0)])
     assert store.fleet()[0]["state"] == "offline"
 
 

@@ -1,0 +1,192 @@
+"""The coordinator service: subscribe to the fleet, store what it says, nothing lost.
+
+Subscriptions (QoS 1, persistent session, so messages sent while the coordinator is
+down wait in the broker):
+
+  $share/{group}/fleetbench/v1/devices/+/{health,results,acks}
+      a shared subscription: several coordinator instances in one group split the
+      fleet's messages between them
+  fleetbench/v1/devices/+/status
+      not shared: retained messages are never delivered through a shared subscription
+      (MQTT 5, 4.8.2), and every instance needs the whole fleet's birth and Will
+
+Every message is acknowledged to the broker (PUBACK, paho's manual ack) only after
+the batch holding it is committed to the database: a coordinator killed mid-batch
+gets the unacknowledged messages again, and the idempotent ingest drops what was
+already stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import signal
+import threading
+import time
+from typing import Any, Optional
+
+from agent.sdnotify import Notifier
+from agent.transport.mqtt import BrokerSettings
+from agent.transport.topics import all_devices
+from coordinator.store import Message, Store
+
+logger = logging.getLogger(__name__)
+
+SHARED_KINDS = ("health", "results", "acks")
+
+
+def subscriptions(group: str) -> list[tuple[str, int]]:
+    """What a coordinator in ``group`` subscribes to.
+
+    >>> subscriptions("coordinators")[0]
+    ('$share/coordinators/fleetbench/v1/devices/+/health', 1)
+    """
+    return [(f"$share/{group}/{all_devices(kind)}", 1) for kind in SHARED_KINDS] + [
+        (all_devices("status"), 1)
+    ]
+
+
+class Ingestor:
+    """A paho client with manual acks feeding a writer thread that commits in batches."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        store: Store,
+        client_id: str = "fleetbench-coordinator",
+        group: str = "coordinators",
+        batch: int = 1000,
+        flush_s: float = 0.05,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.settings, self.store, self.group = settings, store, group
+        self.batch, self.flush_s = batch, flush_s
+        self.connected = threading.Event()
+        self.stored: dict[str, int] = {}
+        self.received = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._writer: Optional[threading.Thread] = None
+        proto = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
+        kwargs: dict[str, Any] = {"clean_session": False} if proto == mqtt.MQTTv311 else {}
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, manual_ack=True, **kwargs
+        )
+        self._client.max_inflight_messages_set(1000)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=int(settings.max_backoff_s))
+        if settings.username:
+            self._client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            self._client.tls_set(
+                ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file
+            )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    def start(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="fleetbench-ingest", daemon=True)
+        self._writer.start()
+        self._client.connect_async(
+            self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
+        )
+        self._client.loop_start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Disconnect, then commit (and acknowledge) what was already received."""
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.join(timeout_s)
+
+    def healthy(self) -> bool:
+        return self._writer is not None and self._writer.is_alive()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            logger.warning(
+                "broker %s:%d refused the coordinator: %s",
+                self.settings.host,
+                self.settings.port,
+                reason_code,
+            )
+            return
+        client.subscribe(subscriptions(self.group))
+        self.connected.set()
+        logger.info(
+            "coordinator connected to %s:%d (group %s)", self.settings.host, self.settings.port, self.group
+        )
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        if self.connected.is_set() and not self._stop.is_set():
+            logger.warning("lost the broker (%s); reconnecting", reason_code)
+        self.connected.clear()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self._queue.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+
+    def _write_loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            items = [first]
+            deadline = time.monotonic() + self.flush_s
+            while len(items) < self.batch:
+                try:
+                    items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            try:
+                added = self.store.ingest([Message(topic, payload) for topic, payload, _, _ in items])
+            except Exception:  # the database failed: do not ack; the broker redelivers after a reconnect
+                logger.exception("storing %d messages failed; they stay unacknowledged", len(items))
+                continue
+            for kind, n in added.items():
+                self.stored[kind] = self.stored.get(kind, 0) + n
+            self.received += len(items)
+            for _, _, mid, qos in items:
+                if qos > 0:
+                    self._client.ack(mid, qos)
+
+
+class Coordinator:
+    """The service: the ingestor, systemd notify, graceful stop.  (Re-ranking comes next.)"""
+
+    def __init__(self, settings: BrokerSettings, store: Store, client_id: str, group: str) -> None:
+        self.ingestor = Ingestor(settings, store, client_id=client_id, group=group)
+        self.notifier = Notifier()
+        self._stop: Optional[asyncio.Event] = None
+
+    def stop(self) -> None:
+        if self._stop is not None and not self._stop.is_set():
+            self.notifier.stopping()
+            self._stop.set()
+
+    async def run(self, install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        self.ingestor.start()
+        self.notifier.ready("ingesting")
+        try:
+            while not self._stop.is_set():
+                if self.notifier.watchdog_s and self.ingestor.healthy():
+                    self.notifier.watchdog()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), (self.notifier.watchdog_s or 60.0) / 2)
+        finally:
+            await loop.run_in_executor(None, self.ingestor.stop)
+            logger.info("coordinator stopped; stored %s", self.ingestor.stored)
+        return 0

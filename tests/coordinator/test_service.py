@@ -1,0 +1,160 @@
+"""The coordinator service against a real mosquitto and a real agent: the fleet registry
+fills from births, health and results; the Will marks a killed agent offline; nothing sent
+while the coordinator is down is lost, and duplicates are stored once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from daemon_proc import REPO, AgentProcess, write_config
+
+from agent.transport import messages
+from coordinator.store import open_store
+
+DEVICE = "fleet-pi"
+
+
+def start_coordinator(broker, db, client_id="coord-test"):
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "coordinator",
+            "--broker",
+            broker.url,
+            "--db",
+            db,
+            "--client-id",
+            client_id,
+        ],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stderr.read()
+
+
+def eventually(predicate, timeout_s=60.0):
+    """Poll the database the coordinator writes (there is no event to wait on across processes)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def publisher(broker):
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-publisher")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+def fleet(db):
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "fleet", "--db", db, "--format", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+    assert out.returncode == 0, out.stderr
+    return {d["device_id"]: d for d in json.loads(out.stdout)}
+
+
+def test_registry_fills_from_a_real_agent_and_the_will_marks_it_offline(tmp_path, mosquitto, onnx_model):
+    db = str(tmp_path / "fleet.sqlite")
+    coord = start_coordinator(mosquitto, db)
+    (tmp_path / "state" / "models").mkdir(parents=True)
+    shutil.copy(onnx_model, tmp_path / "state" / "models" / "conv.onnx")
+    agent = AgentProcess(str(tmp_path), write_config(str(tmp_path / "agent.toml"), mosquitto.url), DEVICE)
+    pub = publisher(mosquitto)
+    try:
+        agent.start()
+        agent.wait_note("READY=1")
+        device = eventually(lambda: fleet(db).get(DEVICE, {}).get("health") and fleet(db)[DEVICE])
+        assert device["state"] == "online" and device["platform"] == "linux"
+        assert device["capabilities"]["cores_logical"] >= 1
+        job = messages.make(
+            "jobs",
+            "coordinator",
+            {
+                "job_id": "j1",
+                "models": ["conv.onnx"],
+                "settings": {"runs": 5, "min_time_s": 0.05, "warmup_time_s": 0},
+            },
+        )
+        pub.publish(f"fleetbench/v1/devices/{DEVICE}/jobs", job.encode(), qos=1).wait_for_publish(10)
+        eventually(lambda: fleet(db)[DEVICE]["results"] == 1)
+        store = open_store(db, migrate=False)
+        (row,) = store.results_for(DEVICE)
+        assert row["model"] == "conv.onnx" and row["p50_ms"] > 0 and row["job_id"] == "j1"
+        agent.kill()  # kill -9: the broker publishes the Will
+        eventually(lambda: fleet(db)[DEVICE]["state"] == "offline")
+        table = subprocess.run(
+            [sys.executable, "-m", "agent", "fleet", "--db", db],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": REPO},
+        ).stdout
+        assert DEVICE in table and "offline" in table
+    finally:
+        agent.close()
+        pub.loop_stop()
+        stop(coord)
+
+
+def test_nothing_sent_while_the_coordinator_is_down_is_lost_and_duplicates_count_once(tmp_path, mosquitto):
+    db = str(tmp_path / "fleet.sqlite")
+    coord = start_coordinator(mosquitto, db)
+    eventually(lambda: os.path.exists(db) and open_store(db, migrate=False).version() > 0)
+    pub = publisher(mosquitto)
+    try:
+        first = [messages.make("results", "sim-1", {"model": f"m{i}"}, msg_id=f"r{i}") for i in range(100)]
+        for env in first + first[:20]:  # 20 redelivered
+            pub.publish("fleetbench/v1/devices/sim-1/results", env.encode(), qos=1).wait_for_publish(10)
+        eventually(lambda: open_store(db, migrate=False).count("results") == 100)
+        stop(coord)  # down: the broker keeps the persistent session's messages
+        later = [messages.make("results", "sim-1", {"model": f"n{i}"}, msg_id=f"s{i}") for i in range(300)]
+        for env in later:
+            pub.publish("fleetbench/v1/devices/sim-1/results", env.encode(), qos=1).wait_for_publish(10)
+        coord = start_coordinator(mosquitto, db)
+        eventually(lambda: open_store(db, migrate=False).count("results") == 400)
+    finally:
+        pub.loop_stop()
+        stop(coord)
+    assert open_store(db, migrate=False).count("results") == 400
+
+
+def test_fleet_needs_an_existing_database(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "fleet", "--db", str(tmp_path / "none.sqlite")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+    assert out.returncode == 2 and "does not exist" in out.stderr and not (tmp_path / "none.sqlite").exists()
+
+
+@pytest.mark.parametrize("group", ["coordinators", "east"])
+def test_subscriptions_share_data_but_not_status(group):
+    from coordinator.service import subscriptions
+
+    subs = dict(subscriptions(group))
+    assert f"$share/{group}/fleetbench/v1/devices/+/results" in subs
+    assert "fleetbench/v1/devices/+/status" in subs  # retained: never through $share
