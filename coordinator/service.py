@@ -24,7 +24,6 @@ import logging
 import queue
 import signal
 import threading
-import time
 from typing import Any, Optional
 
 from agent.sdnotify import Notifier
@@ -58,12 +57,11 @@ class Ingestor:
         client_id: str = "fleetbench-coordinator",
         group: str = "coordinators",
         batch: int = 1000,
-        flush_s: float = 0.05,
     ) -> None:
         import paho.mqtt.client as mqtt
 
         self.settings, self.store, self.group = settings, store, group
-        self.batch, self.flush_s = batch, flush_s
+        self.batch = batch
         self.connected = threading.Event()
         self.stored: dict[str, int] = {}
         self.received = 0
@@ -140,10 +138,12 @@ class Ingestor:
                     return
                 continue
             items = [first]
-            deadline = time.monotonic() + self.flush_s
+            # Take what is already here, and never wait for more: the broker sends only so many
+            # unacknowledged messages at a time (mosquitto's max_inflight_messages, 20 by
+            # default), and they are acknowledged only after this commit.
             while len(items) < self.batch:
                 try:
-                    items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             try:

@@ -211,7 +211,8 @@ class Store:
                 "msg_id": env.id,
                 "device_id": device_id,
                 "ts": env.ts,
-                "data": json.dumps(env.data),
+                # health keeps its data (the registry shows it); the rest keeps the envelope as sent
+                "data": json.dumps(env.data) if kind == "health" else msg.payload.decode("utf-8", "replace"),
             }
             if kind == "health":
                 row["degradation_index"] = (data.get("degradation") or {}).get("index")
@@ -234,7 +235,13 @@ class Store:
                 if rows[kind]:
                     stmt = self._insert(table).on_conflict_do_nothing(index_elements=["msg_id"])
                     added[kind] = conn.execute(stmt, rows[kind]).rowcount
+            # One device update per device per batch, not one per message: the newest health,
+            # and the newest time the device was heard from.
+            newest: dict[str, dict[str, Any]] = {}
             for row in rows["health"]:
+                if row["device_id"] not in newest or newest[row["device_id"]]["ts"] < row["ts"]:
+                    newest[row["device_id"]] = row
+            for row in newest.values():
                 self._touch(
                     conn,
                     row["device_id"],
@@ -243,8 +250,11 @@ class Store:
                     health_at=row["ts"],
                     degradation_index=row["degradation_index"],
                 )
+            heard: dict[str, float] = {}
             for row in rows["results"] + rows["acks"]:
-                self._touch(conn, row["device_id"], row["ts"])
+                heard[row["device_id"]] = max(heard.get(row["device_id"], 0.0), row["ts"])
+            for device_id, ts in heard.items():
+                self._touch(conn, device_id, ts)
             for device_id, status in statuses:
                 self._status(conn, device_id, status)
         added["status"] = len(statuses)
