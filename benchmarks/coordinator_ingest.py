@@ -93,6 +93,9 @@ def main() -> int:
     ap.add_argument("--agents", type=int, default=100)
     ap.add_argument("--per-agent", type=int, default=200)
     ap.add_argument(
+        "--protocol", choices=["3.1.1", "5"], default="3.1.1", help="the coordinator's MQTT version"
+    )
+    ap.add_argument(
         "--backlog",
         action="store_true",
         help="publish everything while the coordinator is down, then time only its catch-up",
@@ -108,14 +111,20 @@ def main() -> int:
         broker = _broker_module().Mosquitto(tmp)
         broker.start()
         store = open_store(os.path.join(tmp, "fleet.sqlite"))
-        ingestor = Ingestor(BrokerSettings.from_url(broker.url), store, client_id="bench-coordinator")
+        ingestor = Ingestor(
+            BrokerSettings.from_url(broker.url, protocol=args.protocol), store, client_id="bench-coordinator"
+        )
         if not args.publish_only:
             ingestor.start()
             assert ingestor.connected.wait(10)
             time.sleep(0.5)  # let the SUBACK land before publishing (setup, not a measurement)
             if args.backlog:  # the persistent session exists now; the broker queues for it
                 ingestor.stop()
-                ingestor = Ingestor(BrokerSettings.from_url(broker.url), store, client_id="bench-coordinator")
+                ingestor = Ingestor(
+                    BrokerSettings.from_url(broker.url, protocol=args.protocol),
+                    store,
+                    client_id="bench-coordinator",
+                )
         # The simulated agents run in another process, as real agents run on other machines:
         # in this one they would compete with the coordinator for the interpreter lock.
         ctx = multiprocessing.get_context("spawn")

@@ -34,6 +34,7 @@ from coordinator.store import Message, Store
 logger = logging.getLogger(__name__)
 
 SHARED_KINDS = ("health", "results", "acks")
+SESSION_EXPIRY_S = 7 * 86400  # MQTT 5: how long the broker keeps messages for a stopped coordinator
 
 
 def subscriptions(group: str) -> list[tuple[str, int]]:
@@ -88,9 +89,26 @@ class Ingestor:
     def start(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="fleetbench-ingest", daemon=True)
         self._writer.start()
-        self._client.connect_async(
-            self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
-        )
+        if self.settings.protocol == "5":
+            # MQTT 5: a persistent session is clean_start=False plus an expiry; and the broker may
+            # send up to our Receive Maximum (65,535) unacknowledged messages, where MQTT 3.1.1
+            # leaves it to the broker's setting (mosquitto: max_inflight_messages, 20).
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            self._client.connect_async(
+                self.settings.host,
+                self.settings.port,
+                keepalive=self.settings.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            self._client.connect_async(
+                self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
+            )
         self._client.loop_start()
 
     def stop(self, timeout_s: float = 10.0) -> None:

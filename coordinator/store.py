@@ -253,8 +253,27 @@ class Store:
             heard: dict[str, float] = {}
             for row in rows["results"] + rows["acks"]:
                 heard[row["device_id"]] = max(heard.get(row["device_id"], 0.0), row["ts"])
-            for device_id, ts in heard.items():
-                self._touch(conn, device_id, ts)
+            if heard:  # one statement for all of them (executemany), not one per device
+                now = time.time()
+                stmt = self._insert(devices)
+                latest = sa.func.max if self._sqlite else sa.func.greatest
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["device_id"],
+                    set_={"last_seen": latest(devices.c.last_seen, stmt.excluded.last_seen)},
+                )
+                conn.execute(
+                    stmt,
+                    [
+                        {
+                            "device_id": d,
+                            "state": "online",
+                            "state_at": ts,
+                            "first_seen": now,
+                            "last_seen": ts,
+                        }
+                        for d, ts in heard.items()
+                    ],
+                )
             for device_id, status in statuses:
                 self._status(conn, device_id, status)
         added["status"] = len(statuses)
