@@ -29,7 +29,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union, get_type_hints
+from typing import Any, Optional, Union, cast, get_type_hints
 
 from agent.errors import UsageError
 
@@ -246,24 +246,27 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path!r} is not valid TOML: {err}") from None
 
 
+def _env_names() -> dict[str, tuple[Optional[str], str]]:
+    """Every configuration key's environment variable: name -> (section or None, key)."""
+    names: dict[str, tuple[Optional[str], str]] = {}
+    for key in _fields(AgentConfig):
+        if key in _SECTIONS:
+            for sub in _fields(cast(type, _SECTIONS[key].default_factory)):
+                names[f"{ENV_PREFIX}{key}_{sub}".upper()] = (key, sub)
+        elif key != "source":
+            names[f"{ENV_PREFIX}{key}".upper()] = (None, key)
+    return names
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    """FLEETBENCH_* variables as a nested mapping of strings (sections by the longest match)."""
+    """FLEETBENCH_* variables as a nested mapping of strings.  Other FLEETBENCH_* variables
+    (FLEETBENCH_TIMER, FLEETBENCH_CONFIG, ...) belong to other parts and are left alone."""
     data: dict[str, Any] = {}
-    top = _fields(AgentConfig)
+    names = _env_names()
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        key = name[len(ENV_PREFIX) :].lower()
-        for section in sorted(_SECTIONS, key=len, reverse=True):
-            if key.startswith(section + "_") and key[len(section) + 1 :] in _fields(
-                type(getattr(AgentConfig(), section))
-            ):
-                data.setdefault(section, {})[key[len(section) + 1 :]] = value
-                break
-        else:
-            if key in top and key not in _SECTIONS and key != "source":
-                data[key] = value
-            # other FLEETBENCH_* variables (FLEETBENCH_TIMER, ...) belong to other parts
+        if name in names:
+            section, key = names[name]
+            (data.setdefault(section, {}) if section else data)[key] = value
     return data
 
 

@@ -146,6 +146,7 @@ def _register_fleet(sub: Any) -> None:
 def cmd_coordinator(args: argparse.Namespace) -> int:
     import asyncio
 
+    _need("sqlalchemy", "the coordinator's database")
     from agent.transport.mqtt import BrokerSettings
     from coordinator.service import Coordinator
     from coordinator.store import open_store
@@ -158,11 +159,17 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 def cmd_fleet(args: argparse.Namespace) -> int:
     import time
 
+    _need("sqlalchemy", "the coordinator's database")
     from coordinator.store import open_store
 
     if "://" not in args.db and not os.path.exists(args.db):
         raise UsageError(f"--db {args.db!r} does not exist (the coordinator creates it)")
-    devices = open_store(args.db, migrate=False).fleet()
+    store = open_store(args.db, migrate=False)
+    if store.version() == 0:
+        raise UsageError(
+            f"--db {args.db!r} is not a fleetbench database (no schema; the coordinator creates it)"
+        )
+    devices = store.fleet()
     if args.format == "json":
         print(json.dumps(devices, indent=2))
         return 0
@@ -238,7 +245,7 @@ def cmd_monotonicity(args: argparse.Namespace) -> int:
         if n:
             _warn(f"{dev}: {n} of {len(table.archs)} cells missing (not used)")
     if args.kendall:
-        _need_scipy()
+        _need("scipy", "--kendall")
     result = monotonicity(table, kendall=args.kendall)
     if args.png:
         _heatmap(result, args.png)
@@ -269,13 +276,14 @@ def cmd_monotonicity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _need_scipy() -> None:
-    try:
-        import scipy  # noqa: F401
-    except ImportError:
+def _need(module: str, what: str) -> None:
+    """A clear error, not a traceback, when the coordinator extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
         from coordinator.errors import ExtraMissingError
 
-        raise ExtraMissingError("--kendall needs scipy: pip install 'fleetbench[coordinator]'") from None
+        raise ExtraMissingError(f"{what} needs {module}: pip install 'fleetbench[coordinator]'")
 
 
 def _heatmap(result: Any, path: str) -> None:

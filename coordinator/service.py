@@ -59,8 +59,6 @@ class Ingestor:
         group: str = "coordinators",
         batch: int = 1000,
     ) -> None:
-        import paho.mqtt.client as mqtt
-
         self.settings, self.store, self.group = settings, store, group
         self.batch = batch
         self.connected = threading.Event()
@@ -69,19 +67,10 @@ class Ingestor:
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._writer: Optional[threading.Thread] = None
-        proto = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
-        kwargs: dict[str, Any] = {"clean_session": False} if proto == mqtt.MQTTv311 else {}
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, manual_ack=True, **kwargs
-        )
+        # MQTT 3.1.1 persists the session with clean_session=False; MQTT 5 at connect (start()).
+        session: dict[str, Any] = {"clean_session": False} if settings.protocol != "5" else {}
+        self._client = settings.client(client_id, manual_ack=True, **session)
         self._client.max_inflight_messages_set(1000)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=int(settings.max_backoff_s))
-        if settings.username:
-            self._client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            self._client.tls_set(
-                ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file
-            )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

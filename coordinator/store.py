@@ -15,12 +15,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import sqlalchemy as sa
 
+from agent.transport import messages
 from coordinator.errors import CoordinatorError
 
 logger = logging.getLogger(__name__)
@@ -182,8 +183,6 @@ class Store:
 
         Malformed messages are logged and skipped: one bad agent must not stop the fleet.
         """
-        from agent.transport import messages
-
         rows: dict[str, list[dict[str, Any]]] = {"health": [], "results": [], "acks": []}
         statuses: list[tuple[str, dict[str, Any]]] = []
         for msg in batch:
@@ -235,66 +234,53 @@ class Store:
                 if rows[kind]:
                     stmt = self._insert(table).on_conflict_do_nothing(index_elements=["msg_id"])
                     added[kind] = conn.execute(stmt, rows[kind]).rowcount
-            # One device update per device per batch, not one per message: the newest health,
-            # and the newest time the device was heard from.
-            newest: dict[str, dict[str, Any]] = {}
-            for row in rows["health"]:
-                if row["device_id"] not in newest or newest[row["device_id"]]["ts"] < row["ts"]:
-                    newest[row["device_id"]] = row
-            for row in newest.values():
-                self._touch(
-                    conn,
-                    row["device_id"],
-                    row["ts"],
-                    health=row["data"],
-                    health_at=row["ts"],
-                    degradation_index=row["degradation_index"],
-                )
-            heard: dict[str, float] = {}
-            for row in rows["results"] + rows["acks"]:
-                heard[row["device_id"]] = max(heard.get(row["device_id"], 0.0), row["ts"])
-            if heard:  # one statement for all of them (executemany), not one per device
-                now = time.time()
-                stmt = self._insert(devices)
-                latest = sa.func.max if self._sqlite else sa.func.greatest
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["device_id"],
-                    set_={"last_seen": latest(devices.c.last_seen, stmt.excluded.last_seen)},
-                )
-                conn.execute(
-                    stmt,
-                    [
-                        {
-                            "device_id": d,
-                            "state": "online",
-                            "state_at": ts,
-                            "first_seen": now,
-                            "last_seen": ts,
-                        }
-                        for d, ts in heard.items()
-                    ],
-                )
+            self._touch(conn, rows["health"], rows["results"] + rows["acks"])
             for device_id, status in statuses:
                 self._status(conn, device_id, status)
         added["status"] = len(statuses)
         return added
 
-    def _touch(self, conn: sa.Connection, device_id: str, ts: float, **latest: Any) -> None:
-        """A device that sends anything exists; newer data replaces the latest health."""
+    def _touch(
+        self, conn: sa.Connection, health_rows: list[dict[str, Any]], other_rows: list[dict[str, Any]]
+    ) -> None:
+        """A device that sends anything exists and was heard from; its newest health replaces
+        an older one.  One upsert per device per batch, all in one executemany."""
         now = time.time()
-        stmt = self._insert(devices).values(
-            device_id=device_id, state="online", state_at=ts, first_seen=now, last_seen=ts, **latest
+        per_device: dict[str, dict[str, Any]] = {}
+        for row in other_rows + health_rows:
+            d = per_device.setdefault(
+                row["device_id"],
+                {
+                    "device_id": row["device_id"],
+                    "state": "online",
+                    "state_at": row["ts"],
+                    "first_seen": now,
+                    "last_seen": row["ts"],
+                    "health": None,
+                    "health_at": None,
+                    "degradation_index": None,
+                },
+            )
+            d["last_seen"] = max(d["last_seen"], row["ts"])
+        for row in health_rows:
+            d = per_device[row["device_id"]]
+            if d["health_at"] is None or d["health_at"] < row["ts"]:
+                d.update(health=row["data"], health_at=row["ts"], degradation_index=row["degradation_index"])
+        if not per_device:
+            return
+        stmt = self._insert(devices)
+        new = stmt.excluded
+        latest = sa.func.max if self._sqlite else sa.func.greatest
+        newer = sa.and_(
+            new.health_at.is_not(None),
+            sa.or_(devices.c.health_at.is_(None), devices.c.health_at < new.health_at),
         )
-        update: dict[str, Any] = {
-            "last_seen": sa.func.max(devices.c.last_seen, ts)
-            if self._sqlite
-            else sa.func.greatest(devices.c.last_seen, ts)
-        }
-        if latest:
-            newer = sa.or_(devices.c.health_at.is_(None), devices.c.health_at < ts)
-            for key, value in latest.items():
-                update[key] = sa.case((newer, value), else_=getattr(devices.c, key))
-        conn.execute(stmt.on_conflict_do_update(index_elements=["device_id"], set_=update))
+        update: dict[str, Any] = {"last_seen": latest(devices.c.last_seen, new.last_seen)}
+        for key in ("health", "health_at", "degradation_index"):
+            update[key] = sa.case((newer, getattr(new, key)), else_=getattr(devices.c, key))
+        conn.execute(
+            stmt.on_conflict_do_update(index_elements=["device_id"], set_=update), list(per_device.values())
+        )
 
     @property
     def _sqlite(self) -> bool:
@@ -378,17 +364,11 @@ def open_store(db: str, migrate: bool = True) -> Store:
         raise StoreError(f"--db {db!r} needs a database driver that is not installed: {err}") from None
 
 
-def ingest_all(store: Store, messages: Iterable[Message], batch: int = 500) -> dict[str, int]:
+def ingest_all(store: Store, msgs: Sequence[Message], batch: int = 500) -> dict[str, int]:
     """``ingest`` in batches; total new rows by kind."""
-    total: dict[str, int] = {}
-    chunk: list[Message] = []
-    for msg in messages:
-        chunk.append(msg)
-        if len(chunk) >= batch:
-            for k, v in store.ingest(chunk).items():
-                total[k] = total.get(k, 0) + v
-            chunk = []
-    if chunk:
-        for k, v in store.ingest(chunk).items():
-            total[k] = total.get(k, 0) + v
-    return total
+    from collections import Counter
+
+    total: Counter = Counter()
+    for i in range(0, len(msgs), batch):
+        total.update(store.ingest(msgs[i : i + batch]))
+    return dict(total)

@@ -15,6 +15,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIT = os.path.join(REPO, "systemd", "fleetbench-agent.service")
 
 
+def fleetbench(
+    *args: str, env: Optional[dict] = None, timeout_s: float = 120.0
+) -> subprocess.CompletedProcess:
+    """Run the ``fleetbench`` command line of this checkout, as a user would, and capture it."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO, **(env or {})},
+        timeout=timeout_s,
+    )
+
+
 def unit_command() -> list[str]:
     """ExecStart of the agent unit, with the installed script replaced by this interpreter."""
     with open(UNIT) as fh:

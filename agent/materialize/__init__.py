@@ -48,7 +48,10 @@ def sample(space: str, n: int, seed: int) -> list[str]:
     """``n`` distinct architectures of ``space``, reproducible from ``seed``."""
     import numpy as np
 
-    return list(_module(space).sample(n, np.random.default_rng(seed)))
+    try:
+        return list(_module(space).sample(n, np.random.default_rng(seed)))
+    except ValueError as err:  # more architectures than the space has
+        raise UsageError(f"cannot sample {n} architectures: {err}") from None
 
 
 def check(space: str, arch: str, classes: Optional[int] = None, resolution: Optional[int] = None) -> None:

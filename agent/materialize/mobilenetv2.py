@@ -95,11 +95,10 @@ def build(arch: str, classes: int = 1000, resolution: int = 224, seed: int = 0) 
     import numpy as np
 
     from agent.materialize import network as nw
-    from agent.materialize.nasbench201 import _Weights
 
     depths, kernels, expansions = parse_arch(arch)
     check_options(classes, resolution)
-    weights = _Weights(seed)
+    weights = nw.SeededWeights(seed)
     layers: list = []
 
     def conv(

@@ -96,39 +96,6 @@ CELLS_PER_STAGE = 5
 CLASSES = (10, 100, 120)
 
 
-class _Weights:
-    """Seeded random weights, drawn in build order: the same arch and seed give the same model."""
-
-    def __init__(self, seed: int) -> None:
-        import numpy as np
-
-        self.rng = np.random.default_rng(seed)
-
-    def conv_bn(self, cin: int, cout: int, k: int) -> tuple:
-        from agent.materialize.network import fold_bn
-
-        rng = self.rng
-        w = rng.standard_normal((cout, cin, k, k)) * (2.0 / (cin * k * k)) ** 0.5
-        gamma, beta = rng.uniform(0.5, 1.0, cout), rng.normal(0.0, 0.1, cout)
-        mean, var = rng.normal(0.0, 0.1, cout), rng.uniform(0.5, 1.5, cout)
-        return fold_bn(w, gamma, beta, mean, var)
-
-    def affine(self, c: int) -> tuple:
-        import numpy as np
-
-        rng = self.rng
-        gamma, beta = rng.uniform(0.5, 1.0, c), rng.normal(0.0, 0.1, c)
-        mean, var = rng.normal(0.0, 0.1, c), rng.uniform(0.5, 1.5, c)
-        scale = gamma / np.sqrt(var + 1e-5)
-        return scale.astype(np.float32), (beta - mean * scale).astype(np.float32)
-
-    def dense(self, cin: int, cout: int) -> tuple:
-        import numpy as np
-
-        w = self.rng.standard_normal((cout, cin)) / cin**0.5
-        return w.astype(np.float32), self.rng.normal(0.0, 0.01, cout).astype(np.float32)
-
-
 def check_options(classes: int, resolution: int) -> None:
     """ValueError unless the benchmark defines networks with these outputs and this input size."""
     if classes not in CLASSES:
@@ -158,7 +125,7 @@ def build(arch: str, classes: int = 10, resolution: int = 32, seed: int = 0) -> 
 
     ops = parse_arch(arch)
     check_options(classes, resolution)
-    weights = _Weights(seed)
+    weights = nw.SeededWeights(seed)
     layers: list = []
     notes: list[str] = []
     alive = alive_edges(ops)
@@ -214,7 +181,7 @@ def build(arch: str, classes: int = 10, resolution: int = 32, seed: int = 0) -> 
 
 def _cell(
     layers: list,
-    weights: _Weights,
+    weights: Any,
     name: str,
     x: str,
     ops: tuple[str, ...],

@@ -109,6 +109,14 @@ class Network:
     input_name: str = "input"
 
 
+def bn_scale_shift(
+    gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float = 1e-5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inference batch norm as ``x * scale + shift``, per channel."""
+    scale = gamma / np.sqrt(var + eps)
+    return scale, beta - mean * scale
+
+
 def fold_bn(
     weight: np.ndarray,
     gamma: np.ndarray,
@@ -124,8 +132,39 @@ def fold_bn(
     >>> float(w[0, 0, 0, 0]), float(b[0])
     (1.0, 0.5)
     """
-    scale = gamma / np.sqrt(var + eps)
-    return (weight * scale[:, None, None, None]).astype(np.float32), (beta - mean * scale).astype(np.float32)
+    scale, shift = bn_scale_shift(gamma, beta, mean, var, eps)
+    return (weight * scale[:, None, None, None]).astype(np.float32), shift.astype(np.float32)
+
+
+class SeededWeights:
+    """Random weights drawn in build order: the same architecture and seed give the same model.
+
+    Batch-norm statistics are random too (and folded), so activations keep a sane scale
+    through a deep network; latency does not depend on any of these values.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def _bn(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rng = self.rng
+        gamma, beta = rng.uniform(0.5, 1.0, c), rng.normal(0.0, 0.1, c)
+        mean, var = rng.normal(0.0, 0.1, c), rng.uniform(0.5, 1.5, c)
+        return gamma, beta, mean, var
+
+    def conv_bn(self, cin: int, cout: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """He-initialized (cout, cin, k, k) weights with a batch norm folded in."""
+        w = self.rng.standard_normal((cout, cin, k, k)) * (2.0 / (cin * k * k)) ** 0.5
+        return fold_bn(w, *self._bn(cout))
+
+    def affine(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """A batch norm with nothing to fold into, as per-channel scale and shift."""
+        scale, shift = bn_scale_shift(*self._bn(c))
+        return scale.astype(np.float32), shift.astype(np.float32)
+
+    def dense(self, cin: int, cout: int) -> tuple[np.ndarray, np.ndarray]:
+        w = self.rng.standard_normal((cout, cin)) / cin**0.5
+        return w.astype(np.float32), self.rng.normal(0.0, 0.01, cout).astype(np.float32)
 
 
 def value_shapes(net: Network) -> dict[str, tuple[int, int]]:

@@ -116,12 +116,13 @@ def to_tflite(net: nw.Network) -> bytes:
     """The model's flatbuffer bytes; its description carries the network name and notes."""
     b = FlatModelBuilder()
     s = b.s
-    shapes: dict[str, tuple[int, int]] = {}  # value -> (channels, spatial size)
+    shapes = nw.value_shapes(net)  # value -> (channels, spatial size; 0 for flat vectors)
     ids: dict[str, int] = {}
 
-    def value(name: str, channels: int, size: int) -> int:
-        shapes[name] = (channels, size)
-        ids[name] = b.tensor(name, [1, size, size, channels])
+    def value(name: str, data: Optional[np.ndarray] = None) -> int:
+        """The NHWC (or flat) tensor of a value of the network."""
+        channels, size = shapes[name]
+        ids[name] = b.tensor(name, [1, size, size, channels] if size else [1, channels], data)
         return ids[name]
 
     def pool_options(kernel: int, stride: int, padding: int) -> Any:
@@ -135,7 +136,7 @@ def to_tflite(net: nw.Network) -> bytes:
         )
         return o
 
-    x_in = value(net.input_name, net.input_channels, net.resolution)
+    x_in = value(net.input_name)
     for layer in net.layers:
         if isinstance(layer, nw.Conv):
             cin, size = shapes[layer.src]
@@ -155,10 +156,9 @@ def to_tflite(net: nw.Network) -> bytes:
                 )
                 out = b.tensor(f"{layer.out}/padded", [1, padded, padded, cin])
                 b.op(s.BuiltinOperator.PAD, [src, pads], [out], s.BuiltinOptions.PadOptions, s.PadOptionsT())
-                src, padding, size = out, s.Padding.VALID, padded
-            out_size = (size - k) // layer.stride + 1 if padding == s.Padding.VALID else size
+                src, padding = out, s.Padding.VALID
             bias = b.tensor(f"{layer.out}/B", [layer.channels], layer.bias)
-            out = value(layer.out, layer.channels, out_size)
+            out = value(layer.out)
             if layer.depthwise:  # TFLite keeps depthwise filters as (1, kh, kw, channels)
                 w = b.tensor(f"{layer.out}/W", [1, k, k, layer.channels], layer.weight.transpose(1, 2, 3, 0))
                 o = s.DepthwiseConv2DOptionsT()
@@ -176,21 +176,19 @@ def to_tflite(net: nw.Network) -> bytes:
             o.dilationWFactor = o.dilationHFactor = 1
             b.op(code, [src, w, bias], [out], opt_type, o)
         elif isinstance(layer, (nw.Relu, nw.Relu6)):
-            c, size = shapes[layer.src]
             code = s.BuiltinOperator.RELU if isinstance(layer, nw.Relu) else s.BuiltinOperator.RELU6
-            b.op(code, [ids[layer.src]], [value(layer.out, c, size)])
+            b.op(code, [ids[layer.src]], [value(layer.out)])
         elif isinstance(layer, nw.AvgPool):
-            c, size = shapes[layer.src]
             if layer.pad == 0:
-                padding, out_size = s.Padding.VALID, (size - layer.kernel) // layer.stride + 1
+                padding = s.Padding.VALID
             elif layer.stride == 1 and layer.pad == layer.kernel // 2:
-                padding, out_size = s.Padding.SAME, size  # TFLite's SAME average skips the padding too
+                padding = s.Padding.SAME  # TFLite's SAME average skips the padding too
             else:  # pragma: no cover - no search space asks for it
                 raise ValueError(f"{layer.out}: padded average pooling with stride {layer.stride}")
             b.op(
                 s.BuiltinOperator.AVERAGE_POOL_2D,
                 [ids[layer.src]],
-                [value(layer.out, c, out_size)],
+                [value(layer.out)],
                 s.BuiltinOptions.Pool2DOptions,
                 pool_options(layer.kernel, layer.stride, padding),
             )
@@ -199,7 +197,7 @@ def to_tflite(net: nw.Network) -> bytes:
             acc = ids[layer.srcs[0]]
             for i, term in enumerate(layer.srcs[1:], start=1):
                 last = i == len(layer.srcs) - 1
-                out = value(layer.out, c, size) if last else b.tensor(f"{layer.out}/{i}", [1, size, size, c])
+                out = value(layer.out) if last else b.tensor(f"{layer.out}/{i}", [1, size, size, c])
                 b.op(
                     s.BuiltinOperator.ADD,
                     [acc, ids[term]],
@@ -221,28 +219,20 @@ def to_tflite(net: nw.Network) -> bytes:
             b.op(
                 s.BuiltinOperator.ADD,
                 [scaled, b.tensor(f"{layer.out}/shift", [c], layer.shift)],
-                [value(layer.out, c, size)],
+                [value(layer.out)],
                 s.BuiltinOptions.AddOptions,
                 s.AddOptionsT(),
             )
         elif isinstance(layer, nw.Zeros):
-            shapes[layer.out] = (layer.channels, layer.size)
-            ids[layer.out] = b.tensor(
-                layer.out,
-                [1, layer.size, layer.size, layer.channels],
-                np.zeros((1, layer.size, layer.size, layer.channels), np.float32),
-            )
+            value(layer.out, np.zeros((1, layer.size, layer.size, layer.channels), np.float32))
         elif isinstance(layer, nw.GlobalAvgPool):
-            c, _ = shapes[layer.src]
             axes = b.tensor(f"{layer.out}/axes", [2], np.array([1, 2], np.int32), dtype="int32")
             o = s.ReducerOptionsT()
             o.keepDims = False
-            ids[layer.out] = b.tensor(layer.out, [1, c])
-            shapes[layer.out] = (c, 1)
             b.op(
                 s.BuiltinOperator.MEAN,
                 [ids[layer.src], axes],
-                [ids[layer.out]],
+                [value(layer.out)],
                 s.BuiltinOptions.ReducerOptions,
                 o,
             )
@@ -250,12 +240,10 @@ def to_tflite(net: nw.Network) -> bytes:
             units = int(layer.weight.shape[0])
             w = b.tensor(f"{layer.out}/W", list(layer.weight.shape), layer.weight)
             bias = b.tensor(f"{layer.out}/B", [units], layer.bias)
-            ids[layer.out] = b.tensor(layer.out, [1, units])
-            shapes[layer.out] = (units, 1)
             b.op(
                 s.BuiltinOperator.FULLY_CONNECTED,
                 [ids[layer.src], w, bias],
-                [ids[layer.out]],
+                [value(layer.out)],
                 s.BuiltinOptions.FullyConnectedOptions,
                 s.FullyConnectedOptionsT(),
             )

@@ -71,6 +71,20 @@ class BrokerSettings:
 
         return dataclasses.replace(self, **changes)
 
+    def client(self, client_id: str, **options: Any) -> Any:
+        """A paho-mqtt 2.x client for these settings: protocol, capped reconnect backoff,
+        credentials and TLS.  ``options`` go to ``paho.mqtt.client.Client`` as they are."""
+        import paho.mqtt.client as mqtt
+
+        proto = mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **options)
+        client.reconnect_delay_set(min_delay=1, max_delay=int(self.max_backoff_s))
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set(ca_certs=self.ca_file, certfile=self.cert_file, keyfile=self.key_file)
+        return client
+
 
 MessageHandler = Callable[[str, messages.Envelope], None]
 #: handlers for topics outside fleetbench's envelope format (Home Assistant's status)
@@ -93,7 +107,6 @@ class MqttLink:
         raw_handlers: Optional[dict[str, RawHandler]] = None,
         birth: Optional[dict[str, Any]] = None,
     ) -> None:
-        import paho.mqtt.client as mqtt
 
         self.settings = settings
         self.topics = topics
@@ -113,21 +126,9 @@ class MqttLink:
         self._pump: Optional[threading.Thread] = None
         self._drain_timeout_s = 5.0
         self._epoch = 0  # bumped on every (dis)connect: in-flight state from an older epoch is void
-        proto = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"fleetbench-{topics.device_id}",
-            protocol=proto,
-        )
+        self._client = settings.client(client_id or f"fleetbench-{topics.device_id}")
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=int(settings.max_backoff_s))
-        if settings.username:
-            self._client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            self._client.tls_set(
-                ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file
-            )
         self._client.will_set(topics.status, self._status("offline"), qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

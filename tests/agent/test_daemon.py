@@ -10,13 +10,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from broker import Receiver
-from daemon_proc import REPO, AgentProcess, write_config
+from daemon_proc import AgentProcess, fleetbench, write_config
 
 from agent.transport import messages
 
@@ -111,12 +109,7 @@ def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(
         assert "not a fleetbench job message" in wait_ack(rx, None, "rejected")["error"]
 
         assert agent.wait_note("WATCHDOG=1")
-        out = subprocess.run(
-            [sys.executable, "-m", "agent", "status", "--state-dir", agent.state_dir],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": REPO, "FLEETBENCH_CONFIG": config},
-        )
+        out = fleetbench("status", "--state-dir", agent.state_dir, env={"FLEETBENCH_CONFIG": config})
         assert out.returncode == 0 and f"{DEVICE}: running" in out.stdout, out.stdout + out.stderr
         assert "idle (1 done" in out.stdout
 
@@ -143,12 +136,7 @@ def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(
         rx.wait_for(lambda p: statuses(rx)[-1:] == ["offline"])
         assert "reload refused" in agent.read_log()
         assert agent.status()["state"] == "stopped"
-        out = subprocess.run(
-            [sys.executable, "-m", "agent", "status", "--state-dir", agent.state_dir],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": REPO, "FLEETBENCH_CONFIG": config},
-        )
+        out = fleetbench("status", "--state-dir", agent.state_dir, env={"FLEETBENCH_CONFIG": config})
         assert out.returncode == 3 and "not running" in out.stdout
     finally:
         agent.close()
@@ -242,12 +230,7 @@ def test_job_waits_while_the_device_is_too_hot(tmp_path, mosquitto, rx, onnx_mod
 def test_config_errors_are_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "agent.toml"
     bad.write_text("[broker]\nurll = 'mqtt://x'\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "agent", "agent", "--config", str(bad)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
+    out = fleetbench("agent", "--config", str(bad))
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "did you mean 'broker.url'?" in out.stderr
     assert "Traceback" not in out.stderr

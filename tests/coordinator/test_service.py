@@ -8,13 +8,14 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from daemon_proc import REPO, AgentProcess, write_config
+from daemon_proc import REPO, AgentProcess, fleetbench, write_config
 
 from agent.transport import messages
 from coordinator.store import open_store
@@ -67,12 +68,7 @@ def publisher(broker):
 
 
 def fleet(db):
-    out = subprocess.run(
-        [sys.executable, "-m", "agent", "fleet", "--db", db, "--format", "json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
+    out = fleetbench("fleet", "--db", db, "--format", "json")
     assert out.returncode == 0, out.stderr
     return {d["device_id"]: d for d in json.loads(out.stdout)}
 
@@ -106,12 +102,7 @@ def test_registry_fills_from_a_real_agent_and_the_will_marks_it_offline(tmp_path
         assert row["model"] == "conv.onnx" and row["p50_ms"] > 0 and row["job_id"] == "j1"
         agent.kill()  # kill -9: the broker publishes the Will
         eventually(lambda: fleet(db)[DEVICE]["state"] == "offline")
-        table = subprocess.run(
-            [sys.executable, "-m", "agent", "fleet", "--db", db],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": REPO},
-        ).stdout
+        table = fleetbench("fleet", "--db", db).stdout
         assert DEVICE in table and "offline" in table
     finally:
         agent.close()
@@ -122,8 +113,14 @@ def test_registry_fills_from_a_real_agent_and_the_will_marks_it_offline(tmp_path
 def test_nothing_sent_while_the_coordinator_is_down_is_lost_and_duplicates_count_once(tmp_path, mosquitto):
     db = str(tmp_path / "fleet.sqlite")
     coord = start_coordinator(mosquitto, db)
-    eventually(lambda: os.path.exists(db) and open_store(db, migrate=False).version() > 0)
     pub = publisher(mosquitto)
+    # A retained status reaches the coordinator whenever it subscribes: once it is stored, the
+    # subscriptions are in place and nothing published from here on can miss them.
+    probe = json.dumps({"v": 1, "state": "online", "device_id": "probe", "ts": 0}).encode()
+    pub.publish("fleetbench/v1/devices/probe/status", probe, qos=1, retain=True).wait_for_publish(10)
+    eventually(
+        lambda: os.path.exists(db) and open_store(db, migrate=False).version() > 0 and "probe" in fleet(db)
+    )
     try:
         first = [messages.make("results", "sim-1", {"model": f"m{i}"}, msg_id=f"r{i}") for i in range(100)]
         for env in first + first[:20]:  # 20 redelivered
@@ -141,14 +138,14 @@ def test_nothing_sent_while_the_coordinator_is_down_is_lost_and_duplicates_count
     assert open_store(db, migrate=False).count("results") == 400
 
 
-def test_fleet_needs_an_existing_database(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "agent", "fleet", "--db", str(tmp_path / "none.sqlite")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
+def test_fleet_needs_a_fleetbench_database(tmp_path):
+    out = fleetbench("fleet", "--db", str(tmp_path / "none.sqlite"))
     assert out.returncode == 2 and "does not exist" in out.stderr and not (tmp_path / "none.sqlite").exists()
+    other = sqlite3.connect(tmp_path / "other.sqlite")
+    other.execute("create table t (x)")
+    other.close()
+    out = fleetbench("fleet", "--db", str(tmp_path / "other.sqlite"))
+    assert out.returncode == 2 and "not a fleetbench database" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("group", ["coordinators", "east"])
@@ -158,3 +155,14 @@ def test_subscriptions_share_data_but_not_status(group):
     subs = dict(subscriptions(group))
     assert f"$share/{group}/fleetbench/v1/devices/+/results" in subs
     assert "fleetbench/v1/devices/+/status" in subs  # retained: never through $share
+
+
+def test_a_missing_coordinator_extra_is_named():
+    from coordinator.cli import _need
+    from coordinator.errors import ExtraMissingError
+
+    with pytest.raises(
+        ExtraMissingError,
+        match=r"needs no_such_module_for_fleetbench: pip install 'fleetbench\[coordinator\]'",
+    ):
+        _need("no_such_module_for_fleetbench", "the coordinator's database")

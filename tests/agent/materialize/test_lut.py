@@ -69,3 +69,9 @@ def test_fleetbench_lut_checks_its_output_before_any_work(tmp_path):
     out = cli("lut", "--sample", "4", "-o", str(tmp_path / "missing" / "lut.csv"))
     assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
     assert not os.path.exists(tmp_path / "missing")
+
+
+def test_fleetbench_lut_refuses_more_architectures_than_the_space_has(tmp_path):
+    out = cli("lut", "--sample", "20000", "-o", str(tmp_path / "lut.csv"))
+    assert out.returncode == 2 and "nas-bench-201 has only 15625 architectures" in out.stderr
+    assert "Traceback" not in out.stderr and os.listdir(tmp_path) == []

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from daemon_proc import fleetbench as cli
 
 from agent.errors import UsageError
 from agent.materialize import materialize, model_bytes, nasbench201, network, write_model
@@ -118,11 +117,6 @@ def test_bad_choices():
         materialize("nas-bench-201", DENSE, resolution=30)
     with pytest.raises(UsageError, match="unknown search space 'ofa'"):
         materialize("ofa", DENSE)
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": REPO}, timeout=120)  # fmt: skip
 
 
 def test_make_model_writes_both_formats_and_the_model_runs(tmp_path, onnx_model):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from broker import Receiver
-from daemon_proc import REPO, AgentProcess, write_config
+from daemon_proc import REPO, AgentProcess, fleetbench, write_config
 
 from agent.transport import discovery
 
@@ -93,13 +93,7 @@ def test_fleetbench_discover_lists_agents_and_brokers():
 
 
 def test_nothing_found_is_said_not_failed():
-    out = subprocess.run(
-        [sys.executable, "-m", "agent", "discover", "--interface", "127.0.0.1", "--timeout", "0.5"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": REPO},
-        timeout=60,
-    )
+    out = fleetbench("discover", "--interface", "127.0.0.1", "--timeout", "0.5")
     assert out.returncode == 0 and "nothing answered within 0.5 s" in out.stderr
 
 
@@ -129,12 +123,6 @@ def test_agent_without_a_broker_finds_one_on_the_lan_and_advertises_itself(tmp_p
 
 @pytest.mark.parametrize("bad", ["not-an-ip"])
 def test_bad_interface_is_a_usage_error(bad):
-    out = subprocess.run(
-        [sys.executable, "-m", "agent", "discover", "--interface", bad, "--timeout", "0.2"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": REPO},
-        timeout=60,
-    )
+    out = fleetbench("discover", "--interface", bad, "--timeout", "0.2")
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert bad in out.stderr
