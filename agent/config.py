@@ -102,6 +102,15 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    #: the coordinator's public key, "ed25519:<base64>" (`fleetbench keygen` prints it);
+    #: pushes are accepted only when signed by it, and refused while it is unset
+    public_key: Optional[str] = None
+    #: refuse a pushed model larger than this
+    max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class HomeAssistantConfig:
     enabled: bool = False
     prefix: str = "homeassistant"
@@ -128,6 +137,7 @@ class AgentConfig:
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     #: where the file came from, for messages and SIGHUP (not a key in the file)
     source: Optional[str] = field(default=None, compare=False)
@@ -140,9 +150,9 @@ class AgentConfig:
         return dataclasses.replace(self, **changes)
 
 
-_SECTIONS = {
-    f.name: f for f in dataclasses.fields(AgentConfig) if dataclasses.is_dataclass(f.default_factory)
-}
+def _sections(cls: type) -> dict[str, Any]:
+    """The fields of a configuration class that are sections (dataclasses of their own)."""
+    return {f.name: f for f in dataclasses.fields(cls) if dataclasses.is_dataclass(f.default_factory)}
 
 
 def _fields(cls: type) -> dict[str, Any]:
@@ -189,6 +199,14 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             if not text:
                 raise ValueError
             return value
+        if getattr(tp, "__origin__", None) is dict:  # a TOML table, or "a=1,b=2" from env/flags
+            table: Any = value
+            if text:  # a pair without "=" does not unpack: ValueError, reported below
+                pairs = (p.split("=", 1) for p in value.split(",") if p.strip())
+                table = {k.strip(): v.strip() for k, v in pairs}
+            if not isinstance(table, Mapping):
+                raise ValueError
+            return {str(k): _coerce(v, tp.__args__[1], f"{key}.{k}", where) for k, v in table.items()}
         if getattr(tp, "__origin__", None) is tuple:
             items = [v.strip() for v in value.split(",") if v.strip()] if text else value
             if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
@@ -200,6 +218,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
 
 
 def _describe(tp: Any) -> str:
+    if getattr(tp, "__origin__", None) is dict:
+        return "a table of names to values"
     return {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}.get(
         tp, "a list of strings"
     )
@@ -215,10 +235,11 @@ def _section_from(cls: type, base: Any, values: Mapping[str, Any], prefix: str, 
     return dataclasses.replace(base, **changes) if changes else base
 
 
-def _merge(config: AgentConfig, data: Mapping[str, Any], where: str) -> AgentConfig:
-    top = {k: v for k, v in data.items() if k not in _SECTIONS}
-    config = _section_from(AgentConfig, config, top, "", where) if top else config
-    for name in _SECTIONS:
+def _merge(config: Any, data: Mapping[str, Any], where: str) -> Any:
+    sections = _sections(type(config))
+    top = {k: v for k, v in data.items() if k not in sections}
+    config = _section_from(type(config), config, top, "", where) if top else config
+    for name in sections:
         if name in data:
             if not isinstance(data[name], Mapping):
                 raise ConfigError(f"{where}: [{name}] must be a table of keys")
@@ -246,23 +267,24 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path!r} is not valid TOML: {err}") from None
 
 
-def _env_names() -> dict[str, tuple[Optional[str], str]]:
+def _env_names(cls: type = AgentConfig, prefix: str = ENV_PREFIX) -> dict[str, tuple[Optional[str], str]]:
     """Every configuration key's environment variable: name -> (section or None, key)."""
     names: dict[str, tuple[Optional[str], str]] = {}
-    for key in _fields(AgentConfig):
-        if key in _SECTIONS:
-            for sub in _fields(cast(type, _SECTIONS[key].default_factory)):
-                names[f"{ENV_PREFIX}{key}_{sub}".upper()] = (key, sub)
+    sections = _sections(cls)
+    for key in _fields(cls):
+        if key in sections:
+            for sub in _fields(cast(type, sections[key].default_factory)):
+                names[f"{prefix}{key}_{sub}".upper()] = (key, sub)
         elif key != "source":
-            names[f"{ENV_PREFIX}{key}".upper()] = (None, key)
+            names[f"{prefix}{key}".upper()] = (None, key)
     return names
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+def _from_env(env: Mapping[str, str], cls: type = AgentConfig, prefix: str = ENV_PREFIX) -> dict[str, Any]:
     """FLEETBENCH_* variables as a nested mapping of strings.  Other FLEETBENCH_* variables
     (FLEETBENCH_TIMER, FLEETBENCH_CONFIG, ...) belong to other parts and are left alone."""
     data: dict[str, Any] = {}
-    names = _env_names()
+    names = _env_names(cls, prefix)
     for name, value in env.items():
         if name in names:
             section, key = names[name]
@@ -288,6 +310,13 @@ def validate(config: AgentConfig) -> AgentConfig:
             check_device_id(config.device_id)
         except UsageError as err:
             raise ConfigError(f"{where}: {err}") from None
+    if config.models.public_key:
+        from agent.transport.push import PushError, parse_public_key
+
+        try:
+            parse_public_key(config.models.public_key)
+        except PushError as err:
+            raise ConfigError(f"{where}: models.public_key: {err}") from None
     if config.broker.url:
         try:
             BrokerSettings.from_url(config.broker.url)
@@ -301,6 +330,7 @@ def validate(config: AgentConfig) -> AgentConfig:
         (config.outbox.max_messages >= 1, "outbox.max_messages must be at least 1"),
         (config.outbox.max_age_days > 0, "outbox.max_age_days must be more than 0"),
         (config.degradation.interval_s >= 60, "degradation.interval_s must be at least 60"),
+        (config.models.max_bytes >= 1, "models.max_bytes must be at least 1"),
         (config.jobs.max_runs >= 1, "jobs.max_runs must be at least 1"),
         (config.jobs.max_time_s > 0, "jobs.max_time_s must be more than 0"),
         (config.jobs.max_wait_s >= 0, "jobs.max_wait_s must be 0 or more"),
@@ -328,18 +358,29 @@ def load(
     "section.key" names to values (None means "not given").
     """
     env = dict(os.environ) if env is None else env
-    config = AgentConfig(state_dir=default_state_dir(env))
-    if path is None and os.path.exists(DEFAULT_PATH):
-        path = DEFAULT_PATH
+    return validate(layered(AgentConfig(state_dir=default_state_dir(env)), path, DEFAULT_PATH, env, flags))
+
+
+def layered(
+    config: Any,
+    path: Optional[str],
+    default_path: str,
+    env: Mapping[str, str],
+    flags: Optional[Mapping[str, Any]],
+    env_prefix: str = ENV_PREFIX,
+) -> Any:
+    """``config`` (the defaults) < the file (``path``, else ``default_path`` if it exists) <
+    ``env_prefix`` variables < ``flags``, unvalidated.  Shared by the agent and the coordinator."""
+    if path is None and os.path.exists(default_path):
+        path = default_path
     if path is not None:
         config = _merge(config, _read_toml(path), f"config file {path!r}")
-        config = config.replace(source=path)
-    config = _merge(config, _from_env(env), "environment")
+        config = dataclasses.replace(config, source=path)
+    config = _merge(config, _from_env(env, type(config), env_prefix), "environment")
     nested: dict[str, Any] = {}
     for key, value in (flags or {}).items():
         if value is None:
             continue
         section, _, sub = key.rpartition(".")
         (nested.setdefault(section, {}) if section else nested)[sub] = value
-    config = _merge(config, nested, "command line")
-    return validate(config)
+    return _merge(config, nested, "command line")

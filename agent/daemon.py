@@ -31,6 +31,7 @@ from agent.collectors._sysfs import Runner, SysfsReader
 from agent.collectors.degradation import DegradationTracker, reference_workload
 from agent.collectors.health import HealthMonitor, HealthSample
 from agent.config import AgentConfig, ConfigError
+from agent.deploy import PushReceiver
 from agent.errors import FleetbenchError, WorkerCancelledError
 from agent.files import write_text_atomic
 from agent.jobs import (
@@ -44,6 +45,7 @@ from agent.jobs import (
     parse_job,
     resolve_model,
 )
+from agent.modelstore import ModelStore
 from agent.sdnotify import Notifier
 from agent.transport import discovery, homeassistant, messages
 from agent.transport.mqtt import BrokerSettings, MqttLink, RawHandler
@@ -58,20 +60,6 @@ RECHECK_S = 10.0
 BROKER_SEARCH_S = 60.0
 PROGRESS_EVERY_S = 5.0
 FINISHED_KEPT = 1000
-
-
-def _broker_settings(config: AgentConfig, url: str) -> BrokerSettings:
-    b = config.broker
-    return BrokerSettings.from_url(
-        url,
-        protocol=b.protocol,
-        keepalive_s=b.keepalive_s,
-        max_backoff_s=b.max_backoff_s,
-        ca_file=b.ca_file,
-        cert_file=b.cert_file,
-        key_file=b.key_file,
-        **({"username": b.username, "password": b.password} if b.username else {}),
-    )
 
 
 class Agent:
@@ -167,6 +155,12 @@ class Agent:
             cfg.degradation.max_temperature_c,
         )
         self.store = JobStore(os.path.join(cfg.state_dir, "jobs"))
+        self.pushes = PushReceiver(
+            ModelStore(cfg.model_dir, cfg.state_dir, cfg.models.public_key, cfg.models.max_bytes),
+            self._push_ack,
+            self._smoke,
+            cfg.state_dir,
+        )
         self._finished = self._load_finished()
         for job in self.store.pending():
             logger.info(
@@ -192,6 +186,11 @@ class Agent:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self, "pushes"):  # an install's smoke run was cancelled above: let it roll back
+            try:
+                await asyncio.wait_for(self.pushes.wait_idle(), 10)
+            except asyncio.TimeoutError:
+                logger.warning("a model install did not finish stopping")
         if self._advertiser is not None:
             try:
                 await asyncio.wait_for(self._advertiser.stop(), 5)
@@ -227,7 +226,7 @@ class Agent:
     # -- broker ---------------------------------------------------------------------
 
     def _connect(self, url: str) -> None:
-        settings = _broker_settings(self.config, url)
+        settings = BrokerSettings.from_config(self.config.broker, url)
         ha = self.config.homeassistant
         raw: dict[str, RawHandler] = {}
         if ha.enabled:
@@ -320,12 +319,7 @@ class Agent:
 
     def _on_message(self, topic: str, env: messages.Envelope) -> None:
         if topic == self.topics.models:
-            self._ack(
-                None,
-                "rejected",
-                message_id=env.id,
-                error="model pushes need the coordinator service, which this agent does not support yet",
-            )
+            self.pushes.handle(env.data)
             return
         if topic != self.topics.jobs:
             return
@@ -352,6 +346,23 @@ class Agent:
                   architectures=len(job.architectures))  # fmt: skip
         assert self._jobs is not None
         self._jobs.put_nowait(job)
+
+    def _push_ack(self, push_id: str, state: str, fields: dict[str, Any], msg_id: Optional[str]) -> None:
+        # job_id names the push too, so the coordinator finds a push's acks like a job's
+        self._send("acks", {"job_id": push_id, "push_id": push_id, "state": state, **fields}, msg_id=msg_id)
+
+    async def _smoke(self, path: str, runs: int) -> dict[str, Any]:
+        """A pushed model's smoke benchmark: loads and runs in a worker, between jobs."""
+        from agent.bench.worker import LOAD_GRACE_S, call_in_worker
+
+        settings = {"runs": runs, "warmup_runs": 2, "warmup_time_s": 0.0, "min_time_s": 0.0,
+                    "max_time_s": 60.0}  # fmt: skip
+        assert self._busy is not None
+        async with self._busy:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, call_in_worker, bench_target, (path, settings, None), LOAD_GRACE_S + 120.0,
+                f"the smoke run of {os.path.basename(path)}", None, self._cancel,
+            )  # fmt: skip
 
     # -- periodic work --------------------------------------------------------------
 

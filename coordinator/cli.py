@@ -15,12 +15,12 @@ import os
 import sys
 from typing import Any
 
-from agent.errors import UsageError
-
 
 def register(sub: Any) -> None:
-    """Add the ranking commands to the ``fleetbench`` subparsers."""
-    _register_fleet(sub)
+    """Add the ranking and the service commands to the ``fleetbench`` subparsers."""
+    from coordinator.cli_service import register_service
+
+    register_service(sub)
     mono = sub.add_parser(
         "monotonicity",
         help="how well latency rankings agree across devices (SRCC)",
@@ -98,106 +98,6 @@ def register(sub: Any) -> None:
     )
     rank.add_argument("--format", choices=["table", "json"], default="table")
     rank.set_defaults(func=cmd_rank)
-
-
-def _register_fleet(sub: Any) -> None:
-    coord = sub.add_parser(
-        "coordinator",
-        help="run the coordinator service: store what the fleet reports",
-        description=(
-            "Subscribe to every device's status, health, results and acks (a shared subscription, "
-            "so several coordinators in one --group split a large fleet) and store them in --db. "
-            "Messages are acknowledged to the broker only once stored: nothing is lost if the "
-            "coordinator stops, and duplicates are dropped by message id."
-        ),
-        epilog="Example: fleetbench coordinator --broker mqtt://127.0.0.1:1883 --db fleet.sqlite",
-    )
-    coord.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST[:PORT] or mqtts://...")
-    coord.add_argument(
-        "--db",
-        required=True,
-        metavar="PATH|URL",
-        help="SQLite file path, or a SQLAlchemy URL (postgresql://...)",
-    )
-    coord.add_argument(
-        "--client-id",
-        default="fleetbench-coordinator",
-        metavar="ID",
-        help="MQTT client id; unique per instance (default: fleetbench-coordinator)",
-    )
-    coord.add_argument(
-        "--group",
-        default="coordinators",
-        metavar="NAME",
-        help="shared-subscription group (default: coordinators)",
-    )
-    coord.set_defaults(func=cmd_coordinator)
-
-    fleet = sub.add_parser(
-        "fleet",
-        help="list the devices the coordinator knows",
-        description="Every device in --db: online or offline, SKU, latest health and degradation index.",
-    )
-    fleet.add_argument("--db", required=True, metavar="PATH|URL", help="the coordinator's database")
-    fleet.add_argument("--format", choices=["table", "json"], default="table")
-    fleet.set_defaults(func=cmd_fleet)
-
-
-def cmd_coordinator(args: argparse.Namespace) -> int:
-    import asyncio
-
-    _need("sqlalchemy", "the coordinator's database")
-    from agent.transport.mqtt import BrokerSettings
-    from coordinator.service import Coordinator
-    from coordinator.store import open_store
-
-    settings = BrokerSettings.from_url(args.broker)
-    store = open_store(args.db)
-    return asyncio.run(Coordinator(settings, store, args.client_id, args.group).run())
-
-
-def cmd_fleet(args: argparse.Namespace) -> int:
-    import time
-
-    _need("sqlalchemy", "the coordinator's database")
-    from coordinator.store import open_store
-
-    if "://" not in args.db and not os.path.exists(args.db):
-        raise UsageError(f"--db {args.db!r} does not exist (the coordinator creates it)")
-    store = open_store(args.db, migrate=False)
-    if store.version() == 0:
-        raise UsageError(
-            f"--db {args.db!r} is not a fleetbench database (no schema; the coordinator creates it)"
-        )
-    devices = store.fleet()
-    if args.format == "json":
-        print(json.dumps(devices, indent=2))
-        return 0
-    if not devices:
-        print("no devices yet", file=sys.stderr)
-        return 0
-    header = ("device", "state", "sku", "seen", "hottest C", "degradation", "results")
-    rows = []
-    now = time.time()
-    for d in devices:
-        temps = (((d.get("health") or {}).get("health") or {}).get("thermal") or {}).get(
-            "temperatures_c"
-        ) or {}
-        rows.append(
-            (
-                d["device_id"],
-                d["state"],
-                d.get("sku") or "?",
-                f"{now - d['last_seen']:.0f} s ago",
-                f"{max(temps.values()):.1f}" if temps else "-",
-                f"{d['degradation_index']:.3f}" if d.get("degradation_index") is not None else "-",
-                str(d["results"]),
-            )
-        )
-    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
-    for r in (header, *rows):
-        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
-    return 0
 
 
 def _add_space(parser: Any) -> None:
@@ -286,7 +186,7 @@ def _need(module: str, what: str) -> None:
         raise ExtraMissingError(f"{what} needs {module}: pip install 'fleetbench[coordinator]'")
 
 
-def _heatmap(result: Any, path: str) -> None:
+def _heatmap(result: Any, path: Any) -> None:
     try:
         import matplotlib
 

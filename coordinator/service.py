@@ -29,6 +29,9 @@ from typing import Any, Optional
 from agent.sdnotify import Notifier
 from agent.transport.mqtt import BrokerSettings
 from agent.transport.topics import all_devices
+from coordinator.config import CoordinatorConfig
+from coordinator.deploy import Deployer
+from coordinator.reranker import Reranker
 from coordinator.store import Message, Store
 
 logger = logging.getLogger(__name__)
@@ -43,9 +46,8 @@ def subscriptions(group: str) -> list[tuple[str, int]]:
     >>> subscriptions("coordinators")[0]
     ('$share/coordinators/fleetbench/v1/devices/+/health', 1)
     """
-    return [(f"$share/{group}/{all_devices(kind)}", 1) for kind in SHARED_KINDS] + [
-        (all_devices("status"), 1)
-    ]
+    prefix = f"$share/{group}/" if group else ""  # no group: plain subscriptions (one coordinator)
+    return [(f"{prefix}{all_devices(kind)}", 1) for kind in SHARED_KINDS] + [(all_devices("status"), 1)]
 
 
 class Ingestor:
@@ -66,6 +68,7 @@ class Ingestor:
         self.received = 0
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
+        self._stopping = False
         self._writer: Optional[threading.Thread] = None
         # MQTT 3.1.1 persists the session with clean_session=False; MQTT 5 at connect (start()).
         session: dict[str, Any] = {"clean_session": False} if settings.protocol != "5" else {}
@@ -74,6 +77,11 @@ class Ingestor:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+
+    @property
+    def client(self) -> Any:
+        """The paho client, for publishing jobs and pushes on the same connection."""
+        return self._client
 
     def start(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="fleetbench-ingest", daemon=True)
@@ -102,6 +110,7 @@ class Ingestor:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Disconnect, then commit (and acknowledge) what was already received."""
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self._stop.set()
@@ -129,7 +138,7 @@ class Ingestor:
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
-        if self.connected.is_set() and not self._stop.is_set():
+        if self.connected.is_set() and not self._stopping:
             logger.warning("lost the broker (%s); reconnecting", reason_code)
         self.connected.clear()
 
@@ -167,17 +176,28 @@ class Ingestor:
 
 
 class Coordinator:
-    """The service: the ingestor, systemd notify, graceful stop.  (Re-ranking comes next.)"""
+    """The service: the ingestor, the re-ranking loop, the rollouts, systemd notify, graceful stop."""
 
-    def __init__(self, settings: BrokerSettings, store: Store, client_id: str, group: str) -> None:
-        self.ingestor = Ingestor(settings, store, client_id=client_id, group=group)
+    def __init__(self, config: CoordinatorConfig, store: Store, settings: BrokerSettings) -> None:
+        self.config = config
+        self.store = store
+        self.ingestor = Ingestor(settings, store, client_id=config.client_id, group=config.group)
+        self.deployer = Deployer(store, config, self.ingestor.client)
+        self.reranker = Reranker(store, config, self.ingestor.client) if config.rerank.enabled else None
         self.notifier = Notifier()
         self._stop: Optional[asyncio.Event] = None
+        self._failed_ticks = 0
 
     def stop(self) -> None:
         if self._stop is not None and not self._stop.is_set():
             self.notifier.stopping()
             self._stop.set()
+
+    def tick(self) -> None:
+        """One pass of the loops (blocking: the database)."""
+        if self.reranker is not None:
+            self.reranker.tick()
+        self.deployer.tick()
 
     async def run(self, install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
@@ -187,13 +207,28 @@ class Coordinator:
                 loop.add_signal_handler(sig, self.stop)
         self.ingestor.start()
         self.notifier.ready("ingesting")
+        last_ping = 0.0
         try:
             while not self._stop.is_set():
-                if self.notifier.watchdog_s and self.ingestor.healthy():
+                if self.ingestor.connected.is_set():
+                    try:
+                        await loop.run_in_executor(None, self.tick)
+                        self._failed_ticks = 0
+                    except Exception:  # a bad row or a database hiccup: log, and try again next tick
+                        self._failed_ticks += 1
+                        logger.exception("coordinator loop failed (%d in a row)", self._failed_ticks)
+                healthy = self.ingestor.healthy() and self._failed_ticks < 10
+                if (
+                    self.notifier.watchdog_s
+                    and healthy
+                    and loop.time() - last_ping >= self.notifier.watchdog_s / 2
+                ):
                     self.notifier.watchdog()
+                    last_ping = loop.time()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), (self.notifier.watchdog_s or 60.0) / 2)
+                    await asyncio.wait_for(self._stop.wait(), self.config.tick_s)
         finally:
+            await loop.run_in_executor(None, self.deployer.close)
             await loop.run_in_executor(None, self.ingestor.stop)
             logger.info("coordinator stopped; stored %s", self.ingestor.stored)
         return 0

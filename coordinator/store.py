@@ -82,9 +82,10 @@ acks = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
 )
 
-deployments = sa.Table(
+# Version 1's deployments table (never written by any release): version 2 replaces it.
+_deployments_v1 = sa.Table(
     "deployments",
-    metadata,
+    sa.MetaData(),
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("device_id", sa.String(64), nullable=False, index=True),
     sa.Column("model", sa.String(400), nullable=False),
@@ -94,15 +95,92 @@ deployments = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("rollout_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("blob", sa.Text, nullable=False),  # path of the model file the coordinator keeps
+    sa.Column("target_kind", sa.String(16), nullable=False),  # device / sku
+    sa.Column("target", sa.String(200), nullable=False),
+    # new -> canary -> rolling -> done | halted
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("canary_fraction", sa.Float, nullable=False),
+    sa.Column("max_failure_share", sa.Float, nullable=False),
+    sa.Column("max_latency_ms", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("push_id", sa.String(128), primary_key=True),  # {rollout_id}:{device_id}
+    sa.Column("rollout_id", sa.String(32), nullable=False, index=True),
+    sa.Column("device_id", sa.String(64), nullable=False, index=True),
+    sa.Column("stage", sa.String(16), nullable=False),  # canary / rest
+    # pending -> sending -> installed | rolled_back | rejected | failed | cancelled
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("sent_at", sa.Float),
+    sa.Column("last_ack_ts", sa.Float),  # acks up to this time are handled
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("p50_ms", sa.Float),
+    sa.Column("detail", sa.Text),
+)
+
+#: the re-ranking loop's state per device: idle -> sampling -> decided | failed | no_budget
+rerank_state = sa.Table(
+    "rerank_state",
+    metadata,
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("job_id", sa.String(128)),
+    sa.Column("space", sa.String(32)),
+    sa.Column("rounds", sa.Integer, nullable=False, default=0),
+    sa.Column("started_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("degradation_index", sa.Float),  # when the round started
+    sa.Column("detail", sa.Text),
+)
+
+#: every decision with its inputs, for `fleetbench explain`
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("space", sa.String(32), nullable=False),
+    sa.Column("arch", sa.String(400)),
+    sa.Column("budget_ms", sa.Float, nullable=False),
+    sa.Column("predicted_ms", sa.Float),
+    sa.Column("accuracy", sa.Float),
+    sa.Column("rollout_id", sa.String(32)),
+    sa.Column("inputs", sa.Text, nullable=False),  # JSON: the Decision, the reference, the job
+)
+
 
 def _v1(conn: sa.Connection) -> None:
-    for table in (devices, health, results, acks, deployments):
+    for table in (devices, health, results, acks, _deployments_v1):
+        table.create(conn, checkfirst=True)
+
+
+def _v2(conn: sa.Connection) -> None:
+    _deployments_v1.drop(conn, checkfirst=True)
+    for table in (rollouts, deployments, rerank_state, decisions):
         table.create(conn, checkfirst=True)
 
 
 #: (version, what it does, how); append, never edit a released one
 MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
     (1, "devices, health, results, acks, deployments", _v1),
+    (2, "rollouts, deployments per push, the re-ranking state, decisions", _v2),
 )
 
 

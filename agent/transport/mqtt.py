@@ -22,12 +22,15 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from agent.errors import UsageError
 from agent.transport import messages
 from agent.transport.outbox import Outbox, OutboxError
 from agent.transport.topics import DeviceTopics
+
+if TYPE_CHECKING:
+    from agent.config import BrokerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,20 @@ class BrokerSettings:
     protocol: str = "3.1.1"  # or "5"
     keepalive_s: int = 30
     max_backoff_s: float = 60.0
+
+    @classmethod
+    def from_config(cls, b: BrokerConfig, url: str) -> BrokerSettings:
+        """Settings from a ``[broker]`` section (agent or coordinator) and the URL to use."""
+        return cls.from_url(
+            url,
+            protocol=b.protocol,
+            keepalive_s=b.keepalive_s,
+            max_backoff_s=b.max_backoff_s,
+            ca_file=b.ca_file,
+            cert_file=b.cert_file,
+            key_file=b.key_file,
+            **({"username": b.username, "password": b.password} if b.username else {}),
+        )
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> BrokerSettings:
@@ -285,6 +302,10 @@ class MqttLink:
                 logger.exception("handler for %s failed", msg.topic)
             return
         if self.on_message is None:
+            return
+        if msg.topic not in (self.topics.jobs, self.topics.models):
+            # Not ours: some brokers (amqtt 0.12) also deliver other devices' retained statuses.
+            logger.debug("ignoring a message on %s, which this agent did not subscribe to", msg.topic)
             return
         try:
             env = messages.decode(msg.payload)

@@ -1,0 +1,198 @@
+"""The device side of a model push: messages in, the model store, the smoke run, acks out.
+
+    manifest -> verified and within limits?  no: ack "rejected" (nothing written)
+                                             yes: ack "receiving" with the missing chunk ranges
+    chunks   -> written as they come; the last one starts the install
+    install  -> size and sha256 are the signed ones?  no: ack "rejected" (current model kept)
+             -> installed; smoke benchmark in a worker process
+             -> it loads, runs and meets max_latency_ms?  yes: ack "installed" with its latency
+                                                          no: roll back, ack "rolled_back"
+
+A manifest sent again (the coordinator's retry, or after either side restarted) is
+answered with what is still missing, so a transfer resumes; a manifest of a push that
+already ended is answered with its ending again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional
+
+from agent.errors import FleetbenchError, WorkerCancelledError
+from agent.files import write_text_atomic
+from agent.modelstore import ModelStore
+from agent.transport.push import Manifest, PushError, parse_chunk, ranges
+
+logger = logging.getLogger(__name__)
+
+ENDED_KEPT = 200
+#: runs the smoke benchmark of a model file; returns its result dict (stats.p50_ms ...)
+SmokeRunner = Callable[[str, int], Awaitable[dict[str, Any]]]
+#: sends an ack: (push_id, state, fields, message id or None)
+AckSender = Callable[[str, str, dict[str, Any], Optional[str]], None]
+
+
+class PushReceiver:
+    def __init__(self, store: ModelStore, send_ack: AckSender, smoke: SmokeRunner, state_dir: str) -> None:
+        self.store = store
+        self._send_ack = send_ack
+        self._smoke = smoke
+        self._ended_path = os.path.join(state_dir, "pushes.json")
+        self._ended: dict[str, dict[str, Any]] = self._load_ended()
+        self._installing: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._unknown_warned: set[str] = set()
+
+    def handle(self, data: Any) -> None:
+        """One message from the ``models`` topic (called in the event loop's thread)."""
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind == "manifest":
+            self._on_manifest(data.get("manifest"))
+        elif kind == "chunk":
+            self._on_chunk(data)
+        else:
+            push_id = data.get("push_id") if isinstance(data, dict) else None
+            self._ack(str(push_id or "unknown"), "rejected", error=f"unknown push message type {kind!r}")
+
+    async def wait_idle(self) -> None:
+        """Until installs in progress finish (tests, and a graceful stop)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- messages -------------------------------------------------------------------
+
+    def _on_manifest(self, raw: Any) -> None:
+        push_id = manifest_id(raw)
+        if push_id in self._ended:
+            # Our ending was lost to the coordinator (or it restarted): say it again.
+            ended = self._ended[push_id]
+            self._ack(push_id, ended["state"], again=True, **ended["fields"])
+            return
+        if push_id in self._installing:  # complete and being installed: nothing is missing
+            self._ack(push_id, "installing")
+            return
+        try:
+            manifest, missing = self.store.offer(raw)
+        except PushError as err:
+            logger.warning("refused push %s: %s", push_id, err)
+            self._ack(push_id, "rejected", error=str(err))
+            return
+        except OSError as err:
+            self._ack(push_id, "rejected", error=f"the device cannot store the push: {err.strerror}")
+            return
+        if not missing:
+            self._start_install(manifest)
+            return
+        logger.info("receiving push %s: %s %s, %d of %d chunks to come", manifest.push_id, manifest.name,
+                    manifest.version, len(missing), manifest.chunks)  # fmt: skip
+        self._ack(manifest.push_id, "receiving", name=manifest.name, version=manifest.version,
+                  missing=ranges(missing), chunks=manifest.chunks)  # fmt: skip
+
+    def _on_chunk(self, data: dict[str, Any]) -> None:
+        try:
+            push_id, index, raw = parse_chunk(data)
+        except PushError as err:
+            logger.warning("ignoring a chunk: %s", err)
+            return
+        if push_id in self._ended or push_id in self._installing:
+            return  # a QoS 1 redelivery after the push was complete
+        try:
+            manifest = self.store.add_chunk(push_id, index, raw)
+        except PushError as err:
+            if self.store.missing(push_id) is None:
+                # No manifest here (lost, or a restart wiped nothing but it never came): the
+                # coordinator's retry sends the manifest again and the transfer resumes then.
+                if push_id not in self._unknown_warned:
+                    self._unknown_warned.add(push_id)
+                    logger.warning("%s", err)
+                return
+            self.store.discard(push_id)
+            self._end(push_id, "rejected", error=str(err))
+            return
+        except OSError as err:
+            self.store.discard(push_id)
+            self._end(push_id, "rejected", error=f"the device cannot store the push: {err.strerror}")
+            return
+        if manifest is not None:
+            self._start_install(manifest)
+
+    # -- install and smoke run ------------------------------------------------------
+
+    def _start_install(self, manifest: Manifest) -> None:
+        if manifest.push_id in self._installing:
+            return
+        self._installing.add(manifest.push_id)
+        task = asyncio.ensure_future(self._install(manifest))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _install(self, manifest: Manifest) -> None:
+        loop = asyncio.get_running_loop()
+        push_id, name = manifest.push_id, manifest.name
+        try:
+            try:
+                installed = await loop.run_in_executor(None, self.store.install, push_id)
+            except PushError as err:
+                logger.warning("refused push %s: %s", push_id, err)
+                self._end(push_id, "rejected", error=str(err))
+                return
+            except OSError as err:
+                self.store.discard(push_id)
+                self._end(push_id, "rejected", error=f"installing failed: {err.strerror}")
+                return
+            try:
+                result = await self._smoke(installed.path, manifest.smoke_runs)
+                p50_ms = float(result["stats"]["p50_ms"])
+                if manifest.max_latency_ms is not None and p50_ms > manifest.max_latency_ms:
+                    raise PushError(
+                        f"the smoke run's median {p50_ms:.3f} ms is over the manifest's limit "
+                        f"of {manifest.max_latency_ms} ms"
+                    )
+            except WorkerCancelledError:
+                # Stopping mid-smoke: an untested model must not stay current.  No ending is
+                # sent; the coordinator's retry sends the push again after the restart.
+                self.store.rollback(name)
+                return
+            except FleetbenchError as err:
+                back_to = self.store.rollback(name)
+                self._end(push_id, "rolled_back", name=name, version=manifest.version,
+                          error=f"smoke run failed: {err}", current=back_to)  # fmt: skip
+                return
+            self._end(push_id, "installed", name=name, version=manifest.version, p50_ms=round(p50_ms, 4),
+                      previous=installed.previous, runs=manifest.smoke_runs,
+                      backend=result.get("backend"))  # fmt: skip
+        finally:
+            self._installing.discard(push_id)
+
+    # -- acks -----------------------------------------------------------------------
+
+    def _ack(self, push_id: str, state: str, **fields: Any) -> None:
+        self._send_ack(push_id, state, fields, None)
+
+    def _end(self, push_id: str, state: str, **fields: Any) -> None:
+        """A push's last word: kept on disk, sent with an id made from the push."""
+        self._ended[push_id] = {"state": state, "fields": fields}
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.pop(next(iter(self._ended)))
+        try:
+            write_text_atomic(self._ended_path, json.dumps(self._ended), what="push record")
+        except FleetbenchError as err:
+            logger.warning("%s", err)
+        self._send_ack(push_id, state, fields, f"ack:{push_id}:{state}")
+
+    def _load_ended(self) -> dict[str, dict[str, Any]]:
+        try:
+            with open(self._ended_path, encoding="utf-8") as fh:
+                ended = json.load(fh)
+        except (OSError, ValueError):
+            return {}
+        return ended if isinstance(ended, dict) else {}
+
+
+def manifest_id(raw: Any) -> str:
+    push_id = raw.get("push_id") if isinstance(raw, dict) else None
+    return push_id if isinstance(push_id, str) else "unknown"

@@ -1,0 +1,257 @@
+"""The device's store of pushed models: receive, verify, install, keep the previous, roll back.
+
+    STATE_DIR/incoming/{push_id}/manifest.json   a transfer in progress (survives restarts)
+                                /data              the file being reassembled (sparse)
+                                /have              indices of the chunks written, 4 bytes each
+    MODEL_DIR/deployed/{name}/{version}.{format}   installed versions: the current and the previous
+    MODEL_DIR/deployed/{name}.json                 which version is current, which was before
+    MODEL_DIR/deployed/{name}.{format}             a symlink to the current version, for applications
+
+Installing is two atomic renames: the verified file into its version's name, then the
+pointer file; a crash between them leaves the old version current and a stray file
+that the next install removes.  A rollback rewrites the pointer to the previous version.
+Nothing here runs a model: the daemon runs the smoke benchmark in a worker process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from agent.files import write_text_atomic
+from agent.transport.push import Manifest, PushError, verify
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Installed:
+    name: str
+    version: str
+    path: str
+    previous: Optional[str]  # the version now kept as the fallback
+
+
+class ModelStore:
+    def __init__(self, model_dir: str, state_dir: str, public_key: Optional[str], max_bytes: int) -> None:
+        self.deployed = os.path.join(model_dir, "deployed")
+        self.incoming = os.path.join(state_dir, "incoming")
+        self.public_key = public_key
+        self.max_bytes = max_bytes
+
+    # -- receiving ------------------------------------------------------------------
+
+    def offer(self, data: Any) -> tuple[Manifest, list[int]]:
+        """Accept a manifest (checked, signature verified, within limits); the manifest and
+        the chunk indices still missing (all of them for a new push, fewer for a resumed one).
+
+        PushError says why a manifest is refused; nothing is written then.
+        """
+        manifest = Manifest.from_dict(data)
+        if not self.public_key:
+            raise PushError(
+                "this device pins no coordinator key (models.public_key), so it accepts no pushes"
+            )
+        verify(manifest, self.public_key)
+        if manifest.size > self.max_bytes:
+            raise PushError(
+                f"push {manifest.push_id}: {manifest.size} bytes is over this device's limit "
+                f"of {self.max_bytes} (models.max_bytes)"
+            )
+        directory = self._dir(manifest.push_id)
+        existing = self._manifest(manifest.push_id)
+        if existing is not None and existing != manifest:
+            raise PushError(f"push {manifest.push_id}: a different manifest already uses this push_id")
+        if existing is None:
+            self._supersede(manifest)
+            os.makedirs(self.incoming, exist_ok=True)
+            if manifest.size * 2 > shutil.disk_usage(self.incoming).free:  # the transfer + the installed copy
+                raise PushError(f"push {manifest.push_id}: {manifest.size} bytes do not fit on this device")
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, "data"), "wb") as fh:
+                fh.truncate(manifest.size)
+            open(os.path.join(directory, "have"), "wb").close()
+            write_text_atomic(os.path.join(directory, "manifest.json"), json.dumps(manifest.to_dict()),
+                              what="push manifest")  # fmt: skip
+        have = self._have(manifest.push_id)
+        return manifest, [i for i in range(manifest.chunks) if i not in have]
+
+    def add_chunk(self, push_id: str, index: int, data: bytes) -> Optional[Manifest]:
+        """Write one chunk; the manifest once every chunk is in, else None.  PushError for a
+        chunk of an unknown push, an index out of range or a wrong length."""
+        manifest = self._manifest(push_id)
+        if manifest is None:
+            raise PushError(f"chunk {index} of push {push_id}: no manifest was accepted for this push")
+        if not 0 <= index < manifest.chunks:
+            raise PushError(f"chunk {index} of push {push_id}: the push has chunks 0-{manifest.chunks - 1}")
+        if len(data) != manifest.chunk_size(index):
+            wanted = manifest.chunk_size(index)
+            raise PushError(f"chunk {index} of push {push_id} is {len(data)} bytes; it should be {wanted}")
+        directory = self._dir(push_id)
+        have = self._have(push_id)
+        if index not in have:
+            with open(os.path.join(directory, "data"), "r+b") as fh:
+                fh.seek(index * manifest.chunk_bytes)
+                fh.write(data)
+            # The index is recorded after its bytes: a chunk listed in "have" is on disk.
+            with open(os.path.join(directory, "have"), "ab") as fh:
+                fh.write(struct.pack("<I", index))
+            have.add(index)
+        return manifest if len(have) == manifest.chunks else None
+
+    def missing(self, push_id: str) -> Optional[list[int]]:
+        manifest = self._manifest(push_id)
+        if manifest is None:
+            return None
+        have = self._have(push_id)
+        return [i for i in range(manifest.chunks) if i not in have]
+
+    def discard(self, push_id: str) -> None:
+        shutil.rmtree(self._dir(push_id), ignore_errors=True)
+
+    def pending(self) -> list[Manifest]:
+        """Transfers in progress (after a restart, they resume when the manifest comes again)."""
+        if not os.path.isdir(self.incoming):
+            return []
+        found = [self._manifest(p) for p in sorted(os.listdir(self.incoming))]
+        return [m for m in found if m is not None]
+
+    # -- installing -----------------------------------------------------------------
+
+    def install(self, push_id: str) -> Installed:
+        """Verify size and sha256 of the complete transfer and make it the current version.
+
+        PushError (and the transfer discarded) when the bytes are not the signed ones; the
+        current version is untouched then.
+        """
+        manifest = self._manifest(push_id)
+        if manifest is None:
+            raise PushError(f"push {push_id}: nothing was received for it")
+        data = os.path.join(self._dir(push_id), "data")
+        try:
+            size = os.path.getsize(data)
+            digest = hashlib.sha256()
+            with open(data, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            if size != manifest.size:
+                raise PushError(f"push {push_id}: received {size} bytes; the manifest says {manifest.size}")
+            if digest.hexdigest() != manifest.sha256:
+                raise PushError(
+                    f"push {push_id}: the received bytes' sha256 is not the signed one (a chunk was altered)"
+                )
+            versions = os.path.join(self.deployed, manifest.name)
+            os.makedirs(versions, exist_ok=True)
+            target = os.path.join(versions, f"{manifest.version}.{manifest.format}")
+            os.replace(data, target)
+        except PushError:
+            self.discard(push_id)
+            raise
+        pointer = self.current(manifest.name) or {}
+        previous = pointer.get("current")
+        if previous and previous.get("version") == manifest.version:
+            previous = pointer.get("previous")  # the same version again: keep the older fallback
+        entry = {"version": manifest.version, "format": manifest.format, "sha256": manifest.sha256,
+                 "push_id": push_id, "file": os.path.relpath(target, self.deployed)}  # fmt: skip
+        self._point(manifest.name, entry, previous)
+        self.discard(push_id)
+        self._prune(manifest.name)
+        logger.info("installed %s version %s", manifest.name, manifest.version)
+        return Installed(manifest.name, manifest.version, target, previous["version"] if previous else None)
+
+    def rollback(self, name: str) -> Optional[str]:
+        """Make the previous version current again (the failed one is deleted); the version
+        now current, or None when there was no previous one (the model is then removed)."""
+        pointer = self.current(name)
+        if pointer is None:
+            return None
+        previous = pointer.get("previous")
+        failed = pointer.get("current") or {}
+        if previous:
+            self._point(name, previous, None)
+        else:
+            for path in (self._pointer(name), self._link(name, failed.get("format", ""))):
+                if os.path.lexists(path):
+                    os.unlink(path)
+        if failed.get("file") and (not previous or failed.get("file") != previous.get("file")):
+            with_path = os.path.join(self.deployed, failed["file"])
+            if os.path.exists(with_path):
+                os.unlink(with_path)
+        logger.warning("rolled %s back to %s", name, previous["version"] if previous else "nothing")
+        return previous["version"] if previous else None
+
+    def current(self, name: str) -> Optional[dict[str, Any]]:
+        """The pointer for ``name``: {"current": {...}, "previous": {...} or None}."""
+        try:
+            with open(self._pointer(name), encoding="utf-8") as fh:
+                pointer = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        return pointer if isinstance(pointer, dict) else None
+
+    def path_of(self, entry: dict[str, Any]) -> str:
+        return os.path.join(self.deployed, entry["file"])
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _dir(self, push_id: str) -> str:
+        return os.path.join(self.incoming, push_id.replace(":", "_"))
+
+    def _pointer(self, name: str) -> str:
+        return os.path.join(self.deployed, f"{name}.json")
+
+    def _link(self, name: str, fmt: str) -> str:
+        return os.path.join(self.deployed, f"{name}.{fmt}")
+
+    def _manifest(self, push_id: str) -> Optional[Manifest]:
+        try:
+            with open(os.path.join(self._dir(push_id), "manifest.json"), encoding="utf-8") as fh:
+                return Manifest.from_dict(json.load(fh))
+        except (OSError, ValueError, PushError):
+            return None
+
+    def _have(self, push_id: str) -> set[int]:
+        try:
+            with open(os.path.join(self._dir(push_id), "have"), "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return set()
+        usable = len(raw) - len(raw) % 4  # a torn last write is a chunk not yet had
+        return {i for (i,) in struct.iter_unpack("<I", raw[:usable])}
+
+    def _supersede(self, manifest: Manifest) -> None:
+        """A new push of a model replaces an unfinished older push of the same model."""
+        for other in self.pending():
+            if other.name == manifest.name and other.push_id != manifest.push_id:
+                logger.info("push %s supersedes the unfinished push %s", manifest.push_id, other.push_id)
+                self.discard(other.push_id)
+
+    def _point(self, name: str, current: dict[str, Any], previous: Optional[dict[str, Any]]) -> None:
+        write_text_atomic(self._pointer(name), json.dumps({"current": current, "previous": previous}),
+                          what="model pointer")  # fmt: skip
+        link = self._link(name, current["format"])
+        tmp = link + ".new"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(current["file"], tmp)
+        os.replace(tmp, link)
+        if previous and previous.get("format") != current["format"]:
+            stale = self._link(name, previous["format"])
+            if os.path.lexists(stale):
+                os.unlink(stale)
+
+    def _prune(self, name: str) -> None:
+        """Keep the current and the previous version's files; remove older ones."""
+        pointer = self.current(name) or {}
+        keep = {e["file"] for e in (pointer.get("current"), pointer.get("previous")) if e}
+        versions = os.path.join(self.deployed, name)
+        for file in os.listdir(versions):
+            rel = os.path.join(name, file)
+            if rel not in keep:
+                os.unlink(os.path.join(versions, file))

@@ -1,0 +1,326 @@
+"""The coordinator service's commands: coordinator, fleet, keygen, push, rollouts, explain, demo.
+
+Each reads the coordinator's configuration (``--config``, else
+``/etc/fleetbench/coordinator.toml`` if it exists, then ``FLEETBENCH_COORDINATOR_*``),
+and flags given on the command line win over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from agent.errors import UsageError
+from coordinator.cli import _need
+
+EPILOG_CONFIG = "Settings come from --config (default /etc/fleetbench/coordinator.toml), then flags."
+
+
+def register_service(sub: Any) -> None:
+    coord = sub.add_parser(
+        "coordinator",
+        help="run the coordinator service: store, re-rank, push",
+        description=(
+            "Subscribe to every device's status, health, results and acks (a shared subscription, "
+            "so several coordinators in one --group split a large fleet) and store them in --db; "
+            "re-rank new or degraded devices (sample job -> predicted column -> best architecture "
+            "under the budget) and push the chosen models, and the operator's (`fleetbench push`). "
+            "Messages are acknowledged to the broker only once stored: nothing is lost if the "
+            "coordinator stops, and duplicates are dropped by message id."
+        ),
+        epilog="Example: fleetbench coordinator --broker mqtt://127.0.0.1:1883 --db fleet.sqlite\n"
+        + EPILOG_CONFIG,
+    )
+    coord.add_argument("--broker", metavar="URL", help="mqtt://HOST[:PORT] or mqtts://... (broker.url)")
+    _common(coord)
+    coord.add_argument("--client-id", metavar="ID", help="MQTT client id; unique per instance")
+    coord.add_argument(
+        "--group", metavar="NAME", help="shared-subscription group (default: coordinators; '' for none)"
+    )
+    coord.set_defaults(func=cmd_coordinator)
+
+    fleet = sub.add_parser(
+        "fleet",
+        help="list the devices the coordinator knows",
+        description="Every device in --db: online or offline, SKU, latest health and degradation index.",
+        epilog=EPILOG_CONFIG,
+    )
+    _common(fleet)
+    fleet.add_argument("--format", choices=["table", "json"], default="table")
+    fleet.set_defaults(func=cmd_fleet)
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make the coordinator's signing key; print the public key agents pin",
+        description=(
+            "Write a new Ed25519 private key (mode 0600) to --key (default: STATE_DIR/coordinator.key) "
+            "and print its public key.  Put that line in every agent's config, under [models] "
+            "public_key: agents accept only pushes this key signed."
+        ),
+    )
+    _common(keygen)
+    keygen.add_argument("--key", metavar="FILE", help="where to write the private key (push.key_file)")
+    keygen.add_argument("--show", action="store_true", help="print the public key of the existing key")
+    keygen.set_defaults(func=cmd_keygen)
+
+    push = sub.add_parser(
+        "push",
+        help="push a model file to a device or to every device of a SKU",
+        description=(
+            "Register a rollout of MODEL (.onnx or .tflite); the running coordinator sends it as a "
+            "signed manifest and 64 KiB chunks, the device verifies, installs, smoke-runs and acks "
+            "installed or rolled_back.  A SKU rollout goes to a canary share first and stops by "
+            "itself when too many fail."
+        ),
+        epilog="Example: fleetbench push classifier.onnx --sku 'Raspberry Pi 4 Model B Rev 1.4' --wait",
+    )
+    push.add_argument("model", metavar="MODEL")
+    target = push.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", metavar="ID")
+    target.add_argument("--sku", metavar="SKU")
+    push.add_argument("--name", help="the model's name on the device (default: the file's name)")
+    push.add_argument("--version", help="its version (default: the start of its sha256)")
+    push.add_argument(
+        "--max-latency-ms", type=float, metavar="MS", help="roll back if the smoke run is slower"
+    )
+    push.add_argument("--wait", action="store_true", help="follow the rollout until it ends")
+    push.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="for --wait (default 3600)")
+    _common(push)
+    push.set_defaults(func=cmd_push)
+
+    rollouts = sub.add_parser("rollouts", help="list model rollouts and their deployments")
+    rollouts.add_argument("rollout", nargs="?", metavar="ID", help="one rollout, with every device")
+    rollouts.add_argument("--format", choices=["table", "json"], default="table")
+    _common(rollouts)
+    rollouts.set_defaults(func=cmd_rollouts)
+
+    explain = sub.add_parser(
+        "explain",
+        help="why a device got its model: the decision and its inputs",
+        description="The re-ranking decisions for DEVICE, newest first, with what they rest on.",
+    )
+    explain.add_argument("device", metavar="DEVICE")
+    explain.add_argument("--all", action="store_true", help="every decision, not only the latest")
+    explain.add_argument("--format", choices=["table", "json"], default="table")
+    _common(explain)
+    explain.set_defaults(func=cmd_explain)
+
+    from coordinator.demo import register_demo
+
+    register_demo(sub)
+
+
+def _common(parser: Any) -> None:
+    parser.add_argument("--config", metavar="FILE", help="coordinator config (TOML)")
+    parser.add_argument("--db", metavar="PATH|URL", help="SQLite file path, or a SQLAlchemy URL")
+    parser.add_argument("--state-dir", metavar="DIR", help="keys, model files being pushed (state_dir)")
+
+
+def _config(args: argparse.Namespace, **flags: Any) -> Any:
+    from coordinator.config import load
+
+    return load(args.config, flags={"db": args.db, "state_dir": args.state_dir, **flags})
+
+
+def _open(config: Any, must_exist: bool = True) -> Any:
+    _need("sqlalchemy", "the coordinator's database")
+    from coordinator.store import open_store
+
+    db = config.db_url
+    if must_exist:
+        if "://" not in db and not os.path.exists(db):
+            raise UsageError(f"--db {db!r} does not exist (the coordinator creates it)")
+        store = open_store(db, migrate=False)
+        if store.version() == 0:
+            raise UsageError(
+                f"--db {db!r} is not a fleetbench database (no schema; the coordinator creates it)"
+            )
+        store.migrate()
+        return store
+    return open_store(db)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.config import ConfigError
+    from agent.transport.mqtt import BrokerSettings
+    from coordinator.service import Coordinator
+
+    config = _config(args, **{"broker.url": args.broker, "client_id": args.client_id, "group": args.group})
+    if not config.broker.url:
+        raise ConfigError("the coordinator needs a broker: --broker URL, or [broker] url in --config")
+    store = _open(config, must_exist=False)
+    if config.push.key_file is None and not os.path.exists(config.key_file):
+        print(f"fleetbench: note: no signing key at {config.key_file}; pushes wait until "
+              "`fleetbench keygen` makes one", file=sys.stderr)  # fmt: skip
+    settings = BrokerSettings.from_config(config.broker, config.broker.url)
+    return asyncio.run(Coordinator(config, store, settings).run())
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    store = _open(_config(args))
+    devices = store.fleet()
+    if args.format == "json":
+        print(json.dumps(devices, indent=2))
+        return 0
+    if not devices:
+        print("no devices yet", file=sys.stderr)
+        return 0
+    now = time.time()
+    rows = []
+    for d in devices:
+        health = (d.get("health") or {}).get("health") or {}
+        temps = (health.get("thermal") or {}).get("temperatures_c") or {}
+        simulated = (d.get("capabilities") or {}).get("simulated")
+        rows.append((
+            d["device_id"] + (" (simulated)" if simulated else ""),
+            d["state"],
+            d.get("sku") or "?",
+            f"{now - d['last_seen']:.0f} s ago",
+            f"{max(temps.values()):.1f}" if temps else "-",
+            f"{d['degradation_index']:.3f}" if d.get("degradation_index") is not None else "-",
+            str(d["results"]),
+        ))  # fmt: skip
+    print_table(("device", "state", "sku", "seen", "hottest C", "degradation", "results"), rows)
+    return 0
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]], out: Any = None) -> None:
+    out = out or sys.stdout
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    for r in (header, *rows):
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    _need("cryptography", "signing model pushes")
+    from coordinator.deploy import generate_key, load_key, public_key_of
+
+    config = _config(args, **{"push.key_file": args.key})
+    if args.show:
+        print(public_key_of(load_key(config.key_file)))
+        return 0
+    public = generate_key(config.key_file)
+    print(f"fleetbench: wrote the signing key {config.key_file}; keep it private", file=sys.stderr)
+    print("fleetbench: put this in every agent's config (e.g. /etc/fleetbench/agent.toml):", file=sys.stderr)
+    print(f'[models]\npublic_key = "{public}"')
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from coordinator.deploy import create_rollout
+
+    config = _config(args)
+    if args.max_latency_ms is not None and not args.max_latency_ms > 0:
+        raise UsageError(f"--max-latency-ms {args.max_latency_ms} must be above 0")
+    store = _open(config)
+    row = create_rollout(store, config, args.model, device=args.device, sku=args.sku, name=args.name,
+                         version=args.version, max_latency_ms=args.max_latency_ms)  # fmt: skip
+    target = f"device {args.device}" if args.device else f"SKU {args.sku!r}"
+    print(f"rollout {row['rollout_id']}: {row['name']} {row['version']} ({row['size']} bytes) to {target}")
+    if not args.wait:
+        print("the running coordinator sends it; follow it with: fleetbench rollouts " + row["rollout_id"],
+              file=sys.stderr)  # fmt: skip
+        return 0
+    return _follow(store, row["rollout_id"], args.timeout)
+
+
+def _follow(store: Any, rollout_id: str, timeout_s: float) -> int:
+    from coordinator.deploy import rollout_report
+
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        (r,) = rollout_report(store, rollout_id)
+        counts: dict[str, int] = {}
+        for d in r["deployments"]:
+            counts[d["state"]] = counts.get(d["state"], 0) + 1
+        line = f"{r['state']}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        if line != last:
+            print(line, file=sys.stderr)
+            last = line
+        if r["state"] in ("done", "halted"):
+            ok = r["state"] == "done" and all(d["state"] == "installed" for d in r["deployments"])
+            print(f"rollout {rollout_id} {r['state']}: {r['detail']}")
+            return 0 if ok else 1
+        if time.monotonic() > deadline:
+            print(f"rollout {rollout_id} still {r['state']} after {timeout_s:g} s", file=sys.stderr)
+            return 1
+        time.sleep(1.0)  # polling the database another process writes
+
+
+def cmd_rollouts(args: argparse.Namespace) -> int:
+    from coordinator.deploy import rollout_report
+
+    store = _open(_config(args))
+    report = rollout_report(store, args.rollout)
+    if args.rollout and not report:
+        raise UsageError(f"rollout {args.rollout!r} does not exist")
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.rollout:
+        (r,) = report
+        print(f"rollout {r['rollout_id']}: {r['name']} {r['version']} to {r['target_kind']} {r['target']!r}: "
+              f"{r['state']} ({r['detail']})")  # fmt: skip
+        rows: list[tuple[Any, ...]] = [(d["device_id"], d["stage"], d["state"], d["attempts"],
+                 f"{d['p50_ms']:.3f}" if d["p50_ms"] is not None else "-", d["detail"] or "")
+                for d in r["deployments"]]  # fmt: skip
+        print_table(("device", "stage", "state", "attempts", "smoke p50 ms", "detail"), rows)
+        return 0
+    rows = [(r["rollout_id"], r["name"], r["version"], f"{r['target_kind']}:{r['target']}", r["state"],
+             sum(d["state"] == "installed" for d in r["deployments"]), len(r["deployments"]))
+            for r in report]  # fmt: skip
+    print_table(("rollout", "name", "version", "target", "state", "installed", "devices"), rows)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from coordinator.reranker import explain
+
+    store = _open(_config(args))
+    found = explain(store, args.device)
+    if not found:
+        raise UsageError(f"no decision was made for device {args.device!r} (is it in `fleetbench fleet`?)")
+    found = found if args.all else found[:1]
+    if args.format == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    for item in found:
+        print(describe(item))
+    return 0
+
+
+def describe(item: dict[str, Any]) -> str:
+    """A decision in words, for `fleetbench explain` and the demo's report."""
+    i = item["inputs"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["at"]))
+    lines = [f"{item['device_id']}: decision of {when} (round {i.get('round')}, {i.get('reason')})"]
+    if item["arch"]:
+        lines.append(
+            f"  chose {item['arch']}\n"
+            f"  predicted {i['predicted_ms']:.3f} ms, {i['with_margin_ms']:.3f} ms with the error margin, "
+            f"under the budget of {i['budget_ms']:g} ms; {i.get('metric')} {i['accuracy']:.2f}"
+        )
+    else:
+        lines.append(f"  nothing fits the budget of {i['budget_ms']:g} ms with the error margin")
+    sigma = i.get("log_error")
+    lines.append(
+        f"  measured on the device: {len(i['measured'])} sample architectures (job {i.get('job_id')}); "
+        f"method {i['method']}"
+        + (f", proxy {i['proxy']}" if i.get("proxy") else "")
+        + (f", cross-validated log error {sigma:.3f}" if sigma is not None else "")
+    )
+    lines.append(f"  reference devices: {', '.join(i.get('reference_devices') or i['references'])}")
+    for note in i.get("notes") or ():
+        lines.append(f"  note: {note}")
+    dep = item.get("deployment")
+    if dep:
+        got = f", smoke run p50 {dep['p50_ms']:.3f} ms on the device" if dep.get("p50_ms") is not None else ""
+        lines.append(f"  pushed as rollout {item['rollout_id']}: {dep['state']}{got}")
+    return "\n".join(lines)

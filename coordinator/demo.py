@@ -1,0 +1,382 @@
+"""`fleetbench demo`: the whole loop on one machine, with nothing else set up.
+
+    broker       amqtt, embedded, MQTT 3.1.1 on 127.0.0.1 (or --broker URL: a real one)
+    coordinator  this process, a SQLite file, a fresh signing key
+    devices      one real agent (a `fleetbench agent` process) that materializes and times
+                 NAS-Bench-201 models with ONNX Runtime on this machine, and simulated
+                 devices answering from the published NAS-Bench-201 latencies of a
+                 Raspberry Pi 4 (three boards of one SKU, drifted apart by age) and a
+                 Jetson TX2, with noise (labelled simulated everywhere)
+    the loop     discover -> sample k architectures -> adapt (predict each device's
+                 column from the reference devices) -> choose under the budget -> push
+                 (signed) -> install + smoke run -> ack
+    the end      a summary table here, and report.html (SRCC heatmap, predicted vs
+                 measured, the model each device received) under --out
+
+The simulated devices' source columns are left out of the coordinator's reference
+table, so their predictions are honest: the coordinator never saw those numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+from agent.errors import FleetbenchError, UsageError
+
+logger = logging.getLogger(__name__)
+
+REAL_DEVICE = "this-machine"
+RPI_SKU = "Raspberry Pi 4 Model B Rev 1.4 (simulated)"
+TX2_SKU = "NVIDIA Jetson TX2 (simulated)"
+#: (device id, SKU, published column, drift): three boards of one SKU aged apart, and a GPU
+SIMULATED = (
+    ("sim-rpi4-a", RPI_SKU, "raspberry_pi4", 1.00),
+    ("sim-rpi4-b", RPI_SKU, "raspberry_pi4", 1.12),
+    ("sim-rpi4-c", RPI_SKU, "raspberry_pi4", 1.35),
+    ("sim-jetson-tx2", TX2_SKU, "jetson_tx2_edgegpu", 1.00),
+)
+MARKER = ".fleetbench-demo"
+
+
+def register_demo(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole loop on this machine: broker, coordinator, a real agent, simulated devices",
+        description=(
+            "Start an embedded MQTT broker (amqtt, loopback only), the coordinator with a SQLite "
+            "file, one real agent that benchmarks NAS-Bench-201 models with ONNX Runtime here, and "
+            "simulated devices that answer from published latencies (labelled simulated).  Each "
+            "device is sampled, its latency column predicted, the best model under its budget "
+            "chosen, pushed signed, installed and smoke-run.  Ends with a summary table and an HTML "
+            "report.  Takes a few minutes on a 2-core machine."
+        ),
+        epilog="Example: fleetbench demo            (then open fleetbench-demo/report.html)",
+    )
+    demo.add_argument("--out", default="fleetbench-demo", metavar="DIR", help="default: ./fleetbench-demo")
+    demo.add_argument("--broker", metavar="URL", help="use this broker instead of the embedded one")
+    demo.add_argument("--samples", type=int, default=8, metavar="K",
+                      help="architectures measured per device (default 8)")  # fmt: skip
+    demo.add_argument("--simulated", type=int, default=len(SIMULATED), metavar="N",
+                      help=f"simulated devices, 0-{len(SIMULATED)} (default {len(SIMULATED)})")  # fmt: skip
+    demo.add_argument("--runs", type=int, default=10, metavar="N", help="timed runs per model (default 10)")
+    demo.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up after (default 600)")
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not 2 <= args.samples <= 50:
+        raise UsageError(f"--samples {args.samples} must be 2-50")
+    if not 0 <= args.simulated <= len(SIMULATED):
+        raise UsageError(f"--simulated {args.simulated} must be 0-{len(SIMULATED)}")
+    if args.runs < 1 or args.timeout <= 0:
+        raise UsageError("--runs must be at least 1 and --timeout above 0")
+    for module, extra in (("onnxruntime", "onnx"), ("onnx", "onnx"), ("sqlalchemy", "coordinator"),
+                          ("cryptography", "coordinator"), ("matplotlib", "coordinator")):  # fmt: skip
+        _need(module, extra)
+    if not args.broker:
+        _need("amqtt", "demo")
+    return asyncio.run(Demo(args).run())
+
+
+def _need(module: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        from coordinator.errors import ExtraMissingError
+
+        raise ExtraMissingError(f"the demo needs {module}: pip install 'fleetbench[onnx,coordinator,demo]' "
+                                f"(it is in the {extra!r} extra)")  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = os.path.abspath(args.out)
+        self.started = time.monotonic()
+        self.sims: list[Any] = []
+        self.agent: Optional[subprocess.Popen] = None
+        self.broker: Any = None
+        self._said: dict[str, str] = {}
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:5.0f} s] {text}", flush=True)
+
+    # -- setup ----------------------------------------------------------------------
+
+    def _prepare_out(self) -> None:
+        if (
+            os.path.exists(self.out)
+            and os.listdir(self.out)
+            and not os.path.exists(os.path.join(self.out, MARKER))
+        ):
+            raise UsageError(
+                f"--out {self.out!r} exists and is not a fleetbench demo directory; name another"
+            )
+        for sub in ("coordinator", "agent", "simulated"):
+            shutil.rmtree(os.path.join(self.out, sub), ignore_errors=True)
+        os.makedirs(self.out, exist_ok=True)
+        with open(os.path.join(self.out, MARKER), "w") as fh:
+            fh.write("made by fleetbench demo; the next run replaces what is here\n")
+
+    async def _start_broker(self) -> str:
+        if self.args.broker:
+            return str(self.args.broker)
+        from amqtt.broker import Broker
+
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        port = _free_port()
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        self.broker = Broker(config)
+        await self.broker.start()
+        self.say(f"embedded MQTT broker (amqtt, MQTT 3.1.1) on 127.0.0.1:{port}")
+        return f"mqtt://127.0.0.1:{port}"
+
+    def _calibrate(self) -> tuple[float, str]:
+        """This machine's budget: the measured latency of a mid-sized NAS-Bench-201 model, so the
+        choice lands inside the space rather than at either end of it."""
+        import numpy as np
+
+        from agent.bench.worker import call_in_worker
+        from agent.jobs import ArchItem, bench_target
+        from coordinator.ranking import NB201_LATENCY
+        from coordinator.ranking.tables import read_table
+
+        table = read_table(NB201_LATENCY)
+        column = table.column("pixel3")
+        arch = table.archs[int(np.argsort(column)[int(len(column) * 0.6)])]
+        path = os.path.join(self.out, "agent", "calibration.onnx")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        item = ArchItem(space="nas-bench-201", arch=arch, format="onnx")
+        settings = {"runs": 20, "warmup_runs": 3, "min_time_s": 0.0, "threads": 1}
+        result = call_in_worker(bench_target, (path, settings, {**item.__dict__}), 300.0, "calibration")
+        return round(float(result["stats"]["p50_ms"]), 3), arch
+
+    def _coordinator_config(self, broker: str, budget_ms: float) -> Any:
+        from agent.config import BrokerConfig
+        from coordinator.config import CoordinatorConfig, PushConfig, RerankConfig
+        from coordinator.ranking import NB201_LATENCY
+        from coordinator.ranking.tables import read_table
+
+        table = read_table(NB201_LATENCY)
+        budgets = {REAL_DEVICE: budget_ms}
+        for _, sku, column, _ in SIMULATED[: self.args.simulated]:
+            budgets[sku] = round(float(sorted(table.column(column))[int(len(table.archs) * 0.6)]), 3)
+        state = os.path.join(self.out, "coordinator")
+        return CoordinatorConfig(
+            db=os.path.join(state, "fleet.sqlite"),
+            state_dir=state,
+            client_id="fleetbench-demo-coordinator",
+            group="",  # amqtt has no shared subscriptions; one coordinator needs none
+            tick_s=0.5,
+            broker=BrokerConfig(url=broker),
+            rerank=RerankConfig(
+                exclude=("raspberry_pi4", "jetson_tx2_edgegpu"),
+                samples=self.args.samples,
+                runs=self.args.runs,
+                budgets=budgets,
+                model_name="demo-classifier",
+            ),
+            push=PushConfig(retry_s=30.0, smoke_runs=self.args.runs),
+        )
+
+    def _start_agent(self, broker: str, public_key: str) -> None:
+        state = os.path.join(self.out, "agent")
+        config = os.path.join(state, "agent.toml")
+        with open(config, "w") as fh:
+            fh.write(f'device_id = "{REAL_DEVICE}"\nstate_dir = "{state}"\n\n[broker]\nurl = "{broker}"\n\n'
+                     "[health]\ninterval_s = 5\n\n[degradation]\nenabled = false\n\n"
+                     f'[discovery]\nenabled = false\n\n[models]\npublic_key = "{public_key}"\n')  # fmt: skip
+        log = open(os.path.join(state, "agent.log"), "w")  # noqa: SIM115 - the agent writes it until stopped
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([_repo(), os.environ.get("PYTHONPATH", "")])}
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "-v", "agent", "--config", config],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        self.say(f"real agent {REAL_DEVICE} started (pid {self.agent.pid}; log {os.path.relpath(log.name)})")
+
+    def _start_simulated(self, broker: str, public_key: str) -> None:
+        from agent.transport.mqtt import BrokerSettings
+        from coordinator.ranking import NB201_LATENCY
+        from coordinator.ranking.tables import read_table
+        from coordinator.simulated import SimulatedDevice
+
+        table = read_table(NB201_LATENCY)
+        for i, (device_id, sku, column, drift) in enumerate(SIMULATED[: self.args.simulated]):
+            values = table.column(column)
+            latency = {a: float(v) for a, v in zip(table.archs, values) if v == v}
+            sim = SimulatedDevice(device_id, sku, latency, f"published NAS-Bench-201 {column}",
+                                  BrokerSettings.from_url(broker), os.path.join(self.out, "simulated", device_id),
+                                  public_key, drift=drift, seed=i)  # fmt: skip
+            sim.start()
+            self.sims.append(sim)
+        if self.sims:
+            self.say(f"{len(self.sims)} simulated devices (published latencies + drift + noise): "
+                     + ", ".join(s.device_id for s in self.sims))  # fmt: skip
+
+    # -- the run --------------------------------------------------------------------
+
+    async def run(self) -> int:
+        from coordinator.deploy import generate_key
+        from coordinator.service import Coordinator
+        from coordinator.store import open_store
+
+        self._prepare_out()
+        loop = asyncio.get_running_loop()
+        self.say(f"fleetbench demo in {self.out}")
+        budget_ms, calib_arch = await loop.run_in_executor(None, self._calibrate)
+        self.say(f"budget for {REAL_DEVICE}: {budget_ms} ms (a mid-sized model timed here)")
+        broker = await self._start_broker()
+        config = self._coordinator_config(broker, budget_ms)
+        os.makedirs(config.state_dir, exist_ok=True)
+        public_key = generate_key(config.key_file)
+        from agent.transport.mqtt import BrokerSettings
+
+        store = open_store(config.db_url)
+        coordinator = Coordinator(config, store, BrokerSettings.from_url(broker))
+        task = asyncio.ensure_future(coordinator.run(install_signals=False))
+        code = 1
+        try:
+            await loop.run_in_executor(None, coordinator.ingestor.connected.wait, 30.0)
+            if not coordinator.ingestor.connected.is_set():
+                raise FleetbenchError(f"the coordinator cannot reach the broker {broker}")
+            self.say(f"coordinator up (database {os.path.relpath(config.db_url)}, signing key made)")
+            self._start_agent(broker, public_key)
+            self._start_simulated(broker, public_key)
+            devices = [REAL_DEVICE] + [s.device_id for s in self.sims]
+            finished = await self._watch(store, devices)
+            code = 0 if finished else 1
+            rows = await loop.run_in_executor(None, self._summary, store, config, devices)
+            from coordinator.report import write_report
+
+            path = os.path.join(self.out, "report.html")
+            await loop.run_in_executor(None, write_report, path, store, config, rows, self.sims)
+            self.say(f"report: {path}")
+            if not finished:
+                self.say(f"not every device finished within {self.args.timeout:g} s; see the report and logs")
+        finally:
+            coordinator.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 30)
+            await loop.run_in_executor(None, self._stop_devices)
+            if self.broker is not None:
+                with contextlib.suppress(Exception):
+                    await self.broker.shutdown()
+        return code
+
+    async def _watch(self, store: Any, devices: list[str]) -> bool:
+        """Print each device's progress until every one has a finished deployment."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.args.timeout
+        while time.monotonic() < deadline:
+            states = await loop.run_in_executor(None, _progress, store, devices)
+            for device, text in states.items():
+                if self._said.get(device) != text:
+                    self._said[device] = text
+                    self.say(f"{device}: {text}")
+            if self.agent is not None and self.agent.poll() is not None:
+                raise FleetbenchError(f"the real agent exited with status {self.agent.returncode}; "
+                                      f"see {os.path.join(self.out, 'agent', 'agent.log')}")  # fmt: skip
+            if all(t.startswith(("installed", "rolled_back", "rejected", "failed", "nothing fits", "halted"))
+                   for t in states.values()) and len(states) == len(devices):  # fmt: skip
+                return True
+            await asyncio.sleep(0.5)  # polling the database the coordinator writes
+        return False
+
+    def _summary(self, store: Any, config: Any, devices: list[str]) -> list[dict[str, Any]]:
+        from coordinator.cli_service import print_table
+        from coordinator.reranker import explain
+
+        rows = []
+        fleet = {d["device_id"]: d for d in store.fleet()}
+        for device in devices:
+            decisions = explain(store, device)
+            d = decisions[0] if decisions else None
+            dep = (d or {}).get("deployment") or {}
+            sim = next((s for s in self.sims if s.device_id == device), None)
+            rows.append({
+                "device": device, "simulated": sim is not None, "sku": (fleet.get(device) or {}).get("sku"),
+                "budget_ms": d["budget_ms"] if d else config.budget_ms(device, None),
+                "arch": d["arch"] if d else None, "predicted_ms": d["predicted_ms"] if d else None,
+                "accuracy": d["accuracy"] if d else None, "state": dep.get("state") or ("no model" if d else "-"),
+                "smoke_ms": dep.get("p50_ms"), "true_ms": sim.true_ms(d["arch"]) if sim and d and d["arch"] else None,
+                "decision": d,
+            })  # fmt: skip
+        table = [(r["device"] + (" (sim)" if r["simulated"] else ""), f"{r['budget_ms']:.2f}",
+                  f"{r['predicted_ms']:.2f}" if r["predicted_ms"] else "-",
+                  f"{r['smoke_ms']:.2f}" if r["smoke_ms"] else "-",
+                  f"{r['accuracy']:.2f}" if r["accuracy"] else "-", r["state"]) for r in rows]  # fmt: skip
+        print()
+        print_table(("device", "budget ms", "predicted ms", "measured ms", "accuracy %", "model"), table)
+        print()
+        return rows
+
+    def _stop_devices(self) -> None:
+        for sim in self.sims:
+            with contextlib.suppress(Exception):
+                sim.stop()
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.terminate()
+            try:
+                self.agent.wait(30)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+
+
+def _progress(store: Any, devices: list[str]) -> dict[str, str]:
+    import sqlalchemy as sa
+
+    from coordinator.store import decisions, deployments, rerank_state
+
+    out: dict[str, str] = {}
+    with store.engine.connect() as conn:
+        states = {r.device_id: r for r in conn.execute(sa.select(rerank_state))}
+        for device in devices:
+            st = states.get(device)
+            if st is None:
+                continue
+            if st.state == "sampling":
+                out[device] = f"sampling: measuring the planned architectures (job {st.job_id})"
+                continue
+            if st.state != "decided":
+                out[device] = f"{st.state}: {st.detail}"
+                continue
+            d = conn.execute(sa.select(decisions).where(decisions.c.device_id == device)
+                             .order_by(decisions.c.at.desc())).first()  # fmt: skip
+            if d is None or d.arch is None:
+                out[device] = "nothing fits its budget"
+                continue
+            dep = conn.execute(sa.select(deployments).where(deployments.c.rollout_id == d.rollout_id)).first()
+            head = f"chose {d.arch} (predicted {d.predicted_ms:.2f} ms under {d.budget_ms:.2f})"
+            if dep is None or dep.state == "pending":
+                out[device] = f"decided: {head}; pushing"
+            elif dep.state == "sending":
+                out[device] = f"pushing {head} (signed, 64 KiB chunks)"
+            elif dep.state == "installed":
+                out[device] = f"installed: smoke run p50 {dep.p50_ms:.2f} ms; {head}"
+            else:
+                out[device] = f"{dep.state}: {dep.detail}"
+    return out
+
+
+def _repo() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

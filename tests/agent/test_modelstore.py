@@ -1,0 +1,182 @@
+"""The device's model store and the push wire format, on real files and real Ed25519 keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.modelstore import ModelStore
+from agent.transport import push
+from agent.transport.push import Manifest, PushError
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def key_pair() -> tuple[Ed25519PrivateKey, str]:
+    private = Ed25519PrivateKey.generate()
+    raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return private, push.public_key_text(raw)
+
+
+def signed(private: Ed25519PrivateKey, data: bytes, **fields) -> Manifest:
+    base = dict(push_id="p1", name="clf", version="1", format="onnx", size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(), chunk_bytes=1000)  # fmt: skip
+    return push.sign(Manifest(**{**base, **fields}), private)
+
+
+def send_all(store: ModelStore, manifest: Manifest, data: bytes) -> None:
+    _, missing = store.offer(manifest.to_dict())
+    for i in missing:
+        store.add_chunk(manifest.push_id, i, data[i * manifest.chunk_bytes : (i + 1) * manifest.chunk_bytes])
+
+
+@pytest.fixture
+def keys():
+    return key_pair()
+
+
+@pytest.fixture
+def store(tmp_path, keys):
+    return ModelStore(str(tmp_path / "models"), str(tmp_path / "state"), keys[1], max_bytes=100_000)
+
+
+def test_install_then_second_version_keeps_the_first_as_previous(store, keys):
+    v1, v2 = os.urandom(2500), os.urandom(3100)
+    m1 = signed(keys[0], v1)
+    send_all(store, m1, v1)
+    first = store.install("p1")
+    assert first.previous is None and read_bytes(first.path) == v1
+    link = os.path.join(store.deployed, "clf.onnx")
+    assert os.path.islink(link) and read_bytes(link) == v1
+
+    m2 = signed(keys[0], v2, push_id="p2", version="2")
+    send_all(store, m2, v2)
+    second = store.install("p2")
+    assert second.previous == "1"
+    assert read_bytes(link) == v2
+    pointer = store.current("clf")
+    assert pointer["current"]["version"] == "2" and pointer["previous"]["version"] == "1"
+    assert store.rollback("clf") == "1"
+    assert read_bytes(link) == v1
+    assert sorted(os.listdir(os.path.join(store.deployed, "clf"))) == ["1.onnx"]
+    assert not os.path.isdir(store._dir("p2")), "a finished transfer leaves nothing in incoming/"
+
+
+def test_a_tampered_chunk_is_rejected_at_install_and_the_current_model_stays(store, keys):
+    good, new = os.urandom(2000), os.urandom(2000)
+    send_all(store, signed(keys[0], good), good)
+    store.install("p1")
+    m2 = signed(keys[0], new, push_id="p2", version="2")
+    _, missing = store.offer(m2.to_dict())
+    tampered = bytearray(new)
+    tampered[1500] ^= 0xFF
+    for i in missing:
+        store.add_chunk("p2", i, bytes(tampered[i * 1000 : (i + 1) * 1000]))
+    with pytest.raises(PushError, match="sha256 is not the signed one"):
+        store.install("p2")
+    assert store.current("clf")["current"]["version"] == "1"
+    assert read_bytes(os.path.join(store.deployed, "clf.onnx")) == good
+    assert store.pending() == []
+
+
+def test_wrong_signature_unsigned_and_unpinned_are_refused_before_anything_is_written(store, tmp_path):
+    data = os.urandom(500)
+    other, _ = key_pair()
+    with pytest.raises(PushError, match="signature is not the pinned coordinator key"):
+        store.offer(signed(other, data).to_dict())
+    manifest = signed(other, data)
+    forged = Manifest(**{**manifest.to_dict(), "size": 400})  # altered after signing
+    with pytest.raises(PushError, match="signature"):
+        store.offer(forged.to_dict())
+    unpinned = ModelStore(str(tmp_path / "m2"), str(tmp_path / "s2"), None, 100_000)
+    with pytest.raises(PushError, match=r"pins no coordinator key \(models.public_key\)"):
+        unpinned.offer(manifest.to_dict())
+    assert store.pending() == [] and not os.path.exists(store.incoming)
+
+
+def test_oversized_manifest_is_refused(store, keys):
+    with pytest.raises(PushError, match="over this device's limit of 100000"):
+        store.offer(signed(keys[0], b"x", size=100_001).to_dict())
+
+
+def test_an_interrupted_transfer_resumes_with_only_the_missing_chunks(tmp_path, keys):
+    data = os.urandom(4500)
+    manifest = signed(keys[0], data)
+    store = ModelStore(str(tmp_path / "m"), str(tmp_path / "s"), keys[1], 100_000)
+    _, missing = store.offer(manifest.to_dict())
+    assert missing == [0, 1, 2, 3, 4]
+    for i in (0, 3):
+        store.add_chunk("p1", i, data[i * 1000 : (i + 1) * 1000])
+    # the device restarts: a new store over the same directories
+    store = ModelStore(str(tmp_path / "m"), str(tmp_path / "s"), keys[1], 100_000)
+    assert [m.push_id for m in store.pending()] == ["p1"]
+    _, missing = store.offer(manifest.to_dict())
+    assert missing == [1, 2, 4]
+    assert store.add_chunk("p1", 1, data[1000:2000]) is None
+    assert store.add_chunk("p1", 2, data[2000:3000]) is None
+    assert store.add_chunk("p1", 4, data[4000:]) == manifest
+    assert read_bytes(store.install("p1").path) == data
+
+
+def test_chunks_of_wrong_length_or_index_or_push_are_refused(store, keys):
+    data = os.urandom(1500)
+    store.offer(signed(keys[0], data).to_dict())
+    with pytest.raises(PushError, match="should be 1000"):
+        store.add_chunk("p1", 0, data[:999])
+    with pytest.raises(PushError, match="chunks 0-1"):
+        store.add_chunk("p1", 2, b"")
+    with pytest.raises(PushError, match="no manifest was accepted"):
+        store.add_chunk("nope", 0, data[:1000])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"name": "../etc/passwd"}, "name must be"),
+        ({"format": "exe"}, "format must be one of"),
+        ({"size": 0}, "size must be"),
+        ({"sha256": "ab"}, "sha256 must be"),
+        ({"chunk_bytes": 70_000}, "chunk_bytes must be 1-65536"),
+        ({"smoke_runs": 0}, "smoke_runs must be 1-1000"),
+        ({"max_latency_ms": -1}, "max_latency_ms"),
+        ({"extra": 1}, "unknown field"),
+    ],
+)
+def test_manifest_fields_are_checked(keys, change, message):
+    fields = {**signed(keys[0], b"abc").to_dict(), **change}
+    with pytest.raises(PushError, match=message):
+        Manifest.from_dict(fields)
+
+
+def test_signature_covers_a_canonical_form(keys):
+    manifest = signed(keys[0], b"abc")
+    reordered = json.loads(json.dumps(dict(reversed(list(manifest.to_dict().items())))))
+    push.verify(Manifest.from_dict(reordered), keys[1])
+
+
+@pytest.mark.parametrize("text", ["", "ssh-ed25519 AAAA", "ed25519:!!!", "ed25519:" + "QUFB" * 4])
+def test_bad_public_keys_are_named(text):
+    with pytest.raises(PushError, match="public key"):
+        push.parse_public_key(text)
+
+
+@given(st.sets(st.integers(min_value=0, max_value=500)))
+def test_ranges_round_trip(indices):
+    assert push.expand(push.ranges(indices)) == sorted(indices)
+
+
+def test_a_full_size_chunk_message_fits_the_hub_limit():
+    from agent.transport import messages
+
+    msg = push.chunk_message("p" * 128, 10**6, os.urandom(push.MAX_CHUNK_BYTES))
+    assert len(messages.make("models", "d" * 64, msg).encode()) <= messages.MAX_BYTES

@@ -1,0 +1,167 @@
+"""Model pushes into a real agent process over a real mosquitto: the test plays the coordinator,
+signing with its own key.  A good push installs and smoke-runs; a tampered chunk, a wrong
+signature, an oversized manifest and a model that fails its smoke run each end in rejection or
+rollback, and the previous model stays current."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+from broker import Receiver
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from daemon_proc import AgentProcess, write_config
+from test_modelstore import key_pair
+
+from agent.transport import messages, push
+from agent.transport.push import Manifest
+
+DEVICE = "push-pi"
+CHUNK = 1024
+
+
+class Coordinator:
+    """Publishes pushes to the agent and waits for its acks."""
+
+    def __init__(self, broker, key: Ed25519PrivateKey) -> None:
+        self.key = key
+        self.acks = Receiver(broker, f"fleetbench/v1/devices/{DEVICE}/acks", client_id="push-test-acks")
+        self.acks.wait_subscribed()
+        self.topic = f"fleetbench/v1/devices/{DEVICE}/models"
+
+    def publish(self, data: dict) -> None:
+        env = messages.make("models", DEVICE, data)
+        self.acks.client.publish(self.topic, env.encode(), qos=1).wait_for_publish(10)
+
+    def manifest(self, push_id: str, data: bytes, **fields) -> Manifest:
+        base = dict(push_id=push_id, name="clf", version=push_id, format="onnx", size=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(), chunk_bytes=CHUNK, smoke_runs=3)  # fmt: skip
+        return push.sign(Manifest(**{**base, **fields}), self.key)
+
+    def send(self, manifest: Manifest, data: bytes, alter=None) -> None:
+        self.publish(push.manifest_message(manifest))
+        missing = self.wait_state(manifest.push_id, ("receiving",))["missing"]
+        for i in push.expand(missing):
+            chunk = data[i * CHUNK : (i + 1) * CHUNK]
+            self.publish(push.chunk_message(manifest.push_id, i, alter(i, chunk) if alter else chunk))
+
+    def wait_state(self, push_id: str, states: tuple, timeout_s: float = 120.0) -> dict:
+        found: dict = {}
+
+        def arrived(payloads):
+            for _, raw, _ in payloads:
+                data = json.loads(raw).get("data") or {}
+                if data.get("push_id") == push_id and data.get("state") in states:
+                    found.update(data)
+                    return True
+            return False
+
+        self.acks.wait_for(arrived, timeout_s)
+        return found
+
+
+@pytest.fixture
+def pushing(tmp_path, mosquitto):
+    key, public = key_pair()
+    extra = f'[models]\npublic_key = "{public}"\nmax_bytes = 200000\n'
+    agent = AgentProcess(str(tmp_path), write_config(str(tmp_path / "agent.toml"), mosquitto.url, extra), DEVICE)
+    coordinator = Coordinator(mosquitto, key)
+    agent.start()
+    agent.wait_note("READY=1")
+    yield agent, coordinator
+    coordinator.acks.close()
+    agent.close()
+
+
+def current(agent) -> dict:
+    with open(os.path.join(agent.state_dir, "models", "deployed", "clf.json")) as fh:
+        return json.load(fh)["current"]
+
+
+def deployed_bytes(agent) -> bytes:
+    with open(os.path.join(agent.state_dir, "models", "deployed", "clf.onnx"), "rb") as fh:
+        return fh.read()
+
+
+def test_pushes_install_and_every_bad_push_leaves_the_previous_model(pushing, onnx_model):
+    agent, coord = pushing
+    with open(onnx_model, "rb") as fh:
+        good = fh.read()
+    assert len(good) > 2 * CHUNK, "the model must span several chunks"
+
+    coord.send(coord.manifest("v1", good), good)
+    installed = coord.wait_state("v1", ("installed", "rolled_back", "rejected"))
+    assert installed["state"] == "installed", installed
+    assert installed["p50_ms"] > 0 and installed["previous"] is None
+    assert deployed_bytes(agent) == good
+
+    # A chunk altered in transit: the bytes are not the signed ones.
+    def flip(i, chunk):
+        return bytes([chunk[0] ^ 0xFF]) + chunk[1:] if i == 1 else chunk
+
+    coord.send(coord.manifest("v2", good), good, alter=flip)
+    ack = coord.wait_state("v2", ("installed", "rolled_back", "rejected"))
+    assert ack["state"] == "rejected" and "sha256 is not the signed one" in ack["error"]
+    assert current(agent)["version"] == "v1" and deployed_bytes(agent) == good
+
+    # Signed by another key.
+    other, _ = key_pair()
+    forged = push.sign(coord.manifest("v3", good), other)
+    coord.publish(push.manifest_message(forged))
+    ack = coord.wait_state("v3", ("receiving", "rejected"))
+    assert ack["state"] == "rejected" and "not the pinned coordinator key" in ack["error"]
+
+    # Larger than the device's limit (models.max_bytes = 200000).
+    coord.publish(push.manifest_message(coord.manifest("v4", good, size=300_000)))
+    ack = coord.wait_state("v4", ("receiving", "rejected"))
+    assert ack["state"] == "rejected" and "over this device's limit of 200000" in ack["error"]
+
+    # Signed and intact, but not a model ONNX Runtime can run: the smoke run fails.
+    garbage = os.urandom(3 * CHUNK + 17)
+    coord.send(coord.manifest("v5", garbage), garbage)
+    ack = coord.wait_state("v5", ("installed", "rolled_back", "rejected"))
+    assert ack["state"] == "rolled_back" and ack["error"].startswith("smoke run failed"), ack
+    assert ack["current"] == "v1"
+    assert current(agent)["version"] == "v1" and deployed_bytes(agent) == good
+    versions = sorted(os.listdir(os.path.join(agent.state_dir, "models", "deployed", "clf")))
+    assert versions == ["v1.onnx"], "the failed version's file is gone"
+
+    # The same manifest again (a coordinator that missed the ending) gets the ending again.
+    coord.publish(push.manifest_message(coord.manifest("v1", good)))
+    again = coord.wait_state("v1", ("installed",))
+    assert again["state"] == "installed"
+
+
+def test_a_push_interrupted_by_an_agent_restart_resumes(pushing, onnx_model, tmp_path):
+    agent, coord = pushing
+    with open(onnx_model, "rb") as fh:
+        good = fh.read()
+    manifest = coord.manifest("r1", good)
+    chunks = manifest.chunks
+    coord.publish(push.manifest_message(manifest))
+    coord.wait_state("r1", ("receiving",))
+    coord.publish(push.chunk_message("r1", 0, good[:CHUNK]))
+    # The agent restarts mid-transfer; the chunk it had is on disk.
+    agent.signal(15)
+    assert agent.wait() == 0
+    agent.start()
+    agent.wait_note("READY=1")
+    before = len(coord.acks.payloads)
+    coord.publish(push.manifest_message(manifest))
+
+    def resumed(payloads):
+        for _, raw, _ in payloads[before:]:
+            data = json.loads(raw).get("data") or {}
+            if data.get("push_id") == "r1" and data.get("state") == "receiving":
+                return data
+        return None
+
+    coord.acks.wait_for(lambda p: resumed(p) is not None)
+    missing = push.expand(resumed(coord.acks.payloads)["missing"])
+    assert missing == list(range(1, chunks)), "only the chunks it did not have"
+    for i in missing:
+        coord.publish(push.chunk_message("r1", i, good[i * CHUNK : (i + 1) * CHUNK]))
+    assert coord.wait_state("r1", ("installed", "rolled_back", "rejected"))["state"] == "installed"
+    assert deployed_bytes(agent) == good
