@@ -84,6 +84,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           ("cryptography", "coordinator"), ("matplotlib", "coordinator")):  # fmt: skip
         _need(module, extra)
     if not args.broker:
+        if sys.version_info < (3, 10):
+            raise UsageError("the embedded broker (amqtt) needs Python >= 3.10; run a broker such as "
+                             "mosquitto and give it with --broker mqtt://127.0.0.1:1883")  # fmt: skip
         _need("amqtt", "demo")
     return asyncio.run(Demo(args).run())
 
@@ -151,7 +154,7 @@ class Demo:
         self.say(f"embedded MQTT broker (amqtt, MQTT 3.1.1) on 127.0.0.1:{port}")
         return f"mqtt://127.0.0.1:{port}"
 
-    def _calibrate(self) -> tuple[float, str]:
+    def _calibrate(self) -> float:
         """This machine's budget: the measured latency of a mid-sized NAS-Bench-201 model, so the
         choice lands inside the space rather than at either end of it."""
         import numpy as np
@@ -169,7 +172,7 @@ class Demo:
         item = ArchItem(space="nas-bench-201", arch=arch, format="onnx")
         settings = {"runs": 20, "warmup_runs": 3, "min_time_s": 0.0, "threads": 1}
         result = call_in_worker(bench_target, (path, settings, {**item.__dict__}), 300.0, "calibration")
-        return round(float(result["stats"]["p50_ms"]), 3), arch
+        return round(float(result["stats"]["p50_ms"]), 3)
 
     def _coordinator_config(self, broker: str, budget_ms: float) -> Any:
         from agent.config import BrokerConfig
@@ -224,9 +227,10 @@ class Demo:
         for i, (device_id, sku, column, drift) in enumerate(SIMULATED[: self.args.simulated]):
             values = table.column(column)
             latency = {a: float(v) for a, v in zip(table.archs, values) if v == v}
+            state = os.path.join(self.out, "simulated", device_id)
             sim = SimulatedDevice(device_id, sku, latency, f"published NAS-Bench-201 {column}",
-                                  BrokerSettings.from_url(broker), os.path.join(self.out, "simulated", device_id),
-                                  public_key, drift=drift, seed=i)  # fmt: skip
+                                  BrokerSettings.from_url(broker), state, public_key, drift=drift,
+                                  seed=i)  # fmt: skip
             sim.start()
             self.sims.append(sim)
         if self.sims:
@@ -243,7 +247,7 @@ class Demo:
         self._prepare_out()
         loop = asyncio.get_running_loop()
         self.say(f"fleetbench demo in {self.out}")
-        budget_ms, calib_arch = await loop.run_in_executor(None, self._calibrate)
+        budget_ms = await loop.run_in_executor(None, self._calibrate)
         self.say(f"budget for {REAL_DEVICE}: {budget_ms} ms (a mid-sized model timed here)")
         broker = await self._start_broker()
         config = self._coordinator_config(broker, budget_ms)
@@ -313,12 +317,14 @@ class Demo:
             d = decisions[0] if decisions else None
             dep = (d or {}).get("deployment") or {}
             sim = next((s for s in self.sims if s.device_id == device), None)
+            arch = d["arch"] if d else None
             rows.append({
                 "device": device, "simulated": sim is not None, "sku": (fleet.get(device) or {}).get("sku"),
                 "budget_ms": d["budget_ms"] if d else config.budget_ms(device, None),
-                "arch": d["arch"] if d else None, "predicted_ms": d["predicted_ms"] if d else None,
-                "accuracy": d["accuracy"] if d else None, "state": dep.get("state") or ("no model" if d else "-"),
-                "smoke_ms": dep.get("p50_ms"), "true_ms": sim.true_ms(d["arch"]) if sim and d and d["arch"] else None,
+                "arch": arch, "predicted_ms": d["predicted_ms"] if d else None,
+                "accuracy": d["accuracy"] if d else None,
+                "state": dep.get("state") or ("no model" if d else "-"),
+                "smoke_ms": dep.get("p50_ms"), "true_ms": sim.true_ms(arch) if sim and arch else None,
                 "decision": d,
             })  # fmt: skip
         table = [(r["device"] + (" (sim)" if r["simulated"] else ""), f"{r['budget_ms']:.2f}",

@@ -144,7 +144,8 @@ def write_report(path: str, store: Any, config: Any, rows: list[dict[str, Any]],
 <html lang="en"><head><meta charset="utf-8"><title>fleetbench demo report</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 75em; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 0.3em 0.6em; font-size: 0.9em; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: 0.3em 0.6em; font-size: 0.9em; }}
 th {{ background: #f0f0f0; }} code {{ font-size: 0.8em; }} figure {{ display: inline-block; margin: 0.5em; }}
 .note {{ background: #fff8e0; padding: 0.6em 1em; border-left: 4px solid #e0b000; }}
 </style></head><body>

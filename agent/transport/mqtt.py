@@ -264,9 +264,11 @@ class MqttLink:
                            reason_code)  # fmt: skip
             return
         logger.info("connected to %s:%d", self.settings.host, self.settings.port)
-        client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        # Subscribe before saying "online": the broker handles one connection's packets in order,
+        # so whoever sees "online" (the coordinator, about to send a job) reaches a subscribed agent.
         client.subscribe([(self.topics.jobs, 1), (self.topics.models, 1)]
                          + [(topic, 1) for topic in self.raw_handlers])  # fmt: skip
+        client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
         self._epoch += 1
         self.connected.set()
         self._wake.set()

@@ -8,9 +8,9 @@ import os
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given
 from hypothesis import strategies as st
+from keys import key_pair
 
 from agent.modelstore import ModelStore
 from agent.transport import push
@@ -20,12 +20,6 @@ from agent.transport.push import Manifest, PushError
 def read_bytes(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
-
-
-def key_pair() -> tuple[Ed25519PrivateKey, str]:
-    private = Ed25519PrivateKey.generate()
-    raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return private, push.public_key_text(raw)
 
 
 def signed(private: Ed25519PrivateKey, data: bytes, **fields) -> Manifest:

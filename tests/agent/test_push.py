@@ -13,7 +13,7 @@ import pytest
 from broker import Receiver
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from daemon_proc import AgentProcess, write_config
-from test_modelstore import key_pair
+from keys import key_pair
 
 from agent.transport import messages, push
 from agent.transport.push import Manifest
@@ -27,9 +27,24 @@ class Coordinator:
 
     def __init__(self, broker, key: Ed25519PrivateKey) -> None:
         self.key = key
-        self.acks = Receiver(broker, f"fleetbench/v1/devices/{DEVICE}/acks", client_id="push-test-acks")
+        # everything the device says: its acks, and status + health to know it is subscribed
+        self.acks = Receiver(broker, f"fleetbench/v1/devices/{DEVICE}/#", client_id="push-test-acks")
         self.acks.wait_subscribed()
         self.topic = f"fleetbench/v1/devices/{DEVICE}/models"
+
+    def mark(self) -> int:
+        return len(self.acks.payloads)
+
+    def wait_linked(self, start: int) -> None:
+        """Until the agent (re)started after ``mark()`` is subscribed: it sends health only after
+        subscribing, on the same connection, so a health message after its "online" proves it."""
+
+        def linked(payloads):
+            kinds = [(t.rsplit("/", 1)[-1], raw) for t, raw, _ in payloads[start:]]
+            online = [i for i, (k, raw) in enumerate(kinds) if k == "status" and b'"online"' in raw]
+            return bool(online) and any(k == "health" for k, _ in kinds[online[0] :])
+
+        self.acks.wait_for(linked, 60)
 
     def publish(self, data: dict) -> None:
         env = messages.make("models", DEVICE, data)
@@ -66,10 +81,14 @@ class Coordinator:
 def pushing(tmp_path, mosquitto):
     key, public = key_pair()
     extra = f'[models]\npublic_key = "{public}"\nmax_bytes = 200000\n'
-    agent = AgentProcess(str(tmp_path), write_config(str(tmp_path / "agent.toml"), mosquitto.url, extra), DEVICE)
+    agent = AgentProcess(
+        str(tmp_path), write_config(str(tmp_path / "agent.toml"), mosquitto.url, extra), DEVICE
+    )
     coordinator = Coordinator(mosquitto, key)
+    start = coordinator.mark()
     agent.start()
     agent.wait_note("READY=1")
+    coordinator.wait_linked(start)
     yield agent, coordinator
     coordinator.acks.close()
     agent.close()
@@ -146,8 +165,10 @@ def test_a_push_interrupted_by_an_agent_restart_resumes(pushing, onnx_model, tmp
     # The agent restarts mid-transfer; the chunk it had is on disk.
     agent.signal(15)
     assert agent.wait() == 0
+    start = coord.mark()
     agent.start()
     agent.wait_note("READY=1")
+    coord.wait_linked(start)
     before = len(coord.acks.payloads)
     coord.publish(push.manifest_message(manifest))
 

@@ -1,0 +1,200 @@
+"""The whole loop against a real mosquitto: a real agent goes from registration to an installed,
+chosen model; a SKU rollout passes or halts at its canary; a coordinator restarted in the middle of
+a rollout resumes it (the device gets only the chunks it misses); the demo runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from daemon_proc import REPO, AgentProcess, fleetbench, write_config
+from keys import key_pair
+from test_service import eventually
+
+from agent.materialize import materialize, write_model
+from agent.transport.mqtt import BrokerSettings
+from coordinator.simulated import SimulatedDevice
+from coordinator.store import open_store
+
+pytest.importorskip("onnxruntime")
+ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+SKU = "Test Board (simulated)"
+
+
+def coordinator_config(tmp_path, broker, extra="") -> str:
+    path = tmp_path / "coordinator.toml"
+    path.write_text(
+        f'db = "{tmp_path / "fleet.sqlite"}"\nstate_dir = "{tmp_path / "coord"}"\ntick_s = 0.2\n'
+        f'[broker]\nurl = "{broker.url}"\n' + extra
+    )
+    return str(path)
+
+
+def keygen(config: str) -> str:
+    out = fleetbench("keygen", "--config", config)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split('public_key = "')[1].split('"')[0]
+
+
+def start_coordinator(config: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "coordinator", "--config", config],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stderr.read()
+
+
+def rollouts(config: str) -> list:
+    out = fleetbench("rollouts", "--config", config, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def nb201_model(tmp_path) -> str:
+    return write_model(materialize("nas-bench-201", ARCH), str(tmp_path / "nb201.onnx"))
+
+
+def simulated(tmp_path, broker, device_id, public_key, **kw) -> SimulatedDevice:
+    sim = SimulatedDevice(device_id, SKU, {ARCH: 12.5}, "a test table", BrokerSettings.from_url(broker.url),
+                          str(tmp_path / device_id), public_key, **kw)  # fmt: skip
+    sim.start()
+    assert sim.connected.wait(10)
+    return sim
+
+
+def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_path, mosquitto):
+    config = coordinator_config(
+        tmp_path, mosquitto,
+        '[rerank]\nsamples = 3\nruns = 3\n[rerank.budgets]\n"loop-pi" = 1000.0\n[push]\nsmoke_runs = 3\n',
+    )  # fmt: skip
+    public = keygen(config)
+    coord = start_coordinator(config)
+    agent = AgentProcess(
+        str(tmp_path), write_config(str(tmp_path / "agent.toml"), mosquitto.url,
+                                    f'[models]\npublic_key = "{public}"\n'), "loop-pi")  # fmt: skip
+    try:
+        agent.start()
+        agent.wait_note("READY=1")
+        store = open_store(str(tmp_path / "fleet.sqlite"), migrate=False)
+        done = eventually(lambda: [r for r in rollouts(config) if r["state"] in ("done", "halted")], 240)
+        (rollout,) = done
+        (dep,) = rollout["deployments"]
+        assert rollout["state"] == "done" and dep["state"] == "installed", rollout
+        assert dep["device_id"] == "loop-pi" and dep["p50_ms"] > 0
+        measured = store.results_for("loop-pi")
+        assert len(measured) == 3 and all(r["space"] == "nas-bench-201" for r in measured)
+        explained = fleetbench("explain", "loop-pi", "--config", config)
+        assert explained.returncode == 0, explained.stderr
+        assert "chose |" in explained.stdout and "under the budget of 1000 ms" in explained.stdout
+        assert "measured on the device: 3 sample architectures" in explained.stdout
+        assert "installed, smoke run p50" in explained.stdout
+        link = os.path.join(agent.state_dir, "models", "deployed", "fleetbench-model.onnx")
+        assert os.path.islink(link) and os.path.getsize(link) > 0
+    finally:
+        agent.close()
+        stop(coord)
+
+
+def test_a_sku_rollout_halts_when_its_canary_fails_and_completes_when_it_does_not(tmp_path, mosquitto):
+    config = coordinator_config(tmp_path, mosquitto, "[push]\ncanary_fraction = 0.3\n")
+    public = keygen(config)
+    _, wrong = key_pair()
+    # sorted first, so the canary: it pins another key and rejects every push
+    sims = [simulated(tmp_path, mosquitto, "sku-a", wrong)]
+    sims += [simulated(tmp_path, mosquitto, f"sku-{c}", public) for c in "bc"]
+    coord = start_coordinator(config)
+    try:
+        eventually(lambda: len(open_store(str(tmp_path / "fleet.sqlite")).fleet()) == 3)
+        model = nb201_model(tmp_path)
+        out = fleetbench(
+            "push", model, "--sku", SKU, "--config", config, "--wait", "--timeout", "120", timeout_s=200
+        )
+        assert out.returncode == 1, out.stderr
+        assert "halted: canary: 1 of 1 failed" in out.stdout
+        (r,) = rollouts(config)
+        states = {d["device_id"]: d["state"] for d in r["deployments"]}
+        assert states == {"sku-a": "rejected"}, "the rest never started"
+        assert not sims[1].installed and not sims[2].installed
+
+        sims[0].stop()
+        good = simulated(tmp_path, mosquitto, "sku-a", public)
+        sims[0] = good
+        out = fleetbench(
+            "push", model, "--sku", SKU, "--config", config, "--wait", "--timeout", "120", timeout_s=200
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        r = rollouts(config)[0]
+        assert r["state"] == "done" and {d["state"] for d in r["deployments"]} == {"installed"}
+        assert {d["stage"] for d in r["deployments"]} == {"canary", "rest"}
+        assert all(s.installed and s.installed[-1]["arch"] == ARCH for s in sims)
+    finally:
+        stop(coord)
+        for sim in sims:
+            sim.stop()
+
+
+def test_a_coordinator_restarted_mid_rollout_resumes_it(tmp_path, mosquitto):
+    config = coordinator_config(tmp_path, mosquitto)
+    public = keygen(config)
+    dropping = threading.Event()
+    accept = threading.Event()
+    kept = []
+
+    def on_chunk(index: int) -> bool:
+        if accept.is_set() or len(kept) < 3:
+            kept.append(index)
+            return True
+        dropping.set()  # the transfer "breaks" after 3 chunks
+        return False
+
+    sim = simulated(tmp_path, mosquitto, "resume-pi", public, on_chunk=on_chunk)
+    coord = start_coordinator(config)
+    try:
+        model = nb201_model(tmp_path)
+        chunks = -(-os.path.getsize(model) // 65536)
+        eventually(lambda: len(open_store(str(tmp_path / "fleet.sqlite")).fleet()) == 1)
+        out = fleetbench("push", model, "--device", "resume-pi", "--config", config)
+        assert out.returncode == 0, out.stderr
+        assert dropping.wait(60)
+        stop(coord)
+        (r,) = rollouts(config)
+        assert r["state"] == "canary" and r["deployments"][0]["state"] == "sending"
+        accept.set()
+        coord = start_coordinator(config)
+        eventually(lambda: rollouts(config)[0]["state"] == "done", 120)
+        (dep,) = rollouts(config)[0]["deployments"]
+        assert dep["state"] == "installed" and dep["attempts"] == 2
+        assert sim.chunks_received == chunks and sorted(kept) == list(range(chunks)), (
+            "every chunk arrived once: the second coordinator sent only what was missing"
+        )
+    finally:
+        stop(coord)
+        sim.stop()
+
+
+def test_demo_runs_end_to_end_with_a_short_setting(tmp_path):
+    pytest.importorskip("amqtt")
+    out = tmp_path / "demo"
+    run = fleetbench("demo", "--out", str(out), "--samples", "3", "--simulated", "1", "--runs", "3",
+                     "--timeout", "240", timeout_s=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "this-machine" in run.stdout and "sim-rpi4-a (sim)" in run.stdout
+    assert run.stdout.count("installed") >= 2
+    report = (out / "report.html").read_text()
+    for needle in ("SRCC heatmap", "Predicted vs measured", "simulated", "this-machine", "data:image/png"):
+        assert needle in report
+    again = fleetbench("demo", "--out", str(tmp_path), "--samples", "3", "--simulated", "0")
+    assert again.returncode == 2 and "is not a fleetbench demo directory" in again.stderr
