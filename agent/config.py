@@ -116,14 +116,14 @@ class HomeAssistantConfig:
     prefix: str = "homeassistant"
 
 
-def default_state_dir(env: Mapping[str, str]) -> str:
-    """systemd's StateDirectory=, else /var/lib/fleetbench for root, else the XDG state dir."""
+def default_state_dir(env: Mapping[str, str], name: str = "fleetbench") -> str:
+    """systemd's StateDirectory=, else /var/lib/NAME for root, else the XDG state dir."""
     if env.get("STATE_DIRECTORY"):
         return env["STATE_DIRECTORY"].split(":")[0]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return SERVICE_STATE_DIR
+        return os.path.join("/var/lib", name)
     base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "fleetbench")
+    return os.path.join(base, name)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ Targets (issue 4): RSS <= 40 MB, CPU <= 1 % of a core over 60 s.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,25 +21,16 @@ import tempfile
 import time
 
 import psutil
+from _helpers import load_test_helper
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load(name: str):
-    """A tests/ helper by file path (tests/ on sys.path would shadow the agent package)."""
-    spec = importlib.util.spec_from_file_location(
-        f"fleetbench_test_{name}", os.path.join(REPO, "tests", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
     args = ap.parse_args()
-    broker_mod, daemon_proc = _load("broker"), _load("daemon_proc")
+    broker_mod, daemon_proc = load_test_helper("broker"), load_test_helper("daemon_proc")
 
     with tempfile.TemporaryDirectory() as tmp:
         broker = broker_mod.Mosquitto(tmp)

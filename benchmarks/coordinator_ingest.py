@@ -13,7 +13,6 @@ Target (issue 6): >= 5,000 results/s from 100 agents, none lost.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import multiprocessing
 import os
 import sys
@@ -23,22 +22,12 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from _helpers import load_test_helper
 
 from agent.transport import messages
 from agent.transport.mqtt import BrokerSettings
 from coordinator.service import Ingestor
 from coordinator.store import open_store
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _broker_module():
-    spec = importlib.util.spec_from_file_location(
-        "fleetbench_test_broker", os.path.join(REPO, "tests", "broker.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def simulate(port: int, n_agents: int, per_agent: int, go: Any, started: Any, done: Any) -> None:
@@ -108,7 +97,7 @@ def main() -> int:
     args = ap.parse_args()
     total = args.agents * args.per_agent
     with tempfile.TemporaryDirectory() as tmp:
-        broker = _broker_module().Mosquitto(tmp)
+        broker = load_test_helper("broker").Mosquitto(tmp)
         broker.start()
         store = open_store(os.path.join(tmp, "fleet.sqlite"))
         ingestor = Ingestor(

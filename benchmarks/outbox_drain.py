@@ -16,20 +16,15 @@ import sys
 import tempfile
 import time
 
+from _helpers import load_test_helper
+
 from agent.transport.mqtt import BrokerSettings, MqttLink
 from agent.transport.outbox import Outbox
 from agent.transport.topics import DeviceTopics
 
 
 def _load_broker_helpers():
-    """tests/broker.py by file path: putting tests/ on sys.path would let tests/agent/ shadow
-    the agent package (a namespace package is found before the editable install's finder)."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "broker.py")
-    spec = importlib.util.spec_from_file_location("fleetbench_test_broker", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_test_helper("broker")
     return module.Mosquitto, module.Receiver
 
 

@@ -16,13 +16,14 @@ Issue 6 asks for this figure (no target).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from typing import Any
+
+from _helpers import load_test_helper
 
 from agent.config import BrokerConfig
 from agent.transport.mqtt import BrokerSettings
@@ -31,17 +32,7 @@ from coordinator.deploy import Deployer, create_rollout, generate_key, rollout_r
 from coordinator.service import Ingestor
 from coordinator.store import open_store
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SKU = "Benchmark Board (simulated)"
-
-
-def _broker_module():
-    spec = importlib.util.spec_from_file_location(
-        "fleetbench_test_broker", os.path.join(REPO, "tests", "broker.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def devices(url: str, n: int, public_key: str, workdir: str, ready: Any, done: Any) -> None:
@@ -72,7 +63,7 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=64, help="chunk messages in flight")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        broker = _broker_module().Mosquitto(tmp)
+        broker = load_test_helper("broker").Mosquitto(tmp)
         broker.start()
         config = CoordinatorConfig(
             db=os.path.join(tmp, "fleet.sqlite"), state_dir=os.path.join(tmp, "coord"), group="",

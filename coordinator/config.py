@@ -30,12 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from agent.config import BrokerConfig, ConfigError, layered
+from agent.config import BrokerConfig, ConfigError, default_state_dir, layered
 from agent.errors import UsageError
 
 DEFAULT_PATH = "/etc/fleetbench/coordinator.toml"
 ENV_PREFIX = "FLEETBENCH_COORDINATOR_"
-SERVICE_STATE_DIR = "/var/lib/fleetbench-coordinator"
 
 
 @dataclass(frozen=True)
@@ -124,20 +123,11 @@ class CoordinatorConfig:
         return self.rerank.default_budget_ms
 
 
-def default_state_dir(env: Mapping[str, str]) -> str:
-    if env.get("STATE_DIRECTORY"):
-        return env["STATE_DIRECTORY"].split(":")[0]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return SERVICE_STATE_DIR
-    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "fleetbench-coordinator")
-
-
 def validate(config: CoordinatorConfig) -> CoordinatorConfig:
     from agent.transport.mqtt import BrokerSettings
     from coordinator.ranking.spaces import SPACES
 
-    where = config.source or "configuration"
+    where = f"config file {config.source!r}" if config.source else "configuration"
     if config.broker.url:
         try:
             BrokerSettings.from_url(config.broker.url)
@@ -179,6 +169,6 @@ def load(
 ) -> CoordinatorConfig:
     """Defaults < file < FLEETBENCH_COORDINATOR_* < flags, validated."""
     env = dict(os.environ) if env is None else env
-    base = CoordinatorConfig(state_dir=default_state_dir(env))
+    base = CoordinatorConfig(state_dir=default_state_dir(env, "fleetbench-coordinator"))
     config = layered(base, path, DEFAULT_PATH, env, flags, ENV_PREFIX)
     return validate(config)

@@ -112,6 +112,9 @@ class Reranker:
             self._start(device, state, now, "retrying after a failed round")
         elif state["state"] == "decided":
             then, current = state["degradation_index"], device.get("degradation_index")
+            if then is None and current is not None:  # its first health came after the decision
+                self._set(device_id, now, degradation_index=current)
+                return
             moved = then is not None and current is not None and abs(current - then)
             if moved and moved >= self.config.rerank.degradation_threshold:
                 self._start(device, state, now, f"degradation index moved {then:.3f} -> {current:.3f}")
@@ -155,7 +158,9 @@ class Reranker:
         decision = decide(self.reference, self.space, device_id, measured, self.accuracy, budget)
         rollout_id = self._push(device_id, decision) if decision.arch and self.config.rerank.push else None
         self._record(decision, state, job_id, rollout_id, now)
-        self._set(device_id, now, state="decided", detail=decision.arch or "nothing fits the budget")
+        # The baseline for "degraded since": the index the decision was made at.
+        self._set(device_id, now, state="decided", detail=decision.arch or "nothing fits the budget",
+                  degradation_index=device.get("degradation_index"))  # fmt: skip
         if decision.arch:
             logger.info("%s gets %s: predicted %.2f ms (%.2f with margin) under %.2f ms, accuracy %.2f",
                         device_id, decision.arch, decision.predicted_ms, decision.with_margin_ms, budget,

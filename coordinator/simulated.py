@@ -77,6 +77,11 @@ class SimulatedDevice:
         self._client.disconnect()
         self._client.loop_stop()
 
+    def age(self, drift: float) -> None:
+        """The board slows down (heat, wear): later answers use ``drift``, and health says so."""
+        self.drift = drift
+        self._send("health", {"health": {}, "degradation": {"index": round(drift - 1.0, 4)}})
+
     def true_ms(self, arch: str) -> float:
         """What this device's latency for ``arch`` is, before noise."""
         return self.latency_ms[arch] * self.drift
@@ -100,7 +105,7 @@ class SimulatedDevice:
             return
         client.subscribe([(self.topics.jobs, 1), (self.topics.models, 1)])  # before "online", as the agent
         client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
-        self._send("health", {"health": {}, "degradation": {"index": round(self.drift - 1.0, 4)}})
+        self.age(self.drift)
         self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:

@@ -12,6 +12,7 @@ import sys
 import threading
 
 import pytest
+import sqlalchemy as sa
 from daemon_proc import REPO, AgentProcess, fleetbench, write_config
 from keys import key_pair
 from test_service import eventually
@@ -19,7 +20,7 @@ from test_service import eventually
 from agent.materialize import materialize, write_model
 from agent.transport.mqtt import BrokerSettings
 from coordinator.simulated import SimulatedDevice
-from coordinator.store import open_store
+from coordinator.store import open_store, rerank_state
 
 pytest.importorskip("onnxruntime")
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -198,3 +199,53 @@ def test_demo_runs_end_to_end_with_a_short_setting(tmp_path):
         assert needle in report
     again = fleetbench("demo", "--out", str(tmp_path), "--samples", "3", "--simulated", "0")
     assert again.returncode == 2 and "is not a fleetbench demo directory" in again.stderr
+
+
+def test_a_device_whose_degradation_moves_is_ranked_again(tmp_path, mosquitto):
+    from coordinator.ranking import NB201_LATENCY
+    from coordinator.ranking.tables import read_table
+
+    table = read_table(NB201_LATENCY)
+    pi4 = {a: float(v) for a, v in zip(table.archs, table.column("raspberry_pi4"))}
+    config = coordinator_config(
+        tmp_path, mosquitto,
+        '[rerank]\nsamples = 4\nexclude = ["raspberry_pi4"]\ndegradation_threshold = 0.2\n'
+        '[rerank.budgets]\n"aging-pi" = 45.0\n',
+    )  # fmt: skip
+    public = keygen(config)
+    sim = SimulatedDevice("aging-pi", SKU, pi4, "raspberry_pi4", BrokerSettings.from_url(mosquitto.url),
+                          str(tmp_path / "aging-pi"), public)  # fmt: skip
+    coord = start_coordinator(config)
+    sim.start()
+    store = open_store(str(tmp_path / "fleet.sqlite"))
+
+    def decisions():
+        out = fleetbench("explain", "aging-pi", "--all", "--config", config, "--format", "json")
+        return json.loads(out.stdout) if out.returncode == 0 else []
+
+    try:
+        first = eventually(
+            lambda: [d for d in decisions() if (d.get("deployment") or {}).get("state") == "installed"]
+        )
+        assert len(first) == 1 and first[0]["inputs"]["reason"] == "new device"
+        # The coordinator may have started after the device's first health: say it again, and wait
+        # until the decision's baseline holds it, before the board ages.
+        sim.age(1.0)
+
+        def baseline():
+            with store.engine.connect() as conn:
+                return conn.execute(sa.select(rerank_state.c.degradation_index)).scalar() == 0.0
+
+        eventually(baseline)
+        sim.age(1.5)  # 50 % slower: past the 0.2 threshold
+        both = eventually(lambda: len(decisions()) == 2 and decisions())
+        newest = both[0]
+        assert (
+            newest["inputs"]["round"] == 2
+            and "degradation index moved 0.000 -> 0.500" in newest["inputs"]["reason"]
+        )
+        assert newest["inputs"]["measured"] != first[0]["inputs"]["measured"], "measured again, slower"
+        assert store.count("decisions") == 2
+    finally:
+        stop(coord)
+        sim.stop()

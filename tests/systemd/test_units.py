@@ -71,3 +71,13 @@ def test_agent_unit_says_what_the_daemon_relies_on():
     assert d["NoNewPrivileges"] == ["yes"] and d["PrivateTmp"] == ["yes"]
     assert d["User"] == ["fleetbench"]
     assert "/dev/apex_0 rw" in d["DeviceAllow"]
+
+
+def test_coordinator_unit_verifies_and_keeps_its_key_private(tmp_path):
+    path = os.path.join(UNIT_DIR, "fleetbench-coordinator.service")
+    with open(path) as fh:
+        out = verify(tmp_path, fh.read(), "fleetbench-coordinator.service")
+    assert out.returncode == 0 and out.stdout.strip() == "" and out.stderr.strip() == "", out.stderr
+    found = directives(path)
+    assert found["Type"] == ["notify"] and found["RestartPreventExitStatus"] == ["2"]
+    assert found["StateDirectoryMode"] == ["0700"] and found["UMask"] == ["0077"]

@@ -1,0 +1,71 @@
+"""The coordinator's configuration (the agent's conventions) and its commands' errors."""
+
+from __future__ import annotations
+
+import pytest
+from daemon_proc import fleetbench
+
+from agent.config import ConfigError
+from coordinator.config import load
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "coordinator.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_file_env_and_flags_layer_and_budgets_resolve_device_then_sku(tmp_path):
+    path = write(tmp_path, 'state_dir = "/srv/c"\n[broker]\nurl = "mqtt://hub:1883"\n'
+                           '[rerank]\ndefault_budget_ms = 50\n[rerank.budgets]\n"pi-3" = 20\n'
+                           '"Raspberry Pi 4 Model B" = 40\n')  # fmt: skip
+    config = load(path, env={"FLEETBENCH_COORDINATOR_RERANK_SAMPLES": "12"}, flags={"group": ""})
+    assert config.rerank.samples == 12 and config.group == "" and config.db_url == "/srv/c/fleet.sqlite"
+    assert config.key_file == "/srv/c/coordinator.key"
+    assert config.budget_ms("pi-3", "Raspberry Pi 4 Model B") == 20
+    assert config.budget_ms("pi-4", "Raspberry Pi 4 Model B") == 40
+    assert config.budget_ms("jetson", "Jetson") == 50
+    env = {"FLEETBENCH_COORDINATOR_RERANK_BUDGETS": "a=1.5, b=2"}
+    assert load(path, env=env).rerank.budgets == {"a": 1.5, "b": 2.0}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[rerank]\nsampels = 3\n", "unknown key 'rerank.sampels'; did you mean 'rerank.samples'"),
+        ('[rerank]\nspace = "resnet"\n', "rerank.space must be one of"),
+        ("[rerank.budgets]\npi = -1\n", "rerank.budgets must all be above 0 ms"),
+        ('[rerank.budgets]\npi = "fast"\n', "rerank.budgets.pi must be a finite number"),
+        ("[push]\ncanary_fraction = 0\n", "push.canary_fraction must be above 0"),
+        ("[push]\nchunk_bytes = 100000\n", "push.chunk_bytes must be 1-65536"),
+        ('[rerank]\nspace = "mobilenetv2"\n', "rerank.reference (a latency table) is needed"),
+    ],
+)
+def test_bad_settings_name_the_file_and_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="config file .*coordinator.toml.*: " + message.replace("(", r"\(")
+                       .replace(")", r"\)")):  # fmt: skip
+        load(path, env={})
+
+
+def test_service_commands_fail_clearly(tmp_path):
+    config = write(tmp_path, f'state_dir = "{tmp_path}"\n')
+    no_broker = fleetbench("coordinator", "--config", config)
+    assert no_broker.returncode == 2 and "needs a broker" in no_broker.stderr
+    assert "Traceback" not in no_broker.stderr
+    missing_db = fleetbench("push", "m.onnx", "--device", "x", "--config", config)
+    assert missing_db.returncode == 2 and "does not exist (the coordinator creates it)" in missing_db.stderr
+    keygen = fleetbench("keygen", "--config", config)
+    assert keygen.returncode == 0 and 'public_key = "ed25519:' in keygen.stdout
+    again = fleetbench("keygen", "--config", config)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    from coordinator.store import open_store
+
+    open_store(str(tmp_path / "fleet.sqlite"))
+    (tmp_path / "m.bin").write_bytes(b"x")
+    wrong = fleetbench("push", str(tmp_path / "m.bin"), "--device", "x", "--config", config)
+    assert wrong.returncode == 2 and "must be a .onnx or .tflite file" in wrong.stderr
+    nothing = fleetbench("explain", "nobody", "--config", config)
+    assert nothing.returncode == 2 and "no decision was made for device 'nobody'" in nothing.stderr
+    both = fleetbench("push", "m.onnx", "--device", "x", "--sku", "y", "--config", config)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
