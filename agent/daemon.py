@@ -157,7 +157,7 @@ class Agent:
         self.store = JobStore(os.path.join(cfg.state_dir, "jobs"))
         self.pushes = PushReceiver(
             ModelStore(cfg.model_dir, cfg.state_dir, cfg.models.public_key, cfg.models.max_bytes),
-            self._push_ack,
+            lambda data, msg_id: self._send("acks", data, msg_id=msg_id),
             self._smoke,
             cfg.state_dir,
         )
@@ -346,10 +346,6 @@ class Agent:
                   architectures=len(job.architectures))  # fmt: skip
         assert self._jobs is not None
         self._jobs.put_nowait(job)
-
-    def _push_ack(self, push_id: str, state: str, fields: dict[str, Any], msg_id: Optional[str]) -> None:
-        # job_id names the push too, so the coordinator finds a push's acks like a job's
-        self._send("acks", {"job_id": push_id, "push_id": push_id, "state": state, **fields}, msg_id=msg_id)
 
     async def _smoke(self, path: str, runs: int) -> dict[str, Any]:
         """A pushed model's smoke benchmark: loads and runs in a worker, between jobs."""

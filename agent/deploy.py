@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 ENDED_KEPT = 200
 #: runs the smoke benchmark of a model file; returns its result dict (stats.p50_ms ...)
 SmokeRunner = Callable[[str, int], Awaitable[dict[str, Any]]]
-#: sends an ack: (push_id, state, fields, message id or None)
-AckSender = Callable[[str, str, dict[str, Any], Optional[str]], None]
+#: sends the data of an ack message, with its message id (None: a fresh one)
+AckSender = Callable[[dict[str, Any], Optional[str]], None]
 
 
 class PushReceiver:
@@ -171,7 +171,7 @@ class PushReceiver:
     # -- acks -----------------------------------------------------------------------
 
     def _ack(self, push_id: str, state: str, **fields: Any) -> None:
-        self._send_ack(push_id, state, fields, None)
+        self._send_ack(ack_data(push_id, state, fields), None)
 
     def _end(self, push_id: str, state: str, **fields: Any) -> None:
         """A push's last word: kept on disk, sent with an id made from the push."""
@@ -182,7 +182,7 @@ class PushReceiver:
             write_text_atomic(self._ended_path, json.dumps(self._ended), what="push record")
         except FleetbenchError as err:
             logger.warning("%s", err)
-        self._send_ack(push_id, state, fields, f"ack:{push_id}:{state}")
+        self._send_ack(ack_data(push_id, state, fields), f"ack:{push_id}:{state}")
 
     def _load_ended(self) -> dict[str, dict[str, Any]]:
         try:
@@ -191,6 +191,11 @@ class PushReceiver:
         except (OSError, ValueError):
             return {}
         return ended if isinstance(ended, dict) else {}
+
+
+def ack_data(push_id: str, state: str, fields: dict[str, Any]) -> dict[str, Any]:
+    # job_id names the push too, so the coordinator finds a push's acks like a job's
+    return {"job_id": push_id, "push_id": push_id, "state": state, **fields}
 
 
 def manifest_id(raw: Any) -> str:

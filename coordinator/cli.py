@@ -176,14 +176,14 @@ def cmd_monotonicity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _need(module: str, what: str) -> None:
-    """A clear error, not a traceback, when the coordinator extra is not installed."""
+def _need(module: str, what: str, extras: str = "coordinator") -> None:
+    """A clear error, not a traceback, when an optional dependency is not installed."""
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
         from coordinator.errors import ExtraMissingError
 
-        raise ExtraMissingError(f"{what} needs {module}: pip install 'fleetbench[coordinator]'")
+        raise ExtraMissingError(f"{what} needs {module}: pip install 'fleetbench[{extras}]'")
 
 
 def _heatmap(result: Any, path: Any) -> None:

@@ -31,6 +31,7 @@ import sys
 import time
 from typing import Any, Optional
 
+from agent.cli._args import _seconds, _whole
 from agent.errors import FleetbenchError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ SIMULATED = (
     ("sim-jetson-tx2", TX2_SKU, "jetson_tx2_edgegpu", 1.00),
 )
 MARKER = ".fleetbench-demo"
+DEMO_EXTRAS = "onnx,coordinator,demo"
 
 
 def register_demo(sub: Any) -> None:
@@ -64,41 +66,36 @@ def register_demo(sub: Any) -> None:
     )
     demo.add_argument("--out", default="fleetbench-demo", metavar="DIR", help="default: ./fleetbench-demo")
     demo.add_argument("--broker", metavar="URL", help="use this broker instead of the embedded one")
-    demo.add_argument("--samples", type=int, default=8, metavar="K",
+    demo.add_argument("--samples", type=_whole(2), default=8, metavar="K",
                       help="architectures measured per device (default 8)")  # fmt: skip
-    demo.add_argument("--simulated", type=int, default=len(SIMULATED), metavar="N",
+    demo.add_argument("--simulated", type=_whole(0), default=len(SIMULATED), metavar="N",
                       help=f"simulated devices, 0-{len(SIMULATED)} (default {len(SIMULATED)})")  # fmt: skip
-    demo.add_argument("--runs", type=int, default=10, metavar="N", help="timed runs per model (default 10)")
-    demo.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up after (default 600)")
+    demo.add_argument(
+        "--runs", type=_whole(1), default=10, metavar="N", help="timed runs per model (default 10)"
+    )
+    demo.add_argument(
+        "--timeout", type=_seconds, default=600.0, metavar="S", help="give up after (default 600)"
+    )
     demo.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if not 2 <= args.samples <= 50:
+    from coordinator.cli import _need
+
+    if args.samples > 50:
         raise UsageError(f"--samples {args.samples} must be 2-50")
-    if not 0 <= args.simulated <= len(SIMULATED):
+    if args.simulated > len(SIMULATED):
         raise UsageError(f"--simulated {args.simulated} must be 0-{len(SIMULATED)}")
-    if args.runs < 1 or args.timeout <= 0:
-        raise UsageError("--runs must be at least 1 and --timeout above 0")
-    for module, extra in (("onnxruntime", "onnx"), ("onnx", "onnx"), ("sqlalchemy", "coordinator"),
-                          ("cryptography", "coordinator"), ("matplotlib", "coordinator")):  # fmt: skip
-        _need(module, extra)
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be above 0")
+    for module in ("onnxruntime", "onnx", "sqlalchemy", "cryptography", "matplotlib"):
+        _need(module, "the demo", DEMO_EXTRAS)
     if not args.broker:
         if sys.version_info < (3, 10):
             raise UsageError("the embedded broker (amqtt) needs Python >= 3.10; run a broker such as "
                              "mosquitto and give it with --broker mqtt://127.0.0.1:1883")  # fmt: skip
-        _need("amqtt", "demo")
+        _need("amqtt", "the embedded broker", DEMO_EXTRAS)
     return asyncio.run(Demo(args).run())
-
-
-def _need(module: str, extra: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        from coordinator.errors import ExtraMissingError
-
-        raise ExtraMissingError(f"the demo needs {module}: pip install 'fleetbench[onnx,coordinator,demo]' "
-                                f"(it is in the {extra!r} extra)")  # fmt: skip
 
 
 def _free_port() -> int:
@@ -133,9 +130,12 @@ class Demo:
             )
         for sub in ("coordinator", "agent", "simulated"):
             shutil.rmtree(os.path.join(self.out, sub), ignore_errors=True)
-        os.makedirs(self.out, exist_ok=True)
-        with open(os.path.join(self.out, MARKER), "w") as fh:
-            fh.write("made by fleetbench demo; the next run replaces what is here\n")
+        try:
+            os.makedirs(self.out, exist_ok=True)
+            with open(os.path.join(self.out, MARKER), "w") as fh:
+                fh.write("made by fleetbench demo; the next run replaces what is here\n")
+        except OSError as err:
+            raise UsageError(f"--out {self.out!r} cannot be written: {err.strerror}") from None
 
     async def _start_broker(self) -> str:
         if self.args.broker:
@@ -293,15 +293,14 @@ class Demo:
         deadline = time.monotonic() + self.args.timeout
         while time.monotonic() < deadline:
             states = await loop.run_in_executor(None, _progress, store, devices)
-            for device, text in states.items():
+            for device, (text, _) in states.items():
                 if self._said.get(device) != text:
                     self._said[device] = text
                     self.say(f"{device}: {text}")
             if self.agent is not None and self.agent.poll() is not None:
                 raise FleetbenchError(f"the real agent exited with status {self.agent.returncode}; "
                                       f"see {os.path.join(self.out, 'agent', 'agent.log')}")  # fmt: skip
-            if all(t.startswith(("installed", "rolled_back", "rejected", "failed", "nothing fits", "halted"))
-                   for t in states.values()) and len(states) == len(devices):  # fmt: skip
+            if len(states) == len(devices) and all(done for _, done in states.values()):
                 return True
             await asyncio.sleep(0.5)  # polling the database the coordinator writes
         return False
@@ -348,12 +347,14 @@ class Demo:
                 self.agent.kill()
 
 
-def _progress(store: Any, devices: list[str]) -> dict[str, str]:
+def _progress(store: Any, devices: list[str]) -> dict[str, tuple[str, bool]]:
+    """Each device's progress in words, and whether its loop has ended (for good or not)."""
     import sqlalchemy as sa
 
+    from coordinator.deploy import TERMINAL
     from coordinator.store import decisions, deployments, rerank_state
 
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, bool]] = {}
     with store.engine.connect() as conn:
         states = {r.device_id: r for r in conn.execute(sa.select(rerank_state))}
         for device in devices:
@@ -361,26 +362,26 @@ def _progress(store: Any, devices: list[str]) -> dict[str, str]:
             if st is None:
                 continue
             if st.state == "sampling":
-                out[device] = f"sampling: measuring the planned architectures (job {st.job_id})"
+                out[device] = (f"sampling: measuring the planned architectures (job {st.job_id})", False)
                 continue
             if st.state != "decided":
-                out[device] = f"{st.state}: {st.detail}"
+                out[device] = (f"{st.state}: {st.detail}", True)  # failed, or no budget
                 continue
             d = conn.execute(sa.select(decisions).where(decisions.c.device_id == device)
                              .order_by(decisions.c.at.desc())).first()  # fmt: skip
             if d is None or d.arch is None:
-                out[device] = "nothing fits its budget"
+                out[device] = ("nothing fits its budget", True)
                 continue
             dep = conn.execute(sa.select(deployments).where(deployments.c.rollout_id == d.rollout_id)).first()
             head = f"chose {d.arch} (predicted {d.predicted_ms:.2f} ms under {d.budget_ms:.2f})"
             if dep is None or dep.state == "pending":
-                out[device] = f"decided: {head}; pushing"
+                out[device] = (f"decided: {head}; pushing", False)
             elif dep.state == "sending":
-                out[device] = f"pushing {head} (signed, 64 KiB chunks)"
+                out[device] = (f"pushing {head} (signed, 64 KiB chunks)", False)
             elif dep.state == "installed":
-                out[device] = f"installed: smoke run p50 {dep.p50_ms:.2f} ms; {head}"
+                out[device] = (f"installed: smoke run p50 {dep.p50_ms:.2f} ms; {head}", True)
             else:
-                out[device] = f"{dep.state}: {dep.detail}"
+                out[device] = (f"{dep.state}: {dep.detail}", dep.state in TERMINAL)
     return out
 
 

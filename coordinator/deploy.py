@@ -31,6 +31,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 
 from agent.errors import UsageError
+from agent.files import write_bytes_atomic
 from agent.transport import messages
 from agent.transport.push import Manifest, chunk_message, expand, manifest_message, sign
 from agent.transport.topics import DeviceTopics
@@ -63,10 +64,13 @@ def generate_key(path: str) -> str:
         raise UsageError(f"key file {path!r} already exists; refusing to overwrite a signing key")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+    except OSError as err:
+        raise UsageError(f"key file {path!r} cannot be written: {err.strerror}") from None
     return public_key_of(key)
 
 
@@ -129,13 +133,15 @@ def create_rollout(
     for label, value in (("--name", name), ("--version", version)):
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", value):
             raise UsageError(f"{label} {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
-    os.makedirs(config.blob_dir, exist_ok=True)
     blob = os.path.join(config.blob_dir, f"{digest}.{fmt}")
-    if not os.path.exists(blob):
-        tmp = blob + f".{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, blob)
+    if not os.path.exists(blob):  # the coordinator sends from this copy, so a rollout survives restarts
+        try:
+            os.makedirs(config.blob_dir, exist_ok=True)
+        except OSError as err:
+            raise UsageError(
+                f"state_dir {config.state_dir!r} cannot hold model files: {err.strerror}"
+            ) from None
+        write_bytes_atomic(blob, data, what="model copy")
     now = time.time()
     row = {
         "rollout_id": uuid.uuid4().hex[:12],
@@ -207,9 +213,7 @@ class Deployer:
         with self.store.engine.connect() as conn:
             active = [dict(r) for r in conn.execute(
                 sa.select(rollouts).where(rollouts.c.state.in_(ACTIVE_ROLLOUT))).mappings()]  # fmt: skip
-            online = {
-                d for (d,) in conn.execute(sa.select(devices.c.device_id).where(devices.c.state == "online"))
-            }
+        online = {d["device_id"] for d in self.store.online()} if active else set()
         for rollout in active:
             try:
                 self._advance(rollout, online, now)

@@ -87,9 +87,7 @@ class Reranker:
         now = time.time() if now is None else now
         with self.store.engine.connect() as conn:
             states = {r["device_id"]: dict(r) for r in conn.execute(sa.select(rerank_state)).mappings()}
-        for device in self.store.fleet():
-            if device["state"] != "online":
-                continue
+        for device in self.store.online():
             try:
                 self._step(device, states.get(device["device_id"]), now)
             except CoordinatorError as err:

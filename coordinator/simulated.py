@@ -4,14 +4,17 @@ A simulated device speaks the agent's protocol on the real broker: a retained bi
 (platform ``simulated``, capabilities say so and where its numbers come from), health,
 ``architectures`` jobs answered with the published NAS-Bench-201 latency of its source
 device times its drift (an aged board is slower) with log-normal noise, and model
-pushes received, verified and installed with the agent's own model store.  Its smoke
-run is the simulated latency of the architecture named in the pushed ONNX model.
+pushes handled by the agent's own receiver and model store (verified, installed,
+rolled back, acknowledged as a real agent does), on an event loop of its own.  Its
+smoke run is the simulated latency of the architecture named in the pushed model.
 Every message it sends says ``"simulated": true``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
 import threading
 import time
@@ -19,10 +22,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from agent.deploy import PushReceiver
+from agent.errors import BenchmarkError
 from agent.modelstore import ModelStore
 from agent.transport import messages
 from agent.transport.mqtt import BrokerSettings
-from agent.transport.push import Manifest, PushError, parse_chunk, ranges
 from agent.transport.topics import DeviceTopics
 
 logger = logging.getLogger(__name__)
@@ -49,16 +53,21 @@ class SimulatedDevice:
         self.device_id, self.sku, self.source = device_id, sku, source
         self.latency_ms, self.drift, self.noise = latency_ms, drift, noise
         self.topics = DeviceTopics(device_id)
-        self.models = ModelStore(f"{state_dir}/models", state_dir, public_key, 256 * 1024 * 1024)
+        os.makedirs(state_dir, exist_ok=True)
+        store = ModelStore(os.path.join(state_dir, "models"), state_dir, public_key, 256 * 1024 * 1024)
+        self.pushes = PushReceiver(store, lambda data, msg_id: self._send("acks", data, msg_id), self._smoke,
+                                   state_dir)  # fmt: skip
+        self._loop = asyncio.new_event_loop()  # PushReceiver's installs run on it, as in the agent
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"sim-{device_id}", daemon=True)
         self.rng = np.random.default_rng(seed)
         #: tests: called with each chunk's index; False drops the chunk (an interrupted transfer)
         self.on_chunk = on_chunk
         #: benchmarks: every pushed file "runs" at this latency (it need not be a NAS-Bench-201 model)
         self.smoke_ms = smoke_ms
         self.chunks_received = 0
+        #: every model that passed to its smoke run here: path, arch, p50_ms
         self.installed: list[dict[str, Any]] = []
         self.connected = threading.Event()
-        self._ended: dict[str, tuple[str, dict[str, Any]]] = {}
         self._client = settings.client(f"fleetbench-sim-{device_id}")
         self._client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
         self._client.on_connect = self._on_connect
@@ -66,6 +75,7 @@ class SimulatedDevice:
         self._settings = settings
 
     def start(self) -> None:
+        self._thread.start()
         self._client.connect_async(self._settings.host, self._settings.port, keepalive=30)
         self._client.loop_start()
 
@@ -76,6 +86,9 @@ class SimulatedDevice:
             ).wait_for_publish(5)
         self._client.disconnect()
         self._client.loop_stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
     def age(self, drift: float) -> None:
         """The board slows down (heat, wear): later answers use ``drift``, and health says so."""
@@ -117,7 +130,7 @@ class SimulatedDevice:
             if msg.topic == self.topics.jobs:
                 self._on_job(env.data)
             elif msg.topic == self.topics.models:
-                self._on_push(env.data)
+                self._loop.call_soon_threadsafe(self._on_push, env.data)
         except Exception:  # a simulator bug must not kill paho's thread
             logger.exception("simulated device %s failed on %s", self.device_id, msg.topic)
 
@@ -142,68 +155,24 @@ class SimulatedDevice:
                                    "conditions": {"simulated": True}}, f"result:{job_id}:{name}")  # fmt: skip
         self._send("acks", {"job_id": job_id, "state": "done", "measured": len(items)}, f"ack:{job_id}:done")
 
-    def _on_push(self, data: dict[str, Any]) -> None:
-        if data.get("type") == "manifest":
-            push_id = str((data.get("manifest") or {}).get("push_id"))
-            if push_id in self._ended:
-                state, fields = self._ended[push_id]
-                self._ack(push_id, state, **fields)
-                return
-            try:
-                manifest, missing = self.models.offer(data.get("manifest"))
-            except PushError as err:
-                self._ack(push_id, "rejected", error=str(err))
-                return
-            if missing:
-                self._ack(push_id, "receiving", missing=ranges(missing), chunks=manifest.chunks)
-            else:
-                self._install(manifest)
-        elif data.get("type") == "chunk":
-            push_id, index, raw = parse_chunk(data)
-            if push_id in self._ended or (self.on_chunk is not None and not self.on_chunk(index)):
+    def _on_push(self, data: Any) -> None:  # on the loop
+        if isinstance(data, dict) and data.get("type") == "chunk":
+            index = data.get("index")
+            if self.on_chunk is not None and isinstance(index, int) and not self.on_chunk(index):
                 return
             self.chunks_received += 1
-            try:
-                complete = self.models.add_chunk(push_id, index, raw)
-            except PushError:
-                return
-            if complete is not None:
-                self._install(complete)
+        self.pushes.handle(data)
 
-    def _install(self, manifest: Manifest) -> None:
-        try:
-            installed = self.models.install(manifest.push_id)
-        except PushError as err:
-            self._end(manifest.push_id, "rejected", error=str(err))
-            return
+    async def _smoke(self, path: str, runs: int) -> dict[str, Any]:
+        """The smoke run: the simulated latency of the architecture the pushed model holds."""
         if self.smoke_ms is not None:
-            self.installed.append(
-                {"name": manifest.name, "version": manifest.version, "p50_ms": self.smoke_ms}
-            )
-            self._end(manifest.push_id, "installed", name=manifest.name, version=manifest.version,
-                      p50_ms=self.smoke_ms, previous=installed.previous)  # fmt: skip
-            return
-        with open(installed.path, "rb") as fh:
+            self.installed.append({"path": path, "arch": None, "p50_ms": self.smoke_ms})
+            return {"stats": {"p50_ms": self.smoke_ms}, "backend": "simulated"}
+        with open(path, "rb") as fh:
             found = _NB201_ARCH.search(fh.read())
         arch = found.group(0).decode() if found else None
         if arch not in self.latency_ms:
-            self.models.rollback(manifest.name)
-            self._end(manifest.push_id, "rolled_back", error="smoke run failed: not a NAS-Bench-201 model")
-            return
+            raise BenchmarkError(f"{os.path.basename(path)} is not a NAS-Bench-201 model this device knows")
         ms = self.true_ms(arch) * float(np.exp(self.rng.normal(0.0, self.noise)))
-        self.installed.append(
-            {"name": manifest.name, "version": manifest.version, "arch": arch, "p50_ms": ms}
-        )
-        self._end(manifest.push_id, "installed", name=manifest.name, version=manifest.version, p50_ms=ms,
-                  previous=installed.previous)  # fmt: skip
-
-    def _ack(self, push_id: str, state: str, **fields: Any) -> None:
-        self._send("acks", {"job_id": push_id, "push_id": push_id, "state": state, **fields})
-
-    def _end(self, push_id: str, state: str, **fields: Any) -> None:
-        self._ended[push_id] = (state, fields)
-        self._send(
-            "acks",
-            {"job_id": push_id, "push_id": push_id, "state": state, **fields},
-            f"ack:{push_id}:{state}",
-        )
+        self.installed.append({"path": path, "arch": arch, "p50_ms": ms})
+        return {"stats": {"p50_ms": ms}, "backend": "simulated"}

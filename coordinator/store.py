@@ -396,6 +396,14 @@ class Store:
             out.append(item)
         return out
 
+    def online(self) -> list[dict[str, Any]]:
+        """The online devices' id, SKU and degradation index: what the loops look at every tick
+        (``fleet()`` also decodes every health sample and counts every result)."""
+        cols = (devices.c.device_id, devices.c.sku, devices.c.degradation_index)
+        with self.engine.connect() as conn:
+            q = sa.select(*cols).where(devices.c.state == "online").order_by(devices.c.device_id)
+            return [dict(r) for r in conn.execute(q).mappings()]
+
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:
             return int(
