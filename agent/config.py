@@ -111,6 +111,23 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class BridgeConfig:
+    """``fleetbench bridge``: a microcontroller on a serial line (firmware_bridge/PROTOCOL.md)."""
+
+    baud: int = 115200
+    #: a request unanswered this long is sent again, ``retries`` times
+    timeout_s: float = 2.0
+    retries: int = 3
+    #: a run that sends nothing for this long has stalled and fails
+    stall_timeout_s: float = 30.0
+    #: how often a missing port (board unplugged) is looked for
+    reopen_s: float = 2.0
+    #: runs and warm-up runs of a job that does not say
+    runs: int = 50
+    warmup_runs: int = 5
+
+
+@dataclass(frozen=True)
 class HomeAssistantConfig:
     enabled: bool = False
     prefix: str = "homeassistant"
@@ -139,6 +156,7 @@ class AgentConfig:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
     #: where the file came from, for messages and SIGHUP (not a key in the file)
     source: Optional[str] = field(default=None, compare=False)
 
@@ -339,6 +357,13 @@ def validate(config: AgentConfig) -> AgentConfig:
          "log_level must be debug, info, warning or error"),
         (bool(config.state_dir), "state_dir must not be empty"),
         (bool(config.homeassistant.prefix.strip("/")), "homeassistant.prefix must not be empty"),
+        (config.bridge.baud >= 50, "bridge.baud must be at least 50"),
+        (config.bridge.timeout_s > 0, "bridge.timeout_s must be more than 0"),
+        (config.bridge.retries >= 0, "bridge.retries must be 0 or more"),
+        (config.bridge.stall_timeout_s > 0, "bridge.stall_timeout_s must be more than 0"),
+        (config.bridge.reopen_s > 0, "bridge.reopen_s must be more than 0"),
+        (1 <= config.bridge.runs <= 65535, "bridge.runs must be 1-65535"),
+        (0 <= config.bridge.warmup_runs <= 65535, "bridge.warmup_runs must be 0-65535"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:

@@ -59,7 +59,6 @@ STATUS_FILE = "status.json"
 RECHECK_S = 10.0
 BROKER_SEARCH_S = 60.0
 PROGRESS_EVERY_S = 5.0
-FINISHED_KEPT = 1000
 
 
 class Agent:
@@ -89,7 +88,6 @@ class Agent:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._advertiser: Optional[discovery.Advertiser] = None
         self._tasks: list[asyncio.Task] = []
-        self._finished: list[str] = []
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -161,7 +159,6 @@ class Agent:
             self._smoke,
             cfg.state_dir,
         )
-        self._finished = self._load_finished()
         for job in self.store.pending():
             logger.info(
                 "resuming job %s (%d of %d items left)", job.job_id, len(job.remaining), len(job.items)
@@ -331,7 +328,7 @@ class Agent:
             logger.warning("refused job %s: %s", job_id or env.id, err)
             self._ack(job_id, "rejected", message_id=env.id, error=str(err))
             return
-        if self.store.has(job.job_id) or job.job_id in self._finished:
+        if self.store.seen(job.job_id):
             # A QoS 1 redelivery, or a reused id: either way the job runs once; say so.
             logger.info("job %s arrived again; it is already accepted", job.job_id)
             self._ack(
@@ -557,23 +554,10 @@ class Agent:
 
     def _finish(self, job: Job, state: str, **extra: Any) -> None:
         self._ack(job.job_id, state, **extra)
-        self.store.remove(job.job_id)
-        self._finished = [*self._finished, job.job_id][-FINISHED_KEPT:]
-        write_text_atomic(
-            os.path.join(self.store.directory, ".finished"),
-            json.dumps(self._finished),
-            what="finished-jobs file",
-        )
+        self.store.finish(job.job_id)
         self.jobs_done += 1
         self._write_status("running")
         logger.info("job %s %s", job.job_id, state)
-
-    def _load_finished(self) -> list[str]:
-        try:
-            with open(os.path.join(self.store.directory, ".finished"), encoding="utf-8") as fh:
-                return [str(x) for x in json.load(fh)]
-        except (OSError, ValueError, TypeError):
-            return []
 
     def _send_result(self, job: Job, model: str, result: dict[str, Any], conditions: dict[str, Any]) -> None:
         # One id per (job, item): an item measured again after kill -9 (between queueing its

@@ -165,13 +165,18 @@ def resolve_model(name: str, model_dir: str) -> str:
     return path
 
 
+def check_job_id(job_id: Any) -> str:
+    """The job id if it is one (it becomes part of file names and message ids), else JobError."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise JobError("job_id must be 1-128 letters, digits, '.', '_', ':' or '-'")
+    return job_id
+
+
 def parse_job(data: Any, model_dir: str, limits: JobsConfig) -> Job:
     """Check a job message strictly; JobError names the first thing wrong with it."""
     if not isinstance(data, dict):
         raise JobError("a job must be a JSON object")
-    job_id = data.get("job_id")
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
-        raise JobError("job_id must be 1-128 letters, digits, '.', '_', ':' or '-'")
+    job_id = check_job_id(data.get("job_id"))
     unknown = sorted(set(data) - _JOB_FIELDS)
     if unknown:
         raise JobError(
@@ -308,11 +313,30 @@ def cache_path(cache_dir: str, item: ArchItem) -> str:
 
 
 class JobStore:
-    """Accepted jobs on disk, one JSON file each, oldest first."""
+    """Accepted jobs on disk, one JSON file each, oldest first; and the ids of the last
+    ``FINISHED_KEPT`` finished ones, so a redelivered or reused job id runs only once."""
+
+    FINISHED_KEPT = 1000
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
         os.makedirs(directory, exist_ok=True)
+        self._finished_path = os.path.join(directory, ".finished")
+        try:
+            with open(self._finished_path, encoding="utf-8") as fh:
+                self._finished = [str(x) for x in json.load(fh)]
+        except (OSError, ValueError, TypeError):
+            self._finished = []
+
+    def seen(self, job_id: str) -> bool:
+        """Accepted before: waiting, running or finished."""
+        return self.has(job_id) or job_id in self._finished
+
+    def finish(self, job_id: str) -> None:
+        """The job is over: forget its file, remember its id."""
+        self.remove(job_id)
+        self._finished = [*self._finished, job_id][-self.FINISHED_KEPT :]
+        write_text_atomic(self._finished_path, json.dumps(self._finished), what="finished-jobs file")
 
     def _path(self, job_id: str) -> str:
         return os.path.join(self.directory, f"{job_id}.json")

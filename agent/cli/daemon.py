@@ -122,18 +122,24 @@ class _JournalFormatter(logging.Formatter):
         return f"<{self._PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
 
 
+def daemon_logging(log_level: str, verbose: int) -> None:
+    """A daemon's logging: the configured level unless -v was given; journald priorities
+    instead of timestamps when stderr goes to the journal."""
+    root = logging.getLogger()
+    if verbose == 0:
+        root.setLevel(log_level.upper())
+    if os.environ.get("JOURNAL_STREAM"):
+        for handler in root.handlers:
+            handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     import asyncio
 
     from agent.daemon import Agent
 
     cfg = _load_config(args)
-    root = logging.getLogger()
-    if args.verbose == 0:
-        root.setLevel(cfg.log_level.upper())
-    if os.environ.get("JOURNAL_STREAM"):  # stderr goes to the journal: no timestamps, priorities
-        for handler in root.handlers:
-            handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    daemon_logging(cfg.log_level, args.verbose)
     agent = Agent(cfg, reload=lambda: _load_config(args))
     return asyncio.run(agent.run())
 

@@ -135,6 +135,9 @@ class MqttLink:
         #: what the retained status says about the device besides online/offline (identity,
         #: capabilities): a coordinator subscribing later learns the fleet from it
         self.birth = dict(birth or {})
+        #: what the retained status says while connected: "offline" too, for a device the link
+        #: speaks for but cannot reach now (a board unplugged from its bridge)
+        self.state = "online"
         self.max_inflight = max_inflight
         self.connected = threading.Event()
         self.sent_total = 0
@@ -268,7 +271,7 @@ class MqttLink:
         # so whoever sees "online" (the coordinator, about to send a job) reaches a subscribed agent.
         client.subscribe([(self.topics.jobs, 1), (self.topics.models, 1)]
                          + [(topic, 1) for topic in self.raw_handlers])  # fmt: skip
-        client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        client.publish(self.topics.status, self._status(self.state), qos=1, retain=True)
         self._epoch += 1
         self.connected.set()
         self._wake.set()
@@ -277,6 +280,17 @@ class MqttLink:
                 self.on_connected()
             except Exception:  # a hook bug must not kill the network thread
                 logger.exception("on_connected hook failed")
+
+    def announce(self, state: str, birth: Optional[dict[str, Any]] = None) -> None:
+        """Change the retained status (and what it says about the device); sent now if connected,
+        else at the next connect.  The Last Will stays "offline"."""
+        if state not in ("online", "offline"):
+            raise ValueError(f"status {state!r} is not online or offline")
+        self.state = state
+        if birth is not None:
+            self.birth = dict(birth)
+        if self.connected.is_set():
+            self._client.publish(self.topics.status, self._status(state), qos=1, retain=True)
 
     def publish_now(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Publish without the outbox: for retained state that is rebuilt on every connect
