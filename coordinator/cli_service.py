@@ -177,8 +177,9 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         health = (d.get("health") or {}).get("health") or {}
         temps = (health.get("thermal") or {}).get("temperatures_c") or {}
         simulated = (d.get("capabilities") or {}).get("simulated")
+        kind = " (simulated)" if simulated else " (mcu)" if d.get("platform") == "mcu" else ""
         rows.append((
-            d["device_id"] + (" (simulated)" if simulated else ""),
+            d["device_id"] + kind,
             d["state"],
             d.get("sku") or "?",
             f"{now - d['last_seen']:.0f} s ago",

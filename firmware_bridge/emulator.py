@@ -177,6 +177,7 @@ class EmulatedBoard:
 
     def replug(self) -> None:
         """The cable goes back in: a new tty behind the same link, and the board boots."""
+
         def plug_in() -> None:
             self._plug()
             self._boot(cause=1)

@@ -1,10 +1,12 @@
-"""Run the agent the way systemd does: the unit's ExecStart, its environment, a notify socket."""
+"""Run the daemons the way systemd does (the unit's ExecStart, its environment, a notify socket),
+and the coordinator they report to."""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -28,11 +30,12 @@ def fleetbench(
     )
 
 
-def unit_command() -> list[str]:
-    """ExecStart of the agent unit, with the installed script replaced by this interpreter."""
-    with open(UNIT) as fh:
+def unit_command(unit: str = UNIT, port: str = "") -> list[str]:
+    """ExecStart of a unit, with the installed script replaced by this interpreter; for the
+    bridge's template unit, ``/dev/%I`` replaced by ``port``."""
+    with open(unit) as fh:
         line = next(x for x in fh if x.startswith("ExecStart="))
-    argv = shlex.split(line.split("=", 1)[1])
+    argv = [port if a == "/dev/%I" else a for a in shlex.split(line.split("=", 1)[1])]
     assert os.path.basename(argv[0]) == "fleetbench", argv
     return [sys.executable, "-m", "agent", *argv[1:]]
 
@@ -52,8 +55,14 @@ class AgentProcess:
     """One agent process; ``notes`` collects what it told its notify socket."""
 
     def __init__(
-        self, workdir: str, config_path: str, device_id: str = "test-agent", watchdog_usec: int = 2_000_000
+        self,
+        workdir: str,
+        config_path: str,
+        device_id: str = "test-agent",
+        watchdog_usec: int = 2_000_000,
+        argv: Optional[list[str]] = None,
     ) -> None:
+        self.argv = argv or unit_command()  # the agent unit's command, unless another is given
         self.workdir = workdir
         self.state_dir = os.path.join(workdir, "state")
         self.config_path = config_path
@@ -83,7 +92,7 @@ class AgentProcess:
         env.pop("WATCHDOG_PID", None)
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - the process writes it until it ends
         self.proc = subprocess.Popen(
-            unit_command(), env=env, cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT
+            self.argv, env=env, cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT
         )
 
     def wait_note(self, prefix: str, timeout_s: float = 60.0) -> str:
@@ -144,3 +153,59 @@ class AgentProcess:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+
+# -- the coordinator, for tests of devices that report to it ------------------------------
+
+
+def start_coordinator(broker, db, client_id="coord-test"):
+    """`fleetbench coordinator` storing into ``db``, as a process."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "coordinator",
+            "--broker",
+            broker.url,
+            "--db",
+            db,
+            "--client-id",
+            client_id,
+        ],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stderr.read()
+
+
+def eventually(predicate, timeout_s=60.0):
+    """Poll the database the coordinator writes (there is no event to wait on across processes)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def publisher(broker):
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-publisher")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+def fleet(db):
+    out = fleetbench("fleet", "--db", db, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return {d["device_id"]: d for d in json.loads(out.stdout)}

@@ -18,6 +18,10 @@ MODULES = [
     "agent.materialize.nasbench201",
     "agent.materialize.network",
     "agent.transport.discovery",
+    "firmware_bridge.framing",
+    "firmware_bridge.codec",
+    "firmware_bridge.records",
+    "firmware_bridge.cli",
 ]
 
 

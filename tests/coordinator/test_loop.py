@@ -13,9 +13,8 @@ import threading
 
 import pytest
 import sqlalchemy as sa
-from daemon_proc import REPO, AgentProcess, fleetbench, write_config
+from daemon_proc import REPO, AgentProcess, eventually, fleetbench, write_config
 from keys import key_pair
-from test_service import eventually
 
 from agent.materialize import materialize, write_model
 from agent.transport.mqtt import BrokerSettings

@@ -7,70 +7,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
-import paho.mqtt.client as mqtt
 import pytest
-from daemon_proc import REPO, AgentProcess, fleetbench, write_config
+from daemon_proc import (
+    AgentProcess,
+    eventually,
+    fleet,
+    fleetbench,
+    publisher,
+    start_coordinator,
+    stop,
+    write_config,
+)
 
 from agent.transport import messages
 from coordinator.store import open_store
 
 DEVICE = "fleet-pi"
-
-
-def start_coordinator(broker, db, client_id="coord-test"):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "coordinator",
-            "--broker",
-            broker.url,
-            "--db",
-            db,
-            "--client-id",
-            client_id,
-        ],
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, proc.stderr.read()
-
-
-def eventually(predicate, timeout_s=60.0):
-    """Poll the database the coordinator writes (there is no event to wait on across processes)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
-def publisher(broker):
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-publisher")
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    return client
-
-
-def fleet(db):
-    out = fleetbench("fleet", "--db", db, "--format", "json")
-    assert out.returncode == 0, out.stderr
-    return {d["device_id"]: d for d in json.loads(out.stdout)}
 
 
 def test_registry_fills_from_a_real_agent_and_the_will_marks_it_offline(tmp_path, mosquitto, onnx_model):

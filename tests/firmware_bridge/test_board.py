@@ -71,7 +71,9 @@ def test_a_run_streams_every_sample_and_converts_the_mcu_clock_to_ns(tmp_path, t
         assert seen[0] == (10, 95) and seen[-1] == (95, 95) and len(seen) == 10  # ten RESULT frames
         result = to_result(run, link.health())
         assert result.stats.p50_ms == 12.5 and result.stats.n == 95 and result.warnings == ()
-        assert result.timer.impl == "mcu" and result.timer.resolution_ns == (16 if timer == "cycles" else 1000)
+        assert result.timer.impl == "mcu" and result.timer.resolution_ns == (
+            16 if timer == "cycles" else 1000
+        )
         assert result.device.temperatures_c == (("mcu_die", 41.5),) and result.model.path == "board:kws_micro"
     finally:
         link.close()
@@ -110,16 +112,18 @@ def test_a_lost_result_frame_costs_its_samples_and_says_so(board, link):
 def test_a_run_missing_more_than_a_tenth_is_failed(board, link):
     link.hello_request()
     board.corrupt_next(3)  # the ACCEPT and two RESULT frames: 20 %
-    with pytest.raises(BridgeError, match="20 of 100 samples of 'kws_micro' .* were lost"):
+    with pytest.raises(BridgeError, match=r"20 of 100 samples of 'kws_micro' .* were lost"):
         link.bench("kws_micro", 100)
 
 
 def test_a_stall_times_out_clearly_and_the_bridge_recovers(board, link):
     link.hello_request()
     board.stall(after_samples=30)
-    with pytest.raises(BoardTimeoutError, match=r"stalled during 'kws_micro': nothing for 0.5 s after 30 of 100"):
+    with pytest.raises(
+        BoardTimeoutError, match=r"stalled during 'kws_micro': nothing for 0.5 s after 30 of 100"
+    ):
         link.bench("kws_micro", 100)
-    with pytest.raises(BoardTimeoutError, match="did not answer PING within 0.5 s \\(3 tries\\)"):
+    with pytest.raises(BoardTimeoutError, match=r"did not answer PING within 0.5 s \(3 tries\)"):
         link.ping()
     board.resume()  # the hung firmware carries on: its late frames are dropped as stale
     assert board.idle.wait(10)
@@ -132,7 +136,9 @@ def test_a_stall_times_out_clearly_and_the_bridge_recovers(board, link):
 def test_a_reset_mid_run_fails_the_run_and_discards_its_samples(board, link):
     first = link.hello_request()
     board.reset(after_samples=35)  # while measuring the 35th: the frame of runs 31-40 never leaves
-    with pytest.raises(BoardResetError, match="restarted during 'kws_micro' after 30 of 100 runs .*software"):
+    with pytest.raises(
+        BoardResetError, match=r"restarted during 'kws_micro' after 30 of 100 runs .*software"
+    ):
         link.bench("kws_micro", 100)
     assert link.stats.resets == 1 and link.hello.boot_id != first.boot_id
     assert link.decoder.stats.malformed == 1  # the ROM's boot banner
@@ -144,7 +150,7 @@ def test_unplug_and_replug_when_idle(board, link):
     link.hello_request()
     board.unplug()
     assert _wait_cleared(link.connected)
-    with pytest.raises(PortError, match="not open"):
+    with pytest.raises(PortError, match=r"not open"):
         link.ping()
     board.replug()
     hello = link.wait_hello(10)
@@ -188,7 +194,7 @@ def test_a_second_bench_while_one_runs_is_refused_busy(tmp_path):
         )
         worker.start()
         assert started.wait(10)
-        with pytest.raises(BoardError, match="ERROR 4 \\(busy\\)") as err:
+        with pytest.raises(BoardError, match=r"ERROR 4 \(busy\)") as err:
             link.bench("kws_micro", 5)
         assert err.value.code == codec.ErrorCode.BUSY
         assert link.health().die_temp_c == 41.5  # answered between two inferences
@@ -199,7 +205,7 @@ def test_a_second_bench_while_one_runs_is_refused_busy(tmp_path):
 
 
 def test_an_unknown_model_is_the_boards_answer(board, link):
-    with pytest.raises(BoardError, match="ERROR 3 \\(unknown model\\) to BENCH: no model 'nope'"):
+    with pytest.raises(BoardError, match=r"ERROR 3 \(unknown model\) to BENCH: no model 'nope'"):
         link.bench("nope", 10)
 
 
@@ -207,19 +213,21 @@ def test_a_silent_line_is_named(board):
     board.stall()
     link = make_link(board, timeout_s=0.2)
     try:
-        with pytest.raises(BoardTimeoutError, match="did not answer HELLO_REQ within 0.2 s \\(3 tries\\).*baud"):
+        with pytest.raises(
+            BoardTimeoutError, match=r"did not answer HELLO_REQ within 0.2 s \(3 tries\).*baud"
+        ):
             link.hello_request()
     finally:
         link.close()
 
 
 def test_a_missing_port_is_one_sentence(tmp_path):
-    with pytest.raises(PortError, match="'.*nothing' cannot be opened: it does not exist"):
+    with pytest.raises(PortError, match=r"'.*nothing' cannot be opened: it does not exist"):
         BoardLink(str(tmp_path / "nothing")).open()
 
 
 def test_a_port_in_use_is_named(board, link):
-    with pytest.raises(PortError, match="another program .* has it open"):
+    with pytest.raises(PortError, match=r"another program .* has it open"):
         BoardLink(board.port).open()
 
 

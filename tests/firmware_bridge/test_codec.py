@@ -13,8 +13,9 @@ text = st.text(max_size=60).filter(lambda s: len(s.encode()) <= 255)
 
 messages = st.one_of(
     st.just(codec.HelloRequest()),
-    st.builds(codec.Hello, u32, u32, u32, u8, text, text, text, text, text,
-              st.lists(text, max_size=8).map(tuple)),  # fmt: skip
+    st.builds(
+        codec.Hello, u32, u32, u32, u8, text, text, text, text, text, st.lists(text, max_size=8).map(tuple)
+    ),
     st.builds(codec.Ping, st.binary(max_size=codec.MAX_PING)),
     st.builds(codec.Pong, st.binary(max_size=codec.MAX_PING)),
     st.just(codec.HealthRequest()),
@@ -29,9 +30,13 @@ messages = st.one_of(
     st.just(codec.Accept()),
     st.integers(1, codec.MAX_SAMPLES).flatmap(
         lambda n: st.builds(
-            codec.Result, st.integers(1, 0xFFFFFFFF), u32, st.integers(n, 0xFFFF).map(lambda t: t),
-            st.just(0), st.lists(u32, min_size=n, max_size=n).map(tuple),
-        )  # fmt: skip
+            codec.Result,
+            st.integers(1, 0xFFFFFFFF),
+            u32,
+            st.integers(n, 0xFFFF).map(lambda t: t),
+            st.just(0),
+            st.lists(u32, min_size=n, max_size=n).map(tuple),
+        )
     ),
     st.builds(codec.Error, u16, text),
 )
@@ -50,7 +55,7 @@ def test_any_packet_decodes_or_raises_codec_error(packet):
         rid, msg = codec.decode(packet)
     except codec.CodecError:
         return
-    assert 0 <= rid <= 0xFFFF and type(msg).KIND == packet[1]
+    assert 0 <= rid <= 0xFFFF and packet[1] == type(msg).KIND
 
 
 @given(messages.filter(lambda m: len(m.payload()) > 0), u16, st.data())

@@ -24,8 +24,11 @@ def directives(path: str) -> dict[str, list[str]]:
     return found
 
 
-def verify(tmp_path, unit_text: str, name: str = "fleetbench-agent.service") -> subprocess.CompletedProcess:
-    """Verify inside a scratch root that holds stand-ins for the programs the unit runs."""
+def verify(
+    tmp_path, unit_text: str, name: str = "fleetbench-agent.service", instance: str = ""
+) -> subprocess.CompletedProcess:
+    """Verify inside a scratch root that holds stand-ins for the programs the unit runs;
+    a template unit (``name@.service``) is verified as its ``instance``."""
     exe = shutil.which("systemd-analyze")
     if exe is None:
         if os.environ.get("CI"):
@@ -40,8 +43,9 @@ def verify(tmp_path, unit_text: str, name: str = "fleetbench-agent.service") -> 
             program.parent.mkdir(parents=True, exist_ok=True)
             program.write_text("#!/bin/sh\n")
             program.chmod(0o755)
+    target = name.replace("@.", f"@{instance}.") if instance else name
     return subprocess.run(
-        [exe, "verify", "--recursive-errors=no", f"--root={root}", f"/etc/systemd/system/{name}"],
+        [exe, "verify", "--recursive-errors=no", f"--root={root}", f"/etc/systemd/system/{target}"],
         capture_output=True,
         text=True,
     )
@@ -81,3 +85,29 @@ def test_coordinator_unit_verifies_and_keeps_its_key_private(tmp_path):
     found = directives(path)
     assert found["Type"] == ["notify"] and found["RestartPreventExitStatus"] == ["2"]
     assert found["StateDirectoryMode"] == ["0700"] and found["UMask"] == ["0077"]
+
+
+BRIDGE_UNIT = os.path.join(UNIT_DIR, "fleetbench-bridge@.service")
+
+
+@pytest.mark.parametrize("instance", ["ttyACM0", r"serial-by\x2did-usb\x2dArduino_Nano_0123\x2dif00"])
+def test_bridge_template_verifies_for_a_port_and_a_by_id_name(tmp_path, instance):
+    with open(BRIDGE_UNIT) as fh:
+        out = verify(tmp_path, fh.read(), "fleetbench-bridge@.service", instance)
+    assert out.returncode == 0 and out.stdout.strip() == "" and out.stderr.strip() == "", out.stderr
+
+
+def test_a_broken_bridge_template_is_caught(tmp_path):
+    with open(BRIDGE_UNIT) as fh:
+        text = fh.read().replace("RestartSec=10", "RestartSec=ten")
+    out = verify(tmp_path, text, "fleetbench-bridge@.service", "ttyACM0")
+    assert out.returncode != 0 and "RestartSec" in out.stderr
+
+
+def test_bridge_unit_runs_one_bridge_per_port_with_its_own_state():
+    d = directives(BRIDGE_UNIT)
+    assert d["ExecStart"][0].split()[1:] == ["bridge", "--port", "/dev/%I"]
+    assert d["Type"] == ["notify"] and d["RestartPreventExitStatus"] == ["2"]
+    assert d["StateDirectory"] == ["fleetbench-bridge/%i"]  # never the agent's outbox
+    assert d["SupplementaryGroups"] == ["dialout"] and d["DevicePolicy"] == ["closed"]
+    assert "/dev/%I rw" in d["DeviceAllow"] and "char-ttyACM rw" in d["DeviceAllow"]
