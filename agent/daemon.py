@@ -47,6 +47,7 @@ from agent.jobs import (
 )
 from agent.modelstore import ModelStore
 from agent.sdnotify import Notifier
+from agent.tasks import Supervised
 from agent.transport import discovery, homeassistant, messages
 from agent.transport.mqtt import BrokerSettings, MqttLink, RawHandler
 from agent.transport.outbox import Outbox
@@ -61,7 +62,9 @@ BROKER_SEARCH_S = 60.0
 PROGRESS_EVERY_S = 5.0
 
 
-class Agent:
+class Agent(Supervised):
+    name = "agent"
+
     def __init__(
         self,
         config: AgentConfig,
@@ -70,6 +73,7 @@ class Agent:
         run_helper: Optional[Runner] = None,
         notifier: Optional[Notifier] = None,
     ) -> None:
+        super().__init__()
         self.config = config
         self._reload = reload
         self.reader = reader or SysfsReader()
@@ -87,7 +91,6 @@ class Agent:
         self._busy: Optional[asyncio.Lock] = None  # one measurement at a time: jobs and the probe
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._advertiser: Optional[discovery.Advertiser] = None
-        self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -180,9 +183,7 @@ class Agent:
 
     async def _shutdown(self) -> None:
         self._cancel.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._cancel_tasks()
         if hasattr(self, "pushes"):  # an install's smoke run was cancelled above: let it roll back
             try:
                 await asyncio.wait_for(self.pushes.wait_idle(), 10)
@@ -199,26 +200,6 @@ class Agent:
             self._write_status("stopped")
             self.outbox.close()
         self.notifier.close()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            # A dead task would leave a half-working agent: stop, and let systemd restart us.
-            logger.error("agent task failed; stopping", exc_info=task.exception())
-            self.stop()
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopping; True if the agent is stopping."""
-        assert self._stop is not None
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            return False
-        return True
 
     # -- broker ---------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from agent.config import AgentConfig, ConfigError
 from agent.errors import FleetbenchError
 from agent.jobs import Job, JobError, JobStore
 from agent.sdnotify import Notifier
+from agent.tasks import Supervised
 from agent.transport import discovery, messages
 from agent.transport.mqtt import BrokerSettings, MqttLink
 from agent.transport.outbox import Outbox
@@ -42,7 +43,9 @@ logger = logging.getLogger(__name__)
 BROKER_SEARCH_S = 60.0
 
 
-class Bridge:
+class Bridge(Supervised):
+    name = "bridge"
+
     def __init__(
         self,
         config: AgentConfig,
@@ -50,6 +53,7 @@ class Bridge:
         device_id: Optional[str] = None,
         notifier: Optional[Notifier] = None,
     ) -> None:
+        super().__init__()
         self.config, self.port, self.fixed_id = config, port, device_id
         self.notifier = notifier or Notifier()
         self.started_at = time.time()
@@ -69,7 +73,6 @@ class Bridge:
         self._stop: Optional[asyncio.Event] = None
         self._health_now: Optional[asyncio.Event] = None
         self._jobs: Optional[asyncio.Queue[Job]] = None
-        self._tasks: list[asyncio.Task] = []
         self._warned: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------
@@ -130,38 +133,13 @@ class Bridge:
 
     async def _shutdown(self) -> None:
         loop = asyncio.get_running_loop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._cancel_tasks()
         await loop.run_in_executor(None, self.board.close)  # a run in flight fails: its job resumes later
         if self.link is not None:
             await loop.run_in_executor(None, self.link.stop)
         if hasattr(self, "outbox"):
             self.outbox.close()
         self.notifier.close()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("bridge task failed; stopping", exc_info=task.exception())
-            self.stop()
-
-    async def _sleep(self, seconds: float, wake: Optional[asyncio.Event] = None) -> bool:
-        """Sleep (or until ``wake`` is set); True if the bridge is stopping."""
-        assert self._stop is not None
-        waits = [asyncio.ensure_future(self._stop.wait())]
-        if wake is not None:
-            waits.append(asyncio.ensure_future(wake.wait()))
-        _, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        for w in pending:
-            w.cancel()
-        if wake is not None:
-            wake.clear()
-        return self._stop.is_set()
 
     # -- the board's identity and the broker ---------------------------------------
 
