@@ -37,6 +37,7 @@ from agent.files import write_text_atomic
 from agent.jobs import (
     Job,
     JobError,
+    JobInbox,
     JobStore,
     bench_target,
     blocked_by,
@@ -56,9 +57,8 @@ from agent.transport.topics import DeviceTopics
 logger = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
-# How often a waiting job looks at the device again, and how often a missing broker is sought.
+# How often a waiting job looks at the device again.
 RECHECK_S = 10.0
-BROKER_SEARCH_S = 60.0
 PROGRESS_EVERY_S = 5.0
 
 
@@ -156,6 +156,7 @@ class Agent(Supervised):
             cfg.degradation.max_temperature_c,
         )
         self.store = JobStore(os.path.join(cfg.state_dir, "jobs"))
+        self.inbox = JobInbox(self.store, self._send)
         self.pushes = PushReceiver(
             ModelStore(cfg.model_dir, cfg.state_dir, cfg.models.public_key, cfg.models.max_bytes),
             lambda data, msg_id: self._send("acks", data, msg_id=msg_id),
@@ -254,20 +255,10 @@ class Agent(Supervised):
         }
 
     async def _search_broker(self) -> None:
-        while True:
-            try:
-                peer = await discovery.find_broker(5.0, self.config.discovery.interfaces)
-            except discovery.DiscoveryError as err:
-                logger.error("no broker configured, and %s; set broker.url", err)
-                return
-            if peer is not None:
-                logger.info("found broker %s (%s) on the LAN", peer.name, peer.url)
-                self._connect(peer.url)
-                self._write_status("running")
-                return
-            logger.warning("no broker configured and none announced (_mqtt._tcp); results wait in the outbox")
-            if await self._sleep(BROKER_SEARCH_S):
-                return
+        url = await discovery.search_broker(self.config.discovery.interfaces, self._sleep)
+        if url is not None:
+            self._connect(url)
+            self._write_status("running")
 
     def _on_connected(self) -> None:  # paho's thread
         ha = self.config.homeassistant
@@ -283,17 +274,11 @@ class Agent(Supervised):
 
     def _on_malformed_thread(self, topic: str, error: str) -> None:  # paho's thread
         if topic == self.topics.jobs:
-            self._ack(None, "rejected", error=f"not a fleetbench job message: {error}")
+            self.inbox.ack(None, "rejected", error=f"not a fleetbench job message: {error}")
 
     def _on_message_thread(self, topic: str, env: messages.Envelope) -> None:  # paho's thread
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._on_message, topic, env)
-
-    def _ack(self, job_id: Optional[str], state: str, **extra: Any) -> None:
-        # Acks that end a stage carry ids made from the job, so a job resumed after kill -9
-        # that says "done" twice says it with one id (the receiver drops the second).
-        msg_id = f"ack:{job_id}:{state}" if job_id and state in ("accepted", "done", "failed") else None
-        self._send("acks", {"job_id": job_id, "state": state, **extra}, msg_id=msg_id)
 
     def _on_message(self, topic: str, env: messages.Envelope) -> None:
         if topic == self.topics.models:
@@ -301,29 +286,11 @@ class Agent(Supervised):
             return
         if topic != self.topics.jobs:
             return
-        job_id = env.data.get("job_id") if isinstance(env.data, dict) else None
-        job_id = job_id if isinstance(job_id, str) else None
-        try:
-            job = parse_job(env.data, self.config.model_dir, self.config.jobs)
-        except JobError as err:
-            logger.warning("refused job %s: %s", job_id or env.id, err)
-            self._ack(job_id, "rejected", message_id=env.id, error=str(err))
-            return
-        if self.store.seen(job.job_id):
-            # A QoS 1 redelivery, or a reused id: either way the job runs once; say so.
-            logger.info("job %s arrived again; it is already accepted", job.job_id)
-            self._ack(
-                job.job_id,
-                "duplicate",
-                message_id=env.id,
-                message="this job id was already accepted; send new work under a new job_id",
-            )
-            return
-        self.store.save(job)  # on disk before we say so
-        self._ack(job.job_id, "accepted", message_id=env.id, models=len(job.models),
-                  architectures=len(job.architectures))  # fmt: skip
-        assert self._jobs is not None
-        self._jobs.put_nowait(job)
+        cfg = self.config
+        job = self.inbox.receive(env.data, env.id, lambda d: parse_job(d, cfg.model_dir, cfg.jobs))
+        if job is not None:
+            assert self._jobs is not None
+            self._jobs.put_nowait(job)
 
     async def _smoke(self, path: str, runs: int) -> dict[str, Any]:
         """A pushed model's smoke benchmark: loads and runs in a worker, between jobs."""
@@ -445,7 +412,7 @@ class Agent(Supervised):
             if reason not in reasons:
                 reasons.append(reason)
                 logger.info("job %s waits: %s", job.job_id, reason)
-                self._ack(job.job_id, "waiting", reason=reason)
+                self.inbox.ack(job.job_id, "waiting", reason=reason)
             if waited >= self.config.jobs.max_wait_s:
                 raise JobError(f"the device stayed unfit to measure for {waited:.0f} s: {reason}")
             if await self._sleep(RECHECK_S):
@@ -467,11 +434,11 @@ class Agent(Supervised):
             index = job.items.index(name) + 1
             self.current = {"job_id": job.job_id, "model": name, "index": index, "total": total}
             self._write_status("running")
-            self._ack(job.job_id, "running", model=name, index=index, total=total)
+            self.inbox.ack(job.job_id, "running", model=name, index=index, total=total)
             try:
                 result = await self._measure(job, name, settings, max_time_s)
             except WorkerCancelledError:
-                self._ack(
+                self.inbox.ack(
                     job.job_id,
                     "interrupted",
                     model=name,
@@ -482,7 +449,7 @@ class Agent(Supervised):
             except FleetbenchError as err:
                 logger.warning("job %s: %s failed: %s", job.job_id, name, err)
                 failed.append(name)
-                self._ack(job.job_id, "model_failed", model=name, error=str(err))
+                self.inbox.ack(job.job_id, "model_failed", model=name, error=str(err))
             else:
                 self._send_result(job, name, result, conditions)
             job = dataclasses.replace(job, done=(*job.done, name))
@@ -512,7 +479,7 @@ class Agent(Supervised):
         def progress(phase: str, done: int, wanted: int, elapsed_s: float) -> None:
             if time.monotonic() - last[0] >= PROGRESS_EVERY_S:  # executor thread; send is thread-safe
                 last[0] = time.monotonic()
-                self._ack(
+                self.inbox.ack(
                     job_id, "progress", model=name, phase=phase, runs=done, elapsed_s=round(elapsed_s, 1)
                 )
 
@@ -534,31 +501,20 @@ class Agent(Supervised):
         return os.path.join(self.config.state_dir, "cache")
 
     def _finish(self, job: Job, state: str, **extra: Any) -> None:
-        self._ack(job.job_id, state, **extra)
-        self.store.finish(job.job_id)
+        self.inbox.finish(job, state, **extra)
         self.jobs_done += 1
         self._write_status("running")
-        logger.info("job %s %s", job.job_id, state)
 
     def _send_result(self, job: Job, model: str, result: dict[str, Any], conditions: dict[str, Any]) -> None:
-        # One id per (job, item): an item measured again after kill -9 (between queueing its
-        # result and checkpointing the job) is the same message to the receiver, not a second one.
-        msg_id = f"result:{job.job_id}:{model}"
         data: dict[str, Any] = {"job_id": job.job_id, "model": model, "conditions": conditions}
         if job.lut is not None and model == job.lut.key:  # a lookup table, not one benchmark
             data["lut"] = {**dataclasses.asdict(job.lut), **result}
-            self._send("results", data, msg_id=msg_id)
-            return
-        data["result"] = result
-        item = job.architecture(model)
-        if item is not None:
-            data["architecture"] = dataclasses.asdict(item)
-        try:
-            self._send("results", data, msg_id=msg_id)
-        except messages.MessageError:
-            # Long runs keep many samples; the hubs' 128 KiB limit keeps the summary only.
-            data["samples_omitted"] = len(result.pop("samples_ns", ()))
-            self._send("results", data, msg_id=msg_id)
+        else:
+            data["result"] = result
+            item = job.architecture(model)
+            if item is not None:
+                data["architecture"] = dataclasses.asdict(item)
+        self.inbox.send_result(job.job_id, model, data)
 
     def _send(self, kind: str, data: Any, msg_id: Optional[str] = None) -> None:
         if self.link is not None:

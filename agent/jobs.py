@@ -26,7 +26,7 @@ import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from agent.config import JobsConfig
 from agent.errors import FleetbenchError
@@ -390,3 +390,65 @@ def blocked_by(
             f"{limits.min_battery_percent:g} %)"
         )
     return None
+
+
+#: how a daemon sends: (kind, data, message id or None) into its outbox
+Send = Callable[[str, Any, Optional[str]], None]
+
+
+class JobInbox:
+    """The device's side of the jobs protocol, shared by the agent and the firmware bridge.
+
+    - A job that does not parse is refused on ``acks`` with the reason; a job id seen
+      before (a QoS 1 redelivery, or a reused id) is answered ``duplicate`` and runs once;
+      an accepted job is on disk before it is acknowledged.
+    - Acks that end a stage, and results, carry ids made from the job (and item): a job
+      resumed after ``kill -9`` that says "done" twice, or measures an item again, says it
+      with the same id, and the receiver drops the second.
+    """
+
+    #: the ack states whose message id is made from the job
+    STAGES = ("accepted", "done", "failed")
+
+    def __init__(self, store: JobStore, send: Send) -> None:
+        self.store, self._send = store, send
+
+    def ack(self, job_id: Optional[str], state: str, **extra: Any) -> None:
+        msg_id = f"ack:{job_id}:{state}" if job_id and state in self.STAGES else None
+        self._send("acks", {"job_id": job_id, "state": state, **extra}, msg_id)
+
+    def receive(self, data: Any, message_id: str, parse: Callable[[Any], Job]) -> Optional[Job]:
+        """The job in a jobs message if it is new and valid (saved and acknowledged), else None."""
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        job_id = job_id if isinstance(job_id, str) else None
+        try:
+            job = parse(data)
+        except JobError as err:
+            logger.warning("refused job %s: %s", job_id or message_id, err)
+            self.ack(job_id, "rejected", message_id=message_id, error=str(err))
+            return None
+        if self.store.seen(job.job_id):
+            logger.info("job %s arrived again; it is already accepted", job.job_id)
+            why = "this job id was already accepted; send new work under a new job_id"
+            self.ack(job.job_id, "duplicate", message_id=message_id, message=why)
+            return None
+        self.store.save(job)  # on disk before we say so
+        self.ack(job.job_id, "accepted", message_id=message_id, models=len(job.models),
+                 architectures=len(job.architectures))  # fmt: skip
+        return job
+
+    def send_result(self, job_id: str, item: str, data: dict[str, Any]) -> None:
+        """One item's result; if its samples make it too big for the hubs' 128 KiB, the summary."""
+        from agent.transport.messages import MessageError
+
+        msg_id = f"result:{job_id}:{item}"
+        try:
+            self._send("results", data, msg_id)
+        except MessageError:
+            data["samples_omitted"] = len((data.get("result") or {}).pop("samples_ns", ()))
+            self._send("results", data, msg_id)
+
+    def finish(self, job: Job, state: str, **extra: Any) -> None:
+        self.ack(job.job_id, state, **extra)
+        self.store.finish(job.job_id)
+        logger.info("job %s %s", job.job_id, state)

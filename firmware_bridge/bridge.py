@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from agent.config import AgentConfig, ConfigError
 from agent.errors import FleetbenchError
-from agent.jobs import Job, JobError, JobStore
+from agent.jobs import Job, JobInbox, JobStore
 from agent.sdnotify import Notifier
 from agent.tasks import Supervised
 from agent.transport import discovery, messages
@@ -39,8 +39,6 @@ from firmware_bridge.jobs import parse_board_job
 from firmware_bridge.ports import usb_info
 
 logger = logging.getLogger(__name__)
-
-BROKER_SEARCH_S = 60.0
 
 
 class Bridge(Supervised):
@@ -118,6 +116,7 @@ class Bridge(Supervised):
             os.path.join(state_dir, "outbox.sqlite"), out.max_messages, out.max_age_days * 86400
         )
         self.store = JobStore(os.path.join(state_dir, "jobs"))
+        self.inbox = JobInbox(self.store, self._send)
         for job in self.store.pending():
             logger.info(
                 "resuming job %s (%d of %d models left)", job.job_id, len(job.remaining), len(job.items)
@@ -145,19 +144,20 @@ class Bridge(Supervised):
 
     def _on_hello_thread(self, hello: codec.Hello, reset: bool) -> None:  # the reader thread
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_hello, hello, reset)
+            usb = usb_info(self.port)  # a sysfs scan: here, not on the event loop
+            self._loop.call_soon_threadsafe(self._on_hello, hello, reset, usb)
 
     def _on_port_thread(self, up: bool, reason: str) -> None:  # the reader thread
         if not up and self._loop is not None:
             self._loop.call_soon_threadsafe(self._announce, "offline")
 
-    def _on_hello(self, hello: codec.Hello, reset: bool) -> None:
+    def _on_hello(self, hello: codec.Hello, reset: bool, usb: Optional[dict[str, Any]]) -> None:
         try:
             device_id = self.fixed_id or records.device_id_for(hello)
         except FleetbenchError as err:
             self._warn_once("id", f"the board on {self.port} cannot join the fleet: {err}")
             return
-        self._birth = records.birth(hello, self.port, usb_info(self.port))
+        self._birth = records.birth(hello, self.port, usb)
         if self.topics is None or self.topics.device_id != device_id:
             if self.topics is not None:
                 logger.warning("another board is on %s now: %s (was %s)", self.port, device_id,
@@ -185,8 +185,8 @@ class Bridge(Supervised):
         self.link = MqttLink(
             settings, self.topics, self.outbox, on_message=self._on_message_thread, birth=self._birth,
             client_id=f"fleetbench-bridge-{self.topics.device_id}",
+            state="online" if self.board.connected.is_set() else "offline",
         )  # fmt: skip
-        self.link.state = "online" if self.board.connected.is_set() else "offline"
         self.broker_url = url
         self.link.start()
 
@@ -195,21 +195,11 @@ class Bridge(Supervised):
             self.link.announce(state, self._birth)
 
     async def _search_broker(self) -> None:
-        while True:
-            try:
-                peer = await discovery.find_broker(5.0, self.config.discovery.interfaces)
-            except discovery.DiscoveryError as err:
-                logger.error("no broker configured, and %s; set broker.url", err)
-                return
-            if peer is not None:
-                logger.info("found broker %s (%s) on the LAN", peer.name, peer.url)
-                self.broker_url = peer.url
-                if self.topics is not None and self.link is None:
-                    self._connect(peer.url)
-                return
-            logger.warning("no broker configured and none announced (_mqtt._tcp); results wait in the outbox")
-            if await self._sleep(BROKER_SEARCH_S):
-                return
+        url = await discovery.search_broker(self.config.discovery.interfaces, self._sleep)
+        if url is not None:
+            self.broker_url = url
+            if self.topics is not None and self.link is None:
+                self._connect(url)
 
     def _send(self, kind: str, data: Any, msg_id: Optional[str] = None) -> None:
         if self.topics is None:
@@ -268,27 +258,12 @@ class Bridge(Supervised):
         if self._loop is not None and self.topics is not None and topic == self.topics.jobs:
             self._loop.call_soon_threadsafe(self._on_job, env)
 
-    def _ack(self, job_id: Optional[str], state: str, **extra: Any) -> None:
-        msg_id = f"ack:{job_id}:{state}" if job_id and state in ("accepted", "done", "failed") else None
-        self._send("acks", {"job_id": job_id, "state": state, **extra}, msg_id=msg_id)
-
     def _on_job(self, env: messages.Envelope) -> None:
-        job_id = env.data.get("job_id") if isinstance(env.data, dict) else None
-        job_id = job_id if isinstance(job_id, str) else None
-        try:
-            job = parse_board_job(env.data, self.board.hello, self.config.bridge)
-        except JobError as err:
-            logger.warning("refused job %s: %s", job_id or env.id, err)
-            self._ack(job_id, "rejected", message_id=env.id, error=str(err))
-            return
-        if self.store.seen(job.job_id):
-            why = "this job id was already accepted; send new work under a new job_id"
-            self._ack(job.job_id, "duplicate", message_id=env.id, message=why)
-            return
-        self.store.save(job)  # on disk before we say so
-        self._ack(job.job_id, "accepted", message_id=env.id, models=len(job.models), architectures=0)
-        assert self._jobs is not None
-        self._jobs.put_nowait(job)
+        board, defaults = self.board, self.config.bridge
+        job = self.inbox.receive(env.data, env.id, lambda d: parse_board_job(d, board.hello, defaults))
+        if job is not None:
+            assert self._jobs is not None
+            self._jobs.put_nowait(job)
 
     async def _job_loop(self) -> None:
         assert self._jobs is not None
@@ -313,29 +288,29 @@ class Bridge(Supervised):
         for name in job.remaining:
             index = job.items.index(name) + 1
             if not await self._wait_for_board():
-                self._finish(job, "failed", error=f"the board on {self.port} was not there for "
+                self.inbox.finish(job, "failed", error=f"the board on {self.port} was not there for "
                              f"{self.config.jobs.max_wait_s:g} s (jobs.max_wait_s)")  # fmt: skip
                 return
             self.current = {"job_id": job.job_id, "model": name, "index": index, "total": len(job.items)}
-            self._ack(job.job_id, "running", model=name, index=index, total=len(job.items))
+            self.inbox.ack(job.job_id, "running", model=name, index=index, total=len(job.items))
             try:
                 run = await loop.run_in_executor(None, self.board.bench, name, runs, warmup)
             except BridgeError as err:
                 assert self._stop is not None
                 if self._stop.is_set():  # the link was closed under the run: resume it next time
                     why = "the bridge is stopping; the job resumes when it starts again"
-                    self._ack(job.job_id, "interrupted", model=name, message=why)
+                    self.inbox.ack(job.job_id, "interrupted", model=name, message=why)
                     return
                 logger.warning("job %s: %s failed: %s", job.job_id, name, err)
                 failed.append(name)
-                self._ack(job.job_id, "model_failed", model=name, error=str(err))
+                self.inbox.ack(job.job_id, "model_failed", model=name, error=str(err))
             else:
                 self._send_result(job, name, run)
             job = dataclasses.replace(job, done=(*job.done, name))
             self.store.save(job)
         self.current = None
         state = "failed" if failed and len(failed) == len(job.items) else "done"
-        self._finish(job, state, measured=len(job.items) - len(failed), failed=failed)
+        self.inbox.finish(job, state, measured=len(job.items) - len(failed), failed=failed)
 
     def _send_result(self, job: Job, model: str, run: Any) -> None:
         result = records.to_result(run, self.last_health)
@@ -346,17 +321,8 @@ class Bridge(Supervised):
             "clock_hz": run.clock_hz,
             "boot_id": run.hello.boot_id,
         }
-        data: dict[str, Any] = {"job_id": job.job_id, "model": model, "conditions": conditions,
-                                "result": result.to_dict()}  # fmt: skip
-        msg_id = f"result:{job.job_id}:{model}"
-        try:
-            self._send("results", data, msg_id=msg_id)
-        except messages.MessageError:  # 65,535 samples do not fit a hub's 128 KiB: the summary does
-            data["samples_omitted"] = len(data["result"].pop("samples_ns", ()))
-            self._send("results", data, msg_id=msg_id)
+        data = {"job_id": job.job_id, "model": model, "conditions": conditions,
+                "result": result.to_dict()}  # fmt: skip
+        self.inbox.send_result(job.job_id, model, data)
         self.results_sent += 1
 
-    def _finish(self, job: Job, state: str, **extra: Any) -> None:
-        self._ack(job.job_id, state, **extra)
-        self.store.finish(job.job_id)
-        logger.info("job %s %s", job.job_id, state)

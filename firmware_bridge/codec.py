@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional, TypeVar, Union
 
 from agent.errors import FleetbenchError
 from firmware_bridge.framing import MAX_PACKET
@@ -121,17 +121,24 @@ class _Reader:
 
 # -- the messages ------------------------------------------------------------------------
 
+_E = TypeVar("_E", bound="_Empty")
 
-@dataclass(frozen=True)
-class HelloRequest:
-    KIND: ClassVar[Kind] = Kind.HELLO_REQ
+
+class _Empty:
+    """A message with no payload (a request for HELLO or HEALTH, an ACCEPT)."""
 
     def payload(self) -> bytes:
         return b""
 
     @classmethod
-    def parse(cls, r: _Reader) -> HelloRequest:
+    def parse(cls: type[_E], r: _Reader) -> _E:
         return cls()
+
+
+
+@dataclass(frozen=True)
+class HelloRequest(_Empty):
+    KIND: ClassVar[Kind] = Kind.HELLO_REQ
 
 
 @dataclass(frozen=True)
@@ -201,15 +208,8 @@ class Pong:
 
 
 @dataclass(frozen=True)
-class HealthRequest:
+class HealthRequest(_Empty):
     KIND: ClassVar[Kind] = Kind.HEALTH_REQ
-
-    def payload(self) -> bytes:
-        return b""
-
-    @classmethod
-    def parse(cls, r: _Reader) -> HealthRequest:
-        return cls()
 
 
 @dataclass(frozen=True)
@@ -257,15 +257,8 @@ class Bench:
 
 
 @dataclass(frozen=True)
-class Accept:
+class Accept(_Empty):
     KIND: ClassVar[Kind] = Kind.ACCEPT
-
-    def payload(self) -> bytes:
-        return b""
-
-    @classmethod
-    def parse(cls, r: _Reader) -> Accept:
-        return cls()
 
 
 @dataclass(frozen=True)

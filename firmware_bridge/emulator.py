@@ -35,6 +35,7 @@ import tty
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from agent.cli._args import _whole
 from firmware_bridge import codec
 from firmware_bridge.framing import FrameDecoder, encode_frame
 
@@ -407,17 +408,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--board", default=BoardSpec.board)
     parser.add_argument("--mcu", default=BoardSpec.mcu)
     parser.add_argument("--uid", default=BoardSpec.uid, help="the factory unique id it reports (hex)")
-    parser.add_argument("--clock", type=int, default=BoardSpec.clock_hz, metavar="HZ")
+    parser.add_argument("--clock", type=_whole(1), default=BoardSpec.clock_hz, metavar="HZ")
     parser.add_argument("--timer", choices=["cycles", "us"], default="cycles")
     parser.add_argument("--noise", type=float, default=BoardSpec.noise, help="relative std of a run")
-    parser.add_argument("--baud", type=int, default=None, help="pace the line like a UART at this rate")
+    parser.add_argument("--baud", type=_whole(50), help="pace the line like a UART at this rate")
     parser.add_argument("--realtime", action="store_true", help="runs take their latency in wall time")
     args = parser.parse_args(argv)
     spec = BoardSpec(board=args.board, mcu=args.mcu, uid=args.uid, clock_hz=args.clock, timer=args.timer,
                      noise=args.noise, baud=args.baud, realtime=args.realtime)  # fmt: skip
     if args.model:
         spec.models = dict(args.model)
-    board = EmulatedBoard(spec, args.link).start()
+    try:
+        board = EmulatedBoard(spec, args.link).start()
+    except OSError as err:
+        print(f"emulator: error: --link {args.link!r} cannot be made: {err.strerror}", file=sys.stderr)
+        return 2
     print(f"emulated board on {board.port}" + (f" ({board._tty})" if args.link else ""), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

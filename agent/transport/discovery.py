@@ -15,7 +15,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -189,3 +189,26 @@ async def browse(
 async def find_broker(timeout_s: float, interfaces: Sequence[str] = ()) -> Optional[Peer]:
     peers = await browse((MQTT,), timeout_s, interfaces, first=True)
     return peers[0] if peers else None
+
+
+#: how often a daemon with no broker configured looks for one again
+BROKER_SEARCH_S = 60.0
+
+
+async def search_broker(
+    interfaces: Sequence[str], sleep: Callable[[float], Awaitable[bool]], retry_s: float = BROKER_SEARCH_S
+) -> Optional[str]:
+    """Look for an MQTT broker on the LAN until one answers: its URL.  None if ``sleep``
+    (a daemon's stoppable sleep) says it is stopping, or zeroconf cannot run here."""
+    while True:
+        try:
+            peer = await find_broker(5.0, interfaces)
+        except DiscoveryError as err:
+            logger.error("no broker configured, and %s; set broker.url", err)
+            return None
+        if peer is not None:
+            logger.info("found broker %s (%s) on the LAN", peer.name, peer.url)
+            return peer.url
+        logger.warning("no broker configured and none announced (_mqtt._tcp); results wait in the outbox")
+        if await sleep(retry_s):
+            return None

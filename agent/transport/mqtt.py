@@ -123,6 +123,7 @@ class MqttLink:
         on_malformed: Optional[Callable[[str, str], None]] = None,
         raw_handlers: Optional[dict[str, RawHandler]] = None,
         birth: Optional[dict[str, Any]] = None,
+        state: str = "online",
     ) -> None:
 
         self.settings = settings
@@ -136,8 +137,8 @@ class MqttLink:
         #: capabilities): a coordinator subscribing later learns the fleet from it
         self.birth = dict(birth or {})
         #: what the retained status says while connected: "offline" too, for a device the link
-        #: speaks for but cannot reach now (a board unplugged from its bridge)
-        self.state = "online"
+        #: speaks for but cannot reach now (a board unplugged from its bridge); see ``announce``
+        self.state = state
         self.max_inflight = max_inflight
         self.connected = threading.Event()
         self.sent_total = 0

@@ -82,3 +82,26 @@ def test_each_port_gets_its_own_state_directory():
     )
     assert state_dir_for("/dev/ttyACM0", "/x", None, {"STATE_DIRECTORY": "/var/lib/b/t"}) == "/var/lib/b/t"
     assert state_dir_for("/dev/ttyACM0", "/x", "/mine", {"STATE_DIRECTORY": "/y"}) == "/mine"
+
+
+def test_a_usb_port_is_described_with_its_ids_and_stable_name(tmp_path):
+    from serial.tools.list_ports_common import ListPortInfo
+
+    from firmware_bridge.ports import by_id_links, describe
+
+    info = ListPortInfo("/dev/ttyACM0", skip_link_detection=True)
+    info.vid, info.pid, info.serial_number = 0x2341, 0x805A, "0123ABCD"
+    info.manufacturer, info.product, info.location = "Arduino", "Nano 33 BLE", "1-1.2:1.0"
+    info.apply_usb_info()
+    d = describe(info)
+    assert d["usb"] == "2341:805a" and d["serial_number"] == "0123ABCD" and d["product"] == "Nano 33 BLE"
+    assert d["hwid"] == "USB VID:PID=2341:805A SER=0123ABCD LOCATION=1-1.2:1.0"
+    assert describe(ListPortInfo("/dev/ttyS0", skip_link_detection=True))["usb"] is None
+    target = tmp_path / "ttyACM0"
+    target.touch()
+    (tmp_path / "by-id").mkdir()
+    (tmp_path / "by-id" / "usb-Arduino_Nano_0123-if00").symlink_to(target)
+    assert by_id_links(str(tmp_path / "by-id")) == {
+        str(target): str(tmp_path / "by-id/usb-Arduino_Nano_0123-if00")
+    }
+    assert by_id_links(str(tmp_path / "missing")) == {}
