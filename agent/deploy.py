@@ -20,26 +20,33 @@ import json
 import logging
 import os
 from collections.abc import Awaitable
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple
 
-from agent.errors import FleetbenchError, WorkerCancelledError
-from agent.files import write_text_atomic
+from agent.common.errors import FleetbenchError, WorkerCancelledError
+from agent.common.files import write_text_atomic
+from agent.device.publisher import Publisher
 from agent.modelstore import ModelStore
-from agent.transport.push import Manifest, PushError, parse_chunk, ranges
+from agent.protocol.messages import Envelope, PushAckMessage, PushChunkMessage, PushManifestMessage
+from agent.protocol.push import Chunk, Manifest, PushAck, PushError, ranges
 
 logger = logging.getLogger(__name__)
 
 ENDED_KEPT = 200
-#: runs the smoke benchmark of a model file; returns its result dict (stats.p50_ms ...)
-SmokeRunner = Callable[[str, int], Awaitable[dict[str, Any]]]
-#: sends the data of an ack message, with its message id (None: a fresh one)
-AckSender = Callable[[dict[str, Any], Optional[str]], None]
+
+
+class SmokeResult(NamedTuple):
+    p50_ms: float
+    backend: str
+
+
+#: runs the smoke benchmark of a model file (``runs`` times) on the device
+SmokeRunner = Callable[[str, int], Awaitable[SmokeResult]]
 
 
 class PushReceiver:
-    def __init__(self, store: ModelStore, send_ack: AckSender, smoke: SmokeRunner, state_dir: str) -> None:
+    def __init__(self, store: ModelStore, publisher: Publisher, smoke: SmokeRunner, state_dir: str) -> None:
         self.store = store
-        self._send_ack = send_ack
+        self.publisher = publisher
         self._smoke = smoke
         self._ended_path = os.path.join(state_dir, "pushes.json")
         self._ended: dict[str, dict[str, Any]] = self._load_ended()
@@ -47,16 +54,12 @@ class PushReceiver:
         self._tasks: set[asyncio.Task] = set()
         self._unknown_warned: set[str] = set()
 
-    def handle(self, data: Any) -> None:
-        """One message from the ``models`` topic (called in the event loop's thread)."""
-        kind = data.get("type") if isinstance(data, dict) else None
-        if kind == "manifest":
-            self._on_manifest(data.get("manifest"))
-        elif kind == "chunk":
-            self._on_chunk(data)
-        else:
-            push_id = data.get("push_id") if isinstance(data, dict) else None
-            self._ack(str(push_id or "unknown"), "rejected", error=f"unknown push message type {kind!r}")
+    def handle(self, msg: Envelope) -> None:
+        """One decoded message from the ``models`` topic (called in the event loop's thread)."""
+        if isinstance(msg, PushManifestMessage):
+            self._on_manifest(msg.data)
+        elif isinstance(msg, PushChunkMessage):
+            self._on_chunk(msg.data)
 
     async def wait_idle(self) -> None:
         """Until installs in progress finish (tests, and a graceful stop)."""
@@ -65,8 +68,8 @@ class PushReceiver:
 
     # -- messages -------------------------------------------------------------------
 
-    def _on_manifest(self, raw: Any) -> None:
-        push_id = manifest_id(raw)
+    def _on_manifest(self, manifest: Manifest) -> None:
+        push_id = manifest.push_id
         if push_id in self._ended:
             # Our ending was lost to the coordinator (or it restarted): say it again.
             ended = self._ended[push_id]
@@ -76,7 +79,7 @@ class PushReceiver:
             self._ack(push_id, "installing")
             return
         try:
-            manifest, missing = self.store.offer(raw)
+            missing = self.store.offer(manifest)
         except PushError as err:
             logger.warning("refused push %s: %s", push_id, err)
             self._ack(push_id, "rejected", error=str(err))
@@ -90,18 +93,14 @@ class PushReceiver:
         logger.info("receiving push %s: %s %s, %d of %d chunks to come", manifest.push_id, manifest.name,
                     manifest.version, len(missing), manifest.chunks)  # fmt: skip
         self._ack(manifest.push_id, "receiving", name=manifest.name, version=manifest.version,
-                  missing=ranges(missing), chunks=manifest.chunks)  # fmt: skip
+                  missing=tuple(tuple(r) for r in ranges(missing)), chunks=manifest.chunks)  # fmt: skip
 
-    def _on_chunk(self, data: dict[str, Any]) -> None:
-        try:
-            push_id, index, raw = parse_chunk(data)
-        except PushError as err:
-            logger.warning("ignoring a chunk: %s", err)
-            return
+    def _on_chunk(self, chunk: Chunk) -> None:
+        push_id, index = chunk.push_id, chunk.index
         if push_id in self._ended or push_id in self._installing:
             return  # a QoS 1 redelivery after the push was complete
         try:
-            manifest = self.store.add_chunk(push_id, index, raw)
+            manifest = self.store.add_chunk(push_id, index, chunk.data)
         except PushError as err:
             if self.store.missing(push_id) is None:
                 # No manifest here (lost, or a restart wiped nothing but it never came): the
@@ -146,7 +145,7 @@ class PushReceiver:
                 return
             try:
                 result = await self._smoke(installed.path, manifest.smoke_runs)
-                p50_ms = float(result["stats"]["p50_ms"])
+                p50_ms = result.p50_ms
                 if manifest.max_latency_ms is not None and p50_ms > manifest.max_latency_ms:
                     raise PushError(
                         f"the smoke run's median {p50_ms:.3f} ms is over the manifest's limit "
@@ -164,14 +163,14 @@ class PushReceiver:
                 return
             self._end(push_id, "installed", name=name, version=manifest.version, p50_ms=round(p50_ms, 4),
                       previous=installed.previous, runs=manifest.smoke_runs,
-                      backend=result.get("backend"))  # fmt: skip
+                      backend=result.backend)  # fmt: skip
         finally:
             self._installing.discard(push_id)
 
     # -- acks -----------------------------------------------------------------------
 
     def _ack(self, push_id: str, state: str, **fields: Any) -> None:
-        self._send_ack(ack_data(push_id, state, fields), None)
+        self.publisher.send(PushAckMessage, PushAck(push_id=push_id, state=state, **fields))  # type: ignore[arg-type]
 
     def _end(self, push_id: str, state: str, **fields: Any) -> None:
         """A push's last word: kept on disk, sent with an id made from the push."""
@@ -182,7 +181,8 @@ class PushReceiver:
             write_text_atomic(self._ended_path, json.dumps(self._ended), what="push record")
         except FleetbenchError as err:
             logger.warning("%s", err)
-        self._send_ack(ack_data(push_id, state, fields), f"ack:{push_id}:{state}")
+        ack = PushAck(push_id=push_id, state=state, **fields)  # type: ignore[arg-type]
+        self.publisher.send(PushAckMessage, ack, f"ack:{push_id}:{state}")
 
     def _load_ended(self) -> dict[str, dict[str, Any]]:
         try:
@@ -191,13 +191,3 @@ class PushReceiver:
         except (OSError, ValueError):
             return {}
         return ended if isinstance(ended, dict) else {}
-
-
-def ack_data(push_id: str, state: str, fields: dict[str, Any]) -> dict[str, Any]:
-    # job_id names the push too, so the coordinator finds a push's acks like a job's
-    return {"job_id": push_id, "push_id": push_id, "state": state, **fields}
-
-
-def manifest_id(raw: Any) -> str:
-    push_id = raw.get("push_id") if isinstance(raw, dict) else None
-    return push_id if isinstance(push_id, str) else "unknown"

@@ -24,8 +24,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from agent.files import write_text_atomic
-from agent.transport.push import Manifest, PushError, verify
+import msgspec
+
+from agent.common.files import write_bytes_atomic, write_text_atomic
+from agent.protocol.push import Manifest, PushError, verify
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +49,13 @@ class ModelStore:
 
     # -- receiving ------------------------------------------------------------------
 
-    def offer(self, data: Any) -> tuple[Manifest, list[int]]:
-        """Accept a manifest (checked, signature verified, within limits); the manifest and
-        the chunk indices still missing (all of them for a new push, fewer for a resumed one).
+    def offer(self, manifest: Manifest) -> list[int]:
+        """Accept a manifest (decoded, so well formed; here its signature is verified and the
+        device's limits applied); the chunk indices still missing (all of them for a new push,
+        fewer for a resumed one).
 
         PushError says why a manifest is refused; nothing is written then.
         """
-        manifest = Manifest.from_dict(data)
         if not self.public_key:
             raise PushError(
                 "this device pins no coordinator key (models.public_key), so it accepts no pushes"
@@ -77,10 +79,10 @@ class ModelStore:
             with open(os.path.join(directory, "data"), "wb") as fh:
                 fh.truncate(manifest.size)
             open(os.path.join(directory, "have"), "wb").close()
-            write_text_atomic(os.path.join(directory, "manifest.json"), json.dumps(manifest.to_dict()),
-                              what="push manifest")  # fmt: skip
+            write_bytes_atomic(os.path.join(directory, "manifest.json"), msgspec.json.encode(manifest),
+                               what="push manifest")  # fmt: skip
         have = self._have(manifest.push_id)
-        return manifest, [i for i in range(manifest.chunks) if i not in have]
+        return [i for i in range(manifest.chunks) if i not in have]
 
     def add_chunk(self, push_id: str, index: int, data: bytes) -> Optional[Manifest]:
         """Write one chunk; the manifest once every chunk is in, else None.  PushError for a
@@ -201,6 +203,8 @@ class ModelStore:
     # -- helpers --------------------------------------------------------------------
 
     def _dir(self, push_id: str) -> str:
+        # push ids are checked when their message is decoded (letters, digits, '.', '_', ':',
+        # '-', starting with a letter or digit): never a path of their own
         return os.path.join(self.incoming, push_id.replace(":", "_"))
 
     def _pointer(self, name: str) -> str:
@@ -211,9 +215,9 @@ class ModelStore:
 
     def _manifest(self, push_id: str) -> Optional[Manifest]:
         try:
-            with open(os.path.join(self._dir(push_id), "manifest.json"), encoding="utf-8") as fh:
-                return Manifest.from_dict(json.load(fh))
-        except (OSError, ValueError, PushError):
+            with open(os.path.join(self._dir(push_id), "manifest.json"), "rb") as fh:
+                return msgspec.json.decode(fh.read(), type=Manifest)
+        except (OSError, msgspec.DecodeError):
             return None
 
     def _have(self, push_id: str) -> set[int]:

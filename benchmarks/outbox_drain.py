@@ -18,9 +18,9 @@ import time
 
 from _helpers import load_test_helper
 
+from agent.protocol.topics import DeviceTopics
 from agent.transport.mqtt import BrokerSettings, MqttLink
 from agent.transport.outbox import Outbox
-from agent.transport.topics import DeviceTopics
 
 
 def _load_broker_helpers():

@@ -25,7 +25,7 @@ from typing import Any
 
 from _helpers import load_test_helper
 
-from agent.config import BrokerConfig
+from agent.common.config import BrokerConfig
 from agent.transport.mqtt import BrokerSettings
 from coordinator.config import CoordinatorConfig, PushConfig, RerankConfig
 from coordinator.deploy import Deployer, create_rollout, generate_key, rollout_report

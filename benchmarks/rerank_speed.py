@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
+from coordinator.ranking.decision import decide, plan_samples
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import LatencyTable, read_accuracy, read_table
-from coordinator.rerank import decide, plan_samples
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "coordinator", "data")
 

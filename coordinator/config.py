@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from agent.config import BrokerConfig, ConfigError, default_state_dir, layered
-from agent.errors import UsageError
+from agent.common.config import BrokerConfig, ConfigError, default_state_dir, layered
+from agent.common.errors import UsageError
 
 DEFAULT_PATH = "/etc/fleetbench/coordinator.toml"
 ENV_PREFIX = "FLEETBENCH_COORDINATOR_"

@@ -31,8 +31,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from agent.cli._args import _seconds, _whole
-from agent.errors import FleetbenchError, UsageError
+from agent.common.errors import FleetbenchError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -47,55 +46,6 @@ SIMULATED = (
     ("sim-jetson-tx2", TX2_SKU, "jetson_tx2_edgegpu", 1.00),
 )
 MARKER = ".fleetbench-demo"
-DEMO_EXTRAS = "onnx,coordinator,demo"
-
-
-def register_demo(sub: Any) -> None:
-    demo = sub.add_parser(
-        "demo",
-        help="run the whole loop on this machine: broker, coordinator, a real agent, simulated devices",
-        description=(
-            "Start an embedded MQTT broker (amqtt, loopback only), the coordinator with a SQLite "
-            "file, one real agent that benchmarks NAS-Bench-201 models with ONNX Runtime here, and "
-            "simulated devices that answer from published latencies (labelled simulated).  Each "
-            "device is sampled, its latency column predicted, the best model under its budget "
-            "chosen, pushed signed, installed and smoke-run.  Ends with a summary table and an HTML "
-            "report.  Takes a few minutes on a 2-core machine."
-        ),
-        epilog="Example: fleetbench demo            (then open fleetbench-demo/report.html)",
-    )
-    demo.add_argument("--out", default="fleetbench-demo", metavar="DIR", help="default: ./fleetbench-demo")
-    demo.add_argument("--broker", metavar="URL", help="use this broker instead of the embedded one")
-    demo.add_argument("--samples", type=_whole(2), default=8, metavar="K",
-                      help="architectures measured per device (default 8)")  # fmt: skip
-    demo.add_argument("--simulated", type=_whole(0), default=len(SIMULATED), metavar="N",
-                      help=f"simulated devices, 0-{len(SIMULATED)} (default {len(SIMULATED)})")  # fmt: skip
-    demo.add_argument(
-        "--runs", type=_whole(1), default=10, metavar="N", help="timed runs per model (default 10)"
-    )
-    demo.add_argument(
-        "--timeout", type=_seconds, default=600.0, metavar="S", help="give up after (default 600)"
-    )
-    demo.set_defaults(func=cmd_demo)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from coordinator.cli import _need
-
-    if args.samples > 50:
-        raise UsageError(f"--samples {args.samples} must be 2-50")
-    if args.simulated > len(SIMULATED):
-        raise UsageError(f"--simulated {args.simulated} must be 0-{len(SIMULATED)}")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be above 0")
-    for module in ("onnxruntime", "onnx", "sqlalchemy", "cryptography", "matplotlib"):
-        _need(module, "the demo", DEMO_EXTRAS)
-    if not args.broker:
-        if sys.version_info < (3, 10):
-            raise UsageError("the embedded broker (amqtt) needs Python >= 3.10; run a broker such as "
-                             "mosquitto and give it with --broker mqtt://127.0.0.1:1883")  # fmt: skip
-        _need("amqtt", "the embedded broker", DEMO_EXTRAS)
-    return asyncio.run(Demo(args).run())
 
 
 def _free_port() -> int:
@@ -159,8 +109,10 @@ class Demo:
         choice lands inside the space rather than at either end of it."""
         import numpy as np
 
+        from agent.bench.settings import BenchSettings
         from agent.bench.worker import call_in_worker
-        from agent.jobs import ArchItem, bench_target
+        from agent.measure import bench_target
+        from agent.protocol.jobs import ArchItem
         from coordinator.ranking import NB201_LATENCY
         from coordinator.ranking.tables import read_table
 
@@ -170,12 +122,12 @@ class Demo:
         path = os.path.join(self.out, "agent", "calibration.onnx")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         item = ArchItem(space="nas-bench-201", arch=arch, format="onnx")
-        settings = {"runs": 20, "warmup_runs": 3, "min_time_s": 0.0, "threads": 1}
-        result = call_in_worker(bench_target, (path, settings, {**item.__dict__}), 300.0, "calibration")
-        return round(float(result["stats"]["p50_ms"]), 3)
+        settings = BenchSettings(runs=20, warmup_runs=3, min_time_s=0.0, threads=1)
+        result = call_in_worker(bench_target, (path, settings, item), 300.0, "calibration")
+        return round(float(result.stats.p50_ms), 3)
 
     def _coordinator_config(self, broker: str, budget_ms: float) -> Any:
-        from agent.config import BrokerConfig
+        from agent.common.config import BrokerConfig
         from coordinator.config import CoordinatorConfig, PushConfig, RerankConfig
         from coordinator.ranking import NB201_LATENCY
         from coordinator.ranking.tables import read_table
@@ -306,27 +258,34 @@ class Demo:
         return False
 
     def _summary(self, store: Any, config: Any, devices: list[str]) -> list[dict[str, Any]]:
-        from coordinator.cli_service import print_table
-        from coordinator.reranker import explain
+        from coordinator.cli.format import print_table
 
         rows = []
-        fleet = {d["device_id"]: d for d in store.fleet()}
+        fleet = {d.device_id: d for d in store.fleet()}
         for device in devices:
-            decisions = explain(store, device)
+            decisions = store.decisions(device)
             d = decisions[0] if decisions else None
-            dep = (d or {}).get("deployment") or {}
+            dep = d.deployment if d else None
             sim = next((s for s in self.sims if s.device_id == device), None)
-            arch = d["arch"] if d else None
-            rows.append({
-                "device": device, "simulated": sim is not None, "sku": (fleet.get(device) or {}).get("sku"),
-                "budget_ms": d["budget_ms"] if d else config.budget_ms(device, None),
-                "arch": arch, "predicted_ms": d["predicted_ms"] if d else None,
-                "accuracy": d["accuracy"] if d else None,
-                "state": dep.get("state") or ("no model" if d else "-"),
-                "smoke_ms": dep.get("p50_ms"), "true_ms": sim.true_ms(arch) if sim and arch else None,
-                "decision": d,
-            })  # fmt: skip
-        table = [(r["device"] + (" (sim)" if r["simulated"] else ""), f"{r['budget_ms']:.2f}",
+            arch = d.arch if d else None
+            known = fleet.get(device)
+            rows.append(
+                {
+                    "device": device,
+                    "simulated": sim is not None,
+                    "sku": known.sku if known else None,
+                    "budget_ms": d.budget_ms if d else config.budget_ms(device, known.sku if known else None),
+                    "arch": arch,
+                    "predicted_ms": d.predicted_ms if d else None,
+                    "accuracy": d.accuracy if d else None,
+                    "state": dep.state if dep else ("no model" if d else "-"),
+                    "smoke_ms": dep.p50_ms if dep else None,
+                    "true_ms": sim.true_ms(arch) if sim and arch else None,
+                    "decision": d,
+                }
+            )
+        table = [(r["device"] + (" (sim)" if r["simulated"] else ""),
+                  f"{r['budget_ms']:.2f}" if r["budget_ms"] is not None else "-",
                   f"{r['predicted_ms']:.2f}" if r["predicted_ms"] else "-",
                   f"{r['smoke_ms']:.2f}" if r["smoke_ms"] else "-",
                   f"{r['accuracy']:.2f}" if r["accuracy"] else "-", r["state"]) for r in rows]  # fmt: skip
@@ -349,39 +308,38 @@ class Demo:
 
 def _progress(store: Any, devices: list[str]) -> dict[str, tuple[str, bool]]:
     """Each device's progress in words, and whether its loop has ended (for good or not)."""
-    import sqlalchemy as sa
-
-    from coordinator.deploy import TERMINAL
-    from coordinator.store import decisions, deployments, rerank_state
+    from coordinator.store.records import TERMINAL
 
     out: dict[str, tuple[str, bool]] = {}
-    with store.engine.connect() as conn:
-        states = {r.device_id: r for r in conn.execute(sa.select(rerank_state))}
-        for device in devices:
-            st = states.get(device)
-            if st is None:
-                continue
-            if st.state == "sampling":
-                out[device] = (f"sampling: measuring the planned architectures (job {st.job_id})", False)
-                continue
-            if st.state != "decided":
-                out[device] = (f"{st.state}: {st.detail}", True)  # failed, or no budget
-                continue
-            d = conn.execute(sa.select(decisions).where(decisions.c.device_id == device)
-                             .order_by(decisions.c.at.desc())).first()  # fmt: skip
-            if d is None or d.arch is None:
-                out[device] = ("nothing fits its budget", True)
-                continue
-            dep = conn.execute(sa.select(deployments).where(deployments.c.rollout_id == d.rollout_id)).first()
-            head = f"chose {d.arch} (predicted {d.predicted_ms:.2f} ms under {d.budget_ms:.2f})"
-            if dep is None or dep.state == "pending":
-                out[device] = (f"decided: {head}; pushing", False)
-            elif dep.state == "sending":
-                out[device] = (f"pushing {head} (signed, 64 KiB chunks)", False)
-            elif dep.state == "installed":
-                out[device] = (f"installed: smoke run p50 {dep.p50_ms:.2f} ms; {head}", True)
-            else:
-                out[device] = (f"{dep.state}: {dep.detail}", dep.state in TERMINAL)
+    states = store.rerank_states()
+    for device in devices:
+        st = states.get(device)
+        if st is None:
+            continue
+        if st.state == "sampling":
+            out[device] = (f"sampling: measuring the planned architectures (job {st.job_id})", False)
+            continue
+        if st.state == "building":
+            out[device] = (f"decided: {st.detail}", False)
+            continue
+        if st.state != "decided":
+            out[device] = (f"{st.state}: {st.detail}", True)  # failed, or no budget
+            continue
+        found = store.decisions(device)
+        d = found[0] if found else None
+        if d is None or d.arch is None:
+            out[device] = ("nothing fits its budget", True)
+            continue
+        dep = d.deployment
+        head = f"chose {d.arch} (predicted {d.predicted_ms:.2f} ms under {d.budget_ms:.2f})"
+        if dep is None or dep.state == "pending":
+            out[device] = (f"decided: {head}; pushing", False)
+        elif dep.state == "sending":
+            out[device] = (f"pushing {head} (signed, 64 KiB chunks)", False)
+        elif dep.state == "installed":
+            out[device] = (f"installed: smoke run p50 {dep.p50_ms:.2f} ms; {head}", True)
+        else:
+            out[device] = (f"{dep.state}: {dep.detail}", dep.state in TERMINAL)
     return out
 
 

@@ -15,8 +15,8 @@ memory, so an ack that arrived while the coordinator was down still counts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
@@ -25,26 +25,21 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
-import sqlalchemy as sa
-
-from agent.errors import UsageError
-from agent.files import write_bytes_atomic
-from agent.transport import messages
-from agent.transport.push import Manifest, chunk_message, expand, manifest_message, sign
-from agent.transport.topics import DeviceTopics
+from agent.common.errors import UsageError
+from agent.common.files import write_bytes_atomic
+from agent.protocol.messages import PushChunkMessage, PushManifestMessage, encode, make
+from agent.protocol.push import ENDINGS, Chunk, Manifest, sign
+from agent.protocol.topics import DeviceTopics
+from agent.protocol.types import NAME_PATTERN
 from coordinator.config import CoordinatorConfig
 from coordinator.errors import CoordinatorError
-from coordinator.store import Store, acks, deployments, devices, rollouts
+from coordinator.store import Store
+from coordinator.store.records import ACTIVE_DEPLOYMENT, FAILED, TERMINAL, Deployment, OnlineDevice, Rollout
 
 logger = logging.getLogger(__name__)
 
-ACTIVE_ROLLOUT = ("new", "canary", "rolling")
-ACTIVE_DEPLOYMENT = ("pending", "sending")
-FAILED = ("rolled_back", "rejected", "failed")
-TERMINAL = ("installed", *FAILED, "cancelled")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -95,7 +90,7 @@ def load_key(path: str) -> Any:
 def public_key_of(key: Any) -> str:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from agent.transport.push import public_key_text
+    from agent.protocol.push import public_key_text
 
     return public_key_text(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
@@ -113,7 +108,8 @@ def create_rollout(
     name: Optional[str] = None,
     version: Optional[str] = None,
     max_latency_ms: Optional[float] = None,
-) -> dict[str, Any]:
+    now: Optional[float] = None,
+) -> Rollout:
     """Register a rollout of the model file ``model`` (the running coordinator sends it)."""
     if (device is None) == (sku is None):
         raise UsageError("name exactly one target: --device ID or --sku SKU")
@@ -131,7 +127,7 @@ def create_rollout(
     name = name or _SAFE.sub("-", os.path.splitext(os.path.basename(model))[0]).strip("-.")[:64] or "model"
     version = version or digest[:12]
     for label, value in (("--name", name), ("--version", version)):
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", value):
+        if not re.match(NAME_PATTERN, value):
             raise UsageError(f"{label} {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
     blob = os.path.join(config.blob_dir, f"{digest}.{fmt}")
     if not os.path.exists(blob):  # the coordinator sends from this copy, so a rollout survives restarts
@@ -142,57 +138,56 @@ def create_rollout(
                 f"state_dir {config.state_dir!r} cannot hold model files: {err.strerror}"
             ) from None
         write_bytes_atomic(blob, data, what="model copy")
-    now = time.time()
-    row = {
-        "rollout_id": uuid.uuid4().hex[:12],
-        "name": name,
-        "version": version,
-        "format": fmt,
-        "size": len(data),
-        "sha256": digest,
-        "blob": blob,
-        "target_kind": "device" if device else "sku",
-        "target": device or sku,
-        "state": "new",
-        "canary_fraction": config.push.canary_fraction,
-        "max_failure_share": config.push.max_failure_share,
-        "max_latency_ms": max_latency_ms,
-        "created_at": now,
-        "updated_at": now,
-        "detail": None,
-    }
-    with store.engine.begin() as conn:
-        conn.execute(rollouts.insert().values(**row))
-    return row
+    now = time.time() if now is None else now
+    rollout = Rollout(
+        rollout_id=uuid.uuid4().hex[:12],
+        name=name,
+        version=version,
+        format=fmt,
+        size=len(data),
+        sha256=digest,
+        blob=blob,
+        target_kind="device" if device else "sku",
+        target=str(device or sku),
+        state="new",
+        canary_fraction=config.push.canary_fraction,
+        max_failure_share=config.push.max_failure_share,
+        max_latency_ms=max_latency_ms,
+        created_at=now,
+        updated_at=now,
+    )
+    store.add_rollout(rollout)
+    return rollout
 
 
-def rollout_report(store: Store, rollout_id: Optional[str] = None) -> list[dict[str, Any]]:
-    """Rollouts (newest first) with their deployments."""
-    with store.engine.connect() as conn:
-        q = sa.select(rollouts).order_by(rollouts.c.created_at.desc())
-        if rollout_id:
-            q = q.where(rollouts.c.rollout_id == rollout_id)
-        out = [dict(r) for r in conn.execute(q).mappings()]
-        for r in out:
-            deps = conn.execute(
-                sa.select(deployments).where(deployments.c.rollout_id == r["rollout_id"])
-            ).mappings()
-            r["deployments"] = [dict(d) for d in deps]
-    return out
+class _Chunk(NamedTuple):
+    """A chunk to send: read from the blob when it goes, not when it is queued."""
+
+    blob: str
+    push_id: str
+    device_id: str
+    number: int  # the chunk's index
+    version: int
 
 
 class Deployer:
     """Drives the active rollouts: call ``tick()`` every second or so (it blocks on the
-    database: run it in an executor), and ``close()`` at the end."""
+    database: run it in an executor), and ``close()`` at the end.
 
-    def __init__(self, store: Store, config: CoordinatorConfig, client: Any) -> None:
-        self.store, self.config, self.client = store, config, client
+    ``client`` publishes (a paho client: ``publish(topic, payload, qos)`` returning a
+    message info); ``clock`` tells the time (both injectable, for tests)."""
+
+    def __init__(
+        self, store: Store, config: CoordinatorConfig, client: Any, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store, self.config, self.client, self.clock = store, config, client, clock
         self._key: Any = None
         self._resume = True  # first tick: every transfer in progress gets its manifest again
         self._queue: queue.Queue = queue.Queue()
         self._queued: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._warned: set[str] = set()
         self._sender = threading.Thread(target=self._send_loop, name="fleetbench-push", daemon=True)
         self._sender.start()
         self.chunks_sent = 0
@@ -202,6 +197,9 @@ class Deployer:
         self._queue.put(None)
         self._sender.join(5)
 
+    def healthy(self) -> bool:
+        return self._sender.is_alive()
+
     @property
     def key(self) -> Any:
         if self._key is None:
@@ -209,190 +207,166 @@ class Deployer:
         return self._key
 
     def tick(self, now: Optional[float] = None) -> None:
-        now = time.time() if now is None else now
-        with self.store.engine.connect() as conn:
-            active = [dict(r) for r in conn.execute(
-                sa.select(rollouts).where(rollouts.c.state.in_(ACTIVE_ROLLOUT))).mappings()]  # fmt: skip
-        online = {d["device_id"] for d in self.store.online()} if active else set()
+        now = self.clock() if now is None else now
+        active = self.store.rollouts(active=True)
+        online = {d.device_id: d for d in self.store.online()} if active else {}
         for rollout in active:
             try:
                 self._advance(rollout, online, now)
             except SigningKeyError as err:
-                self._set_rollout(rollout["rollout_id"], "halted", str(err), now)
-                logger.error("rollout %s halted: %s", rollout["rollout_id"], err)
+                self.store.update_rollout(rollout.rollout_id, now, "halted", str(err))
+                logger.error("rollout %s halted: %s", rollout.rollout_id, err)
         self._resume = False
 
     # -- one rollout ----------------------------------------------------------------
 
-    def _advance(self, rollout: dict[str, Any], online: set[str], now: float) -> None:
-        rid = rollout["rollout_id"]
-        if rollout["state"] == "new":
+    def _advance(self, rollout: Rollout, online: dict[str, OnlineDevice], now: float) -> None:
+        rid, state = rollout.rollout_id, rollout.state
+        if state == "new":
             targets = self._targets(rollout)
             if not targets:
-                self._set_rollout(
-                    rid, "halted", f"no device with {rollout['target_kind']} {rollout['target']!r}", now
+                self.store.update_rollout(
+                    rid, now, "halted", f"no device with {rollout.target_kind} {rollout.target!r}"
                 )
                 return
-            canary = targets if rollout["target_kind"] == "device" else targets[
-                : max(1, math.ceil(len(targets) * rollout["canary_fraction"]))]  # fmt: skip
+            canary = targets if rollout.target_kind == "device" else targets[
+                : max(1, math.ceil(len(targets) * rollout.canary_fraction))]  # fmt: skip
             self._add_deployments(rid, canary, "canary", now)
-            rollout["state"] = "canary"
-            self._set_rollout(rid, "canary", f"{len(canary)} of {len(targets)} device(s) first", now)
-        deps = self._deployments(rid)
-        self._read_acks(rollout, [d for d in deps if d["state"] in ACTIVE_DEPLOYMENT], now)
-        deps = self._deployments(rid)
-        finished = [d for d in deps if d["state"] in TERMINAL and d["state"] != "cancelled"]
-        failed = [d for d in finished if d["state"] in FAILED]
+            state = "canary"
+            self.store.update_rollout(rid, now, "canary", f"{len(canary)} of {len(targets)} device(s) first")
+        self._read_acks(
+            rollout, [d for d in self.store.deployments(rid) if d.state in ACTIVE_DEPLOYMENT], now
+        )
+        deps = self.store.deployments(rid)
+        finished = [d for d in deps if d.state in TERMINAL and d.state != "cancelled"]
+        failed = [d for d in finished if d.state in FAILED]
         share = len(failed) / len(finished) if finished else 0.0
-        if rollout["state"] == "canary" and all(d["state"] in TERMINAL for d in deps):
-            if share > rollout["max_failure_share"]:
+        if state == "canary" and all(d.state in TERMINAL for d in deps):
+            if share > rollout.max_failure_share:
                 self._halt(rollout, f"canary: {len(failed)} of {len(finished)} failed", now)
                 return
-            rest = [t for t in self._targets(rollout) if t not in {d["device_id"] for d in deps}]
+            rest = [t for t in self._targets(rollout) if t not in {d.device_id for d in deps}]
             self._add_deployments(rid, rest, "rest", now)
-            rollout["state"] = "rolling"
-            self._set_rollout(rid, "rolling", f"canary passed; {len(rest)} device(s) to go", now)
-            deps = self._deployments(rid)
-        if rollout["state"] == "rolling" and finished and share > rollout["max_failure_share"]:
+            state = "rolling"
+            self.store.update_rollout(rid, now, "rolling", f"canary passed; {len(rest)} device(s) to go")
+            deps = self.store.deployments(rid)
+        if state == "rolling" and finished and share > rollout.max_failure_share:
             self._halt(rollout, f"{len(failed)} of {len(finished)} finished deployments failed", now)
             return
-        if all(d["state"] in TERMINAL for d in deps):
-            installed = sum(d["state"] == "installed" for d in deps)
-            self._set_rollout(rid, "done", f"{installed} of {len(deps)} installed", now)
+        if all(d.state in TERMINAL for d in deps):
+            installed = sum(d.state == "installed" for d in deps)
+            self.store.update_rollout(rid, now, "done", f"{installed} of {len(deps)} installed")
             logger.info("rollout %s done: %d of %d installed", rid, installed, len(deps))
             return
-        sending = sum(d["state"] == "sending" for d in deps)
+        sending = sum(d.state == "sending" for d in deps)
         for d in deps:
-            if d["state"] == "pending" and d["device_id"] in online and sending < self.config.push.parallel:
-                self._send_manifest(rollout, d, now)
+            device = online.get(d.device_id)
+            if device is None:
+                continue
+            if d.state == "pending" and sending < self.config.push.parallel:
+                self._send_manifest(rollout, d, device.protocol, now)
                 sending += 1
-            elif d["state"] == "sending" and d["device_id"] in online and self._due(d, now):
-                if d["attempts"] >= self.config.push.attempts and not self._resume:
-                    why = f"no answer after {d['attempts']} attempt(s)"
-                    self._set_deployment(d["push_id"], now, state="failed", detail=why)
+            elif d.state == "sending" and self._due(d, now):
+                if d.attempts >= self.config.push.attempts and not self._resume:
+                    why = f"no answer after {d.attempts} attempt(s)"
+                    self.store.update_deployment(d.push_id, now, state="failed", detail=why)
                 else:
-                    self._send_manifest(rollout, d, now)
+                    self._send_manifest(rollout, d, device.protocol, now)
 
-    def _due(self, d: dict[str, Any], now: float) -> bool:
+    def _due(self, d: Deployment, now: float) -> bool:
         """Send the manifest again?  After a restart, or after retry_s of silence (measured on
         this clock, updated_at, never against the device's)."""
-        return self._resume or now - d["updated_at"] > self.config.push.retry_s
+        return self._resume or now - d.updated_at > self.config.push.retry_s
 
-    def _halt(self, rollout: dict[str, Any], why: str, now: float) -> None:
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                deployments.update()
-                .where(deployments.c.rollout_id == rollout["rollout_id"], deployments.c.state == "pending")
-                .values(state="cancelled", updated_at=now, detail="the rollout was halted")
+    def _halt(self, rollout: Rollout, why: str, now: float) -> None:
+        self.store.cancel_pending(rollout.rollout_id, now, "the rollout was halted")
+        self.store.update_rollout(rollout.rollout_id, now, "halted", why)
+        logger.warning("rollout %s halted: %s", rollout.rollout_id, why)
+
+    def _targets(self, rollout: Rollout) -> list[str]:
+        if rollout.target_kind == "device":
+            return [rollout.target]
+        return self.store.devices_of_sku(rollout.target)
+
+    def _add_deployments(self, rid: str, targets: list[str], stage: str, now: float) -> None:
+        self.store.add_deployments(
+            Deployment(
+                push_id=f"{rid}:{t}",
+                rollout_id=rid,
+                device_id=t,
+                stage=stage,
+                state="pending",
+                attempts=0,
+                updated_at=now,
             )
-        self._set_rollout(rollout["rollout_id"], "halted", why, now)
-        logger.warning("rollout %s halted: %s", rollout["rollout_id"], why)
+            for t in targets
+        )
 
-    def _targets(self, rollout: dict[str, Any]) -> list[str]:
-        if rollout["target_kind"] == "device":
-            return [rollout["target"]]
-        with self.store.engine.connect() as conn:
-            q = sa.select(devices.c.device_id).where(devices.c.sku == rollout["target"])
-            return sorted(d for (d,) in conn.execute(q.order_by(devices.c.device_id)))
+    # -- the devices' answers -------------------------------------------------------
 
-    def _add_deployments(self, rid: str, targets: Iterable[str], stage: str, now: float) -> None:
-        rows = [{"push_id": f"{rid}:{t}", "rollout_id": rid, "device_id": t, "stage": stage,
-                 "state": "pending", "attempts": 0, "updated_at": now} for t in targets]  # fmt: skip
-        if rows:
-            with self.store.engine.begin() as conn:
-                conn.execute(deployments.insert(), rows)
-
-    def _deployments(self, rid: str) -> list[dict[str, Any]]:
-        with self.store.engine.connect() as conn:
-            q = (
-                sa.select(deployments)
-                .where(deployments.c.rollout_id == rid)
-                .order_by(deployments.c.device_id)
-            )
-            return [dict(r) for r in conn.execute(q).mappings()]
-
-    def _set_rollout(self, rid: str, state: str, detail: str, now: float) -> None:
-        with self.store.engine.begin() as conn:
-            conn.execute(rollouts.update().where(rollouts.c.rollout_id == rid)
-                         .values(state=state, detail=detail, updated_at=now))  # fmt: skip
-
-    def _set_deployment(self, push_id: str, now: float, **values: Any) -> None:
-        with self.store.engine.begin() as conn:
-            conn.execute(deployments.update().where(deployments.c.push_id == push_id)
-                         .values(updated_at=now, **values))  # fmt: skip
-
-    # -- the device's answers -------------------------------------------------------
-
-    def _read_acks(self, rollout: dict[str, Any], active: list[dict[str, Any]], now: float) -> None:
+    def _read_acks(self, rollout: Rollout, active: list[Deployment], now: float) -> None:
+        """Apply the answers of each deployment's own device (acks sent under another device's
+        id are that device's, and never reach here)."""
         if not active:
             return
-        by_push = {d["push_id"]: d for d in active}
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(acks.c.job_id, acks.c.ts, acks.c.state, acks.c.data)
-                .where(acks.c.job_id.in_(list(by_push)))
-                .order_by(acks.c.ts)
-            ).all()
-        for push_id, ts, state, raw in rows:
-            d = by_push[push_id]
-            if d["state"] not in ACTIVE_DEPLOYMENT or ts <= (d["last_ack_ts"] or 0):
+        by_push = {(d.device_id, d.push_id): d for d in active}
+        chunks = -(-rollout.size // self.config.push.chunk_bytes)
+        protocols = {d.device_id: d.protocol for d in self.store.online()}
+        for got in self.store.push_acks(list(by_push), after=min(d.last_ack_ts or 0.0 for d in active)):
+            d = by_push[(got.device_id, got.ack.push_id)]
+            if d.state not in ACTIVE_DEPLOYMENT or got.ts <= (d.last_ack_ts or 0.0):
                 continue
-            d["last_ack_ts"] = ts
-            try:
-                data = json.loads(raw).get("data") or {}
-            except (ValueError, AttributeError):
-                data = {}
-            if state == "receiving":
-                self._queue_chunks(rollout, d, expand(data.get("missing") or []))
-                self._set_deployment(push_id, now, last_ack_ts=ts, state="sending")
-            elif state in ("installed", "rolled_back", "rejected"):
-                d["state"] = state
-                detail = data.get("error") or (
-                    f"smoke run p50 {data.get('p50_ms')} ms" if state == "installed" else None
-                )
-                self._set_deployment(push_id, now, last_ack_ts=ts, state=state, detail=detail,
-                                     p50_ms=data.get("p50_ms"))  # fmt: skip
-                log = logger.info if state == "installed" else logger.warning
-                log("push %s: %s%s", push_id, state, f" ({detail})" if detail else "")
-            else:
-                self._set_deployment(push_id, now, last_ack_ts=ts)
+            ack, values = got.ack, dict[str, Any](last_ack_ts=got.ts)
+            if ack.state == "receiving":
+                try:
+                    missing = ack.missing_within(chunks)
+                except ValueError as err:
+                    self._warn_once(
+                        d.push_id, f"push {d.push_id}: ignoring an answer of {d.device_id}: {err}"
+                    )
+                else:
+                    self._queue_chunks(rollout, d, missing, protocols.get(d.device_id, 1))
+                    values["state"] = "sending"
+            elif ack.state in ENDINGS:
+                detail = ack.error or (f"smoke run p50 {ack.p50_ms} ms" if ack.state == "installed" else None)
+                values.update(state=ack.state, detail=detail, p50_ms=ack.p50_ms)
+                log = logger.info if ack.state == "installed" else logger.warning
+                log("push %s: %s%s", d.push_id, ack.state, f" ({detail})" if detail else "")
+            self.store.update_deployment(d.push_id, now, **values)
+            by_push[(d.device_id, d.push_id)] = dataclasses.replace(d, **values)
+
+    def _warn_once(self, key: str, text: str) -> None:
+        log = logger.debug if key in self._warned else logger.warning
+        self._warned.add(key)
+        log("%s", text)
 
     # -- sending --------------------------------------------------------------------
 
-    def manifest_for(self, rollout: dict[str, Any], push_id: str) -> Manifest:
+    def manifest_for(self, rollout: Rollout, push_id: str) -> Manifest:
         manifest = Manifest(
-            push_id=push_id,
-            name=rollout["name"],
-            version=rollout["version"],
-            format=rollout["format"],
-            size=rollout["size"],
-            sha256=rollout["sha256"],
-            chunk_bytes=self.config.push.chunk_bytes,
-            smoke_runs=self.config.push.smoke_runs,
-            max_latency_ms=rollout["max_latency_ms"],
-        ).checked()
+            push_id=push_id, name=rollout.name, version=rollout.version, format=rollout.format,  # type: ignore[arg-type]
+            size=rollout.size, sha256=rollout.sha256, chunk_bytes=self.config.push.chunk_bytes,
+            smoke_runs=self.config.push.smoke_runs, max_latency_ms=rollout.max_latency_ms,
+        )  # fmt: skip
         return sign(manifest, self.key)
 
-    def _send_manifest(self, rollout: dict[str, Any], d: dict[str, Any], now: float) -> None:
-        manifest = self.manifest_for(rollout, d["push_id"])
-        attempts = d["attempts"] + 1
-        topic = DeviceTopics(d["device_id"]).models
-        env = messages.make("models", d["device_id"], manifest_message(manifest),
-                            f"manifest:{d['push_id']}:{attempts}")  # fmt: skip
-        self._queue.put((topic, env.encode()))
-        d.update(state="sending", attempts=attempts, sent_at=now)
-        self._set_deployment(d["push_id"], now, state="sending", attempts=attempts, sent_at=now)
-        logger.info("push %s: manifest sent (attempt %d)", d["push_id"], attempts)
+    def _send_manifest(self, rollout: Rollout, d: Deployment, version: int, now: float) -> None:
+        manifest = self.manifest_for(rollout, d.push_id)
+        attempts = d.attempts + 1
+        msg = make(PushManifestMessage, d.device_id, manifest, f"manifest:{d.push_id}:{attempts}")
+        self._queue.put((DeviceTopics(d.device_id).models, encode(msg, version)))
+        self.store.update_deployment(d.push_id, now, state="sending", attempts=attempts, sent_at=now)
+        logger.info("push %s: manifest sent (attempt %d)", d.push_id, attempts)
 
-    def _queue_chunks(self, rollout: dict[str, Any], d: dict[str, Any], indices: list[int]) -> None:
-        topic = DeviceTopics(d["device_id"]).models
+    def _queue_chunks(self, rollout: Rollout, d: Deployment, indices: list[int], version: int) -> None:
+        topic = DeviceTopics(d.device_id).models
         for i in indices:
-            key = (d["push_id"], i)
+            key = (d.push_id, i)
             with self._lock:
                 if key in self._queued:
                     continue
                 self._queued.add(key)
-            self._queue.put((topic, (rollout["blob"], d["push_id"], d["device_id"], i)))
+            self._queue.put((topic, _Chunk(rollout.blob, d.push_id, d.device_id, i, version)))
 
     def _send_loop(self) -> None:
         inflight: list[Any] = []
@@ -402,19 +376,23 @@ class Deployer:
             if item is None:
                 return
             topic, payload = item
-            if isinstance(payload, tuple):  # a chunk: read it now, not when queued
-                blob, push_id, device_id, index = payload
+            if isinstance(payload, _Chunk):  # read it now, not when queued
                 with self._lock:
-                    self._queued.discard((push_id, index))
+                    self._queued.discard((payload.push_id, payload.number))
                 try:
-                    with open(blob, "rb") as fh:
-                        fh.seek(index * chunk_bytes)
+                    with open(payload.blob, "rb") as fh:
+                        fh.seek(payload.number * chunk_bytes)
                         data = fh.read(chunk_bytes)
                 except OSError as err:
-                    logger.error("push %s: the model file %s cannot be read: %s", push_id, blob, err)
+                    logger.error(
+                        "push %s: the model file %s cannot be read: %s", payload.push_id, payload.blob, err
+                    )
                     continue
-                msg = chunk_message(push_id, index, data)
-                payload = messages.make("models", device_id, msg, f"chunk:{push_id}:{index}").encode()
+                chunk = Chunk(push_id=payload.push_id, index=payload.number, data=data)
+                msg = make(
+                    PushChunkMessage, payload.device_id, chunk, f"chunk:{payload.push_id}:{payload.number}"
+                )
+                payload = encode(msg, payload.version)
             while len(inflight) >= self.config.push.window and not self._stop.is_set():
                 inflight = [i for i in inflight if not i.is_published()]
                 if len(inflight) >= self.config.push.window:

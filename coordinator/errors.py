@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from agent.errors import FleetbenchError
+from agent.common.errors import FleetbenchError
 
 
 class RankingError(FleetbenchError):

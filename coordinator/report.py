@@ -15,7 +15,6 @@ import base64
 import html
 import io
 import time
-import types
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,7 @@ def _png(fig: Any) -> str:
 def _srcc_figure(store: Any, reranker: Any, rows: list[dict[str, Any]]) -> str:
     import matplotlib.pyplot as plt
 
-    from coordinator.cli import _heatmap
+    from coordinator.plots import heatmap
 
     archs = list(reranker.plan)
     index = {a: i for i, a in enumerate(reranker.reference.archs)}
@@ -44,7 +43,7 @@ def _srcc_figure(store: Any, reranker: Any, rows: list[dict[str, Any]]) -> str:
     for r in rows:
         d = r["decision"]
         if d:
-            measured = d["inputs"]["measured"]
+            measured = d.inputs["measured"]
             columns[r["device"] + (" (sim)" if r["simulated"] else "")] = np.array(
                 [measured.get(a, np.nan) for a in archs]
             )
@@ -56,7 +55,7 @@ def _srcc_figure(store: Any, reranker: Any, rows: list[dict[str, Any]]) -> str:
             if ok.sum() >= 3:
                 srcc[i, j] = spearman(columns[a][ok], columns[b][ok])
     path = io.BytesIO()
-    _heatmap(types.SimpleNamespace(devices=names, srcc=srcc), path)
+    heatmap(names, srcc, path)
     plt.close("all")
     return (
         f'<img alt="SRCC heatmap" src="data:image/png;base64,{base64.b64encode(path.getvalue()).decode()}">'
@@ -97,7 +96,7 @@ def _column_figures(reranker: Any, rows: list[dict[str, Any]], sims: list[Any]) 
         sim = next((s for s in sims if s.device_id == r["device"]), None)
         if sim is None or not r["decision"]:
             continue
-        measured = r["decision"]["inputs"]["measured"]
+        measured = r["decision"].inputs["measured"]
         column = np.array([measured.get(a, np.nan) for a in ref.archs])
         table = LatencyTable(ref.archs, (*ref.devices, sim.device_id), np.c_[ref.ms, column])
         filled, _ = fill_table(table, reranker.space, with_error=False)
@@ -121,7 +120,7 @@ def write_report(path: str, store: Any, config: Any, rows: list[dict[str, Any]],
     import matplotlib
 
     matplotlib.use("Agg")
-    from coordinator.cli_service import describe
+    from coordinator.cli.format import describe
     from coordinator.reranker import Reranker
 
     reranker = Reranker(store, config, client=None)

@@ -1,43 +1,50 @@
 """The re-ranking loop: new (or degraded) device -> sample job -> decision -> push.
 
-For every online device with a latency budget (per device, per SKU or the default):
+For every online device with a latency budget (per device, per SKU or the default),
+a state machine whose state the store keeps (``RerankState``), so a restarted
+coordinator carries on where it was:
 
-    no round yet, or its degradation index moved past the threshold since the last one
-        -> plan k sample architectures (the same plan for every device: it depends only
-           on the reference table) and send them as an ``architectures`` job
-    the job is done
-        -> its results become the device's column; ``decide`` predicts the rest of it
-           and picks the most accurate architecture that fits the budget with margin
-        -> the decision and its inputs go into ``decisions`` (``fleetbench explain``)
-        -> the chosen architecture is materialized and pushed to the device
+    none, no_budget  -> plan k sample architectures (the same plan for every device: it
+                        depends only on the reference table), send them as a job: sampling
+    sampling         -> that device's own acks say the job ended: its results become the
+                        device's column; ``decide`` (``coordinator.ranking.decision``)
+                        predicts the rest and picks the most accurate architecture that
+                        fits the budget with margin; with nothing to push: decided
+                     -> the chosen architecture is built into a model file in a worker
+                        thread, off the loop's tick: building
+                     -> no end within rerank.job_timeout_s, or the job was refused: failed
+    building         -> the model is built: a rollout to the device, the decision and its
+                        inputs kept (``fleetbench explain``): decided
+    decided          -> its degradation index moved past the threshold: sampling again
+    failed           -> after rerank.job_timeout_s: sampling again
 
-The state of each device's round lives in ``rerank_state``, so a restarted coordinator
-carries on where it was.  Decisions use the reference table (bundled or configured)
-as the devices they are predicted from.
+Decisions use the reference table (bundled or configured) as the devices they are
+predicted from.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import hashlib
 import logging
 import os
 import time
 import uuid
-from typing import Any, Optional
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Optional
 
-import numpy as np
-import sqlalchemy as sa
-
-from agent.transport import messages
-from agent.transport.topics import DeviceTopics
+from agent.common.errors import FleetbenchError
+from agent.protocol.jobs import ArchItem, JobSettings, JobSpec
+from agent.protocol.messages import JobMessage, encode, make
+from agent.protocol.topics import DeviceTopics
 from coordinator.config import CoordinatorConfig
 from coordinator.deploy import create_rollout
 from coordinator.errors import CoordinatorError
+from coordinator.ranking.decision import Decision, decide, plan_samples
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import LatencyTable, read_accuracy, read_table
-from coordinator.rerank import Decision, decide, plan_samples
-from coordinator.store import Store, acks, decisions, rerank_state, results
+from coordinator.store import Store
+from coordinator.store.records import DecisionRecord, OnlineDevice, RerankState
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +73,40 @@ def accuracy_table(config: CoordinatorConfig) -> dict[str, float]:
     return read_accuracy(path, config.rerank.metric)[0]
 
 
-class Reranker:
-    """Call ``tick()`` every second or so, in an executor (it blocks on the database)."""
+def build_model(space: str, arch: str, path: str) -> str:
+    """Materialize ``arch`` into the model file ``path`` (the worker thread's job)."""
+    from agent.materialize import materialize, write_model
 
-    def __init__(self, store: Store, config: CoordinatorConfig, client: Any) -> None:
-        self.store, self.config, self.client = store, config, client
+    if not os.path.exists(path):
+        write_model(materialize(space, arch), path)
+    return path
+
+
+class Reranker:
+    """Call ``tick()`` every second or so, in an executor (it blocks on the database).
+
+    ``client`` publishes jobs (a paho client), ``clock`` tells the time and ``build``
+    makes a model file from an architecture (all injectable, for tests)."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: CoordinatorConfig,
+        client: Any,
+        clock: Callable[[], float] = time.time,
+        build: Callable[[str, str, str], str] = build_model,
+    ) -> None:
+        self.store, self.config, self.client, self.clock, self.build = store, config, client, clock, build
         self.space = get_space(config.rerank.space)
         self.reference = reference_table(config)
         self.accuracy = accuracy_table(config)
         self._plan: Optional[list[str]] = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetbench-build")
+        #: models being built: device -> (the file's future, the decision, the round's state)
+        self._building: dict[str, tuple[Future, Decision, RerankState]] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     @property
     def plan(self) -> list[str]:
@@ -84,154 +116,154 @@ class Reranker:
         return self._plan
 
     def tick(self, now: Optional[float] = None) -> None:
-        now = time.time() if now is None else now
-        with self.store.engine.connect() as conn:
-            states = {r["device_id"]: dict(r) for r in conn.execute(sa.select(rerank_state)).mappings()}
+        now = self.clock() if now is None else now
+        states = self.store.rerank_states()
         for device in self.store.online():
             try:
-                self._step(device, states.get(device["device_id"]), now)
-            except CoordinatorError as err:
-                self._set(device["device_id"], now, state="failed", detail=str(err))
-                logger.warning("re-ranking %s failed: %s", device["device_id"], err)
+                self._step(device, states.get(device.device_id), now)
+            except FleetbenchError as err:  # this device's round fails; the others go on
+                self.store.set_rerank(device.device_id, now, state="failed", detail=str(err))
+                self._building.pop(device.device_id, None)
+                logger.warning("re-ranking %s failed: %s", device.device_id, err)
 
-    def _step(self, device: dict[str, Any], state: Optional[dict[str, Any]], now: float) -> None:
-        device_id = device["device_id"]
-        budget = self.config.budget_ms(device_id, device.get("sku"))
+    def _step(self, device: OnlineDevice, state: Optional[RerankState], now: float) -> None:
+        device_id = device.device_id
+        budget = self.config.budget_ms(device_id, device.sku)
         if budget is None:
             if state is None:
-                self._set(device_id, now, state="no_budget", detail="no latency budget for it or its SKU")
+                self.store.set_rerank(
+                    device_id, now, state="no_budget", detail="no latency budget for it or its SKU"
+                )
                 logger.info("%s has no latency budget (rerank.budgets); not re-ranking it", device_id)
             return
-        if state is None or state["state"] == "no_budget":
+        if state is None or state.state == "no_budget":
             self._start(device, state, now, "new device")
-        elif state["state"] == "sampling":
+        elif state.state in ("sampling", "building"):
             self._check_job(device, state, budget, now)
-        elif state["state"] == "failed" and now - state["updated_at"] > self.config.rerank.job_timeout_s:
+        elif state.state == "failed" and now - state.updated_at > self.config.rerank.job_timeout_s:
             self._start(device, state, now, "retrying after a failed round")
-        elif state["state"] == "decided":
-            then, current = state["degradation_index"], device.get("degradation_index")
+        elif state.state == "decided":
+            then, current = state.degradation_index, device.degradation_index
             if then is None and current is not None:  # its first health came after the decision
-                self._set(device_id, now, degradation_index=current)
+                self.store.set_rerank(device_id, now, degradation_index=current)
                 return
-            moved = then is not None and current is not None and abs(current - then)
-            if moved and moved >= self.config.rerank.degradation_threshold:
+            moved = abs(current - then) if then is not None and current is not None else 0.0
+            if moved >= self.config.rerank.degradation_threshold:
                 self._start(device, state, now, f"degradation index moved {then:.3f} -> {current:.3f}")
 
-    def _start(self, device: dict[str, Any], state: Optional[dict[str, Any]], now: float, why: str) -> None:
-        device_id = device["device_id"]
-        rounds = (state["rounds"] if state else 0) + 1
+    def _start(self, device: OnlineDevice, state: Optional[RerankState], now: float, why: str) -> None:
+        device_id = device.device_id
+        rounds = (state.rounds if state else 0) + 1
         job_id = f"rerank-{rounds}-{uuid.uuid4().hex[:8]}"
         r = self.config.rerank
-        job = {
-            "job_id": job_id,
-            "architectures": [{"space": r.space, "arch": a, "format": r.format} for a in self.plan],
-            "settings": {"runs": r.runs, "warmup_runs": 3, "min_time_s": 0.0, "threads": 1},
-        }
-        env = messages.make("jobs", device_id, job, msg_id=job_id)
-        self.client.publish(DeviceTopics(device_id).jobs, env.encode(), qos=1)
-        self._set(device_id, now, state="sampling", job_id=job_id, space=r.space, rounds=rounds,
-                  started_at=now, degradation_index=device.get("degradation_index"), detail=why)  # fmt: skip
+        spec = JobSpec(
+            job_id=job_id,
+            architectures=tuple(ArchItem(space=r.space, arch=a, format=r.format) for a in self.plan),  # type: ignore[arg-type]
+            settings=JobSettings(runs=r.runs, warmup_runs=3, min_time_s=0.0, threads=1),
+        )
+        msg = make(JobMessage, device_id, spec, msg_id=job_id)
+        self.client.publish(DeviceTopics(device_id).jobs, encode(msg, device.protocol), qos=1)
+        self.store.set_rerank(
+            device_id,
+            now,
+            state="sampling",
+            job_id=job_id,
+            space=r.space,
+            rounds=rounds,
+            started_at=now,
+            degradation_index=device.degradation_index,
+            detail=why,
+        )
         logger.info("re-ranking %s (%s): %d sample architectures sent as job %s", device_id, why,
                     len(self.plan), job_id)  # fmt: skip
 
-    def _check_job(self, device: dict[str, Any], state: dict[str, Any], budget: float, now: float) -> None:
-        device_id, job_id = device["device_id"], state["job_id"]
-        with self.store.engine.connect() as conn:
-            ended = conn.execute(
-                sa.select(acks.c.state, acks.c.data).where(
-                    acks.c.device_id == device_id,
-                    acks.c.job_id == job_id,
-                    acks.c.state.in_(("done", "failed", "rejected")),
-                )
-            ).first()
+    def _check_job(self, device: OnlineDevice, state: RerankState, budget: float, now: float) -> None:
+        device_id, job_id = device.device_id, state.job_id or ""
+        building = self._building.get(device_id)
+        if building is not None:
+            self._finish_build(device, building, now)
+            return
+        ended = self.store.job_ending(device_id, job_id)
         if ended is None:
-            if now - (state["started_at"] or now) > self.config.rerank.job_timeout_s:
-                self._set(device_id, now, state="failed", detail=f"job {job_id} did not finish in time")
+            if now - (state.started_at or now) > self.config.rerank.job_timeout_s:
+                self.store.set_rerank(
+                    device_id, now, state="failed", detail=f"job {job_id} did not finish in time"
+                )
             return
         if ended.state == "rejected":
-            error = (json.loads(ended.data).get("data") or {}).get("error")
-            self._set(device_id, now, state="failed", detail=f"job {job_id} was rejected: {error}")
+            self.store.set_rerank(
+                device_id, now, state="failed", detail=f"job {job_id} was rejected: {ended.error}"
+            )
             return
-        measured = self._measured(device_id, job_id)
+        measured = self.store.measured(device_id, job_id, self.config.rerank.space)
         decision = decide(self.reference, self.space, device_id, measured, self.accuracy, budget)
-        rollout_id = self._push(device_id, decision) if decision.arch and self.config.rerank.push else None
-        self._record(decision, state, job_id, rollout_id, now)
-        # The baseline for "degraded since": the index the decision was made at.
-        self._set(device_id, now, state="decided", detail=decision.arch or "nothing fits the budget",
-                  degradation_index=device.get("degradation_index"))  # fmt: skip
-        if decision.arch:
-            logger.info("%s gets %s: predicted %.2f ms (%.2f with margin) under %.2f ms, accuracy %.2f",
-                        device_id, decision.arch, decision.predicted_ms, decision.with_margin_ms, budget,
-                        decision.accuracy)  # fmt: skip
-        else:
-            logger.warning("%s: no architecture fits %.2f ms with margin", device_id, budget)
+        if decision.arch and self.config.rerank.push:
+            r = self.config.rerank
+            version = hashlib.sha256(f"{r.space}|{decision.arch}".encode()).hexdigest()[:12]
+            directory = os.path.join(self.config.state_dir, "chosen")
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, f"{version}.{r.format}")
+            future = self._pool.submit(self.build, r.space, decision.arch, path)
+            self._building[device_id] = (future, decision, state)
+            self.store.set_rerank(device_id, now, state="building", detail=f"building {decision.arch}")
+            return
+        self._decided(device, decision, state, None, now)
 
-    def _measured(self, device_id: str, job_id: str) -> dict[str, float]:
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(results.c.arch, results.c.p50_ms).where(
-                    results.c.device_id == device_id,
-                    results.c.job_id == job_id,
-                    results.c.space == self.config.rerank.space,
-                )
-            ).all()
-        return {
-            arch: float(ms) for arch, ms in rows if arch and ms is not None and np.isfinite(ms) and ms > 0
-        }
-
-    def _push(self, device_id: str, decision: Decision) -> str:
-        """Materialize the chosen architecture and register a rollout to the device."""
-        import hashlib
-
-        from agent.materialize import materialize, write_model
-
-        r = self.config.rerank
-        version = hashlib.sha256(f"{r.space}|{decision.arch}".encode()).hexdigest()[:12]
-        directory = os.path.join(self.config.state_dir, "chosen")
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, f"{version}.{r.format}")
-        if not os.path.exists(path):
-            write_model(materialize(r.space, decision.arch or ""), path)
-        rollout = create_rollout(self.store, self.config, path, device=device_id, name=r.model_name,
-                                 version=version)  # fmt: skip
-        return str(rollout["rollout_id"])
-
-    def _record(
-        self, decision: Decision, state: dict[str, Any], job_id: str, rollout_id: Optional[str], now: float
+    def _finish_build(
+        self, device: OnlineDevice, building: tuple[Future, Decision, RerankState], now: float
     ) -> None:
-        inputs = {**dataclasses.asdict(decision), "job_id": job_id, "round": state["rounds"],
-                  "reason": state["detail"], "degradation_index": state["degradation_index"],
+        future, decision, state = building
+        if not future.done():
+            return
+        del self._building[device.device_id]
+        path = future.result()  # a build that failed raises here: the round fails (see tick)
+        r = self.config.rerank
+        version = os.path.splitext(os.path.basename(path))[0]
+        rollout = create_rollout(self.store, self.config, path, device=device.device_id, name=r.model_name,
+                                 version=version, now=now)  # fmt: skip
+        self._decided(device, decision, state, rollout.rollout_id, now)
+
+    def _decided(
+        self,
+        device: OnlineDevice,
+        decision: Decision,
+        state: RerankState,
+        rollout_id: Optional[str],
+        now: float,
+    ) -> None:
+        inputs = {**dataclasses.asdict(decision), "job_id": state.job_id, "round": state.rounds,
+                  "reason": state.detail, "degradation_index": state.degradation_index,
                   "reference_devices": list(self.reference.devices), "space": self.config.rerank.space,
                   "metric": self.config.rerank.metric}  # fmt: skip
-        with self.store.engine.begin() as conn:
-            conn.execute(decisions.insert().values(
-                device_id=decision.device, at=now, space=self.config.rerank.space, arch=decision.arch,
-                budget_ms=decision.budget_ms, predicted_ms=decision.predicted_ms, accuracy=decision.accuracy,
-                rollout_id=rollout_id, inputs=json.dumps(inputs, default=float)))  # fmt: skip
+        self.store.add_decision(
+            decision.device,
+            now,
+            self.config.rerank.space,
+            decision.arch,
+            decision.budget_ms,
+            decision.predicted_ms,
+            decision.accuracy,
+            rollout_id,
+            inputs,
+        )
+        # The baseline for "degraded since": the index the decision was made at.
+        self.store.set_rerank(
+            device.device_id,
+            now,
+            state="decided",
+            detail=decision.arch or "nothing fits the budget",
+            degradation_index=device.degradation_index,
+        )
+        if decision.arch:
+            logger.info("%s gets %s: predicted %.2f ms (%.2f with margin) under %.2f ms, accuracy %.2f",
+                        device.device_id, decision.arch, decision.predicted_ms, decision.with_margin_ms,
+                        decision.budget_ms, decision.accuracy)  # fmt: skip
+        else:
+            logger.warning(
+                "%s: no architecture fits %.2f ms with margin", device.device_id, decision.budget_ms
+            )
 
-    def _set(self, device_id: str, now: float, **values: Any) -> None:
-        with self.store.engine.begin() as conn:
-            updated = conn.execute(rerank_state.update().where(rerank_state.c.device_id == device_id)
-                                   .values(updated_at=now, **values)).rowcount  # fmt: skip
-            if not updated:
-                conn.execute(rerank_state.insert().values(device_id=device_id, updated_at=now, **values))
 
-
-def explain(store: Store, device_id: str) -> list[dict[str, Any]]:
+def explain(store: Store, device_id: str) -> list[DecisionRecord]:
     """Every decision for ``device_id`` (newest first), with its inputs and what became of it."""
-    from coordinator.store import deployments
-
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(decisions).where(decisions.c.device_id == device_id).order_by(decisions.c.at.desc())
-        ).mappings()
-        out = []
-        for row in rows:
-            item = dict(row)
-            item["inputs"] = json.loads(item["inputs"])
-            if item["rollout_id"]:
-                dep = conn.execute(sa.select(deployments).where(
-                    deployments.c.rollout_id == item["rollout_id"])).mappings().first()  # fmt: skip
-                item["deployment"] = dict(dep) if dep else None
-            out.append(item)
-    return out
+    return store.decisions(device_id)

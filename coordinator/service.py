@@ -13,7 +13,9 @@ down wait in the broker):
 Every message is acknowledged to the broker (PUBACK, paho's manual ack) only after
 the batch holding it is committed to the database: a coordinator killed mid-batch
 gets the unacknowledged messages again, and the idempotent ingest drops what was
-already stored.
+already stored.  A message that cannot be read or stored is kept as a dead letter and
+acknowledged like the rest, so it costs only itself (see ``coordinator.store.ingest``);
+the log says so once per device, then once a minute with the count.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import logging
 import queue
 import signal
 import threading
+import time
 from typing import Any, Optional
 
-from agent.sdnotify import Notifier
-from agent.transport.mqtt import BrokerSettings
-from agent.transport.topics import all_devices
+from agent.common.sdnotify import Notifier
+from agent.protocol.topics import all_devices
+from agent.transport.mqtt import BrokerSettings, start_network_thread
 from coordinator.config import CoordinatorConfig
 from coordinator.deploy import Deployer
 from coordinator.reranker import Reranker
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 SHARED_KINDS = ("health", "results", "acks")
 SESSION_EXPIRY_S = 7 * 86400  # MQTT 5: how long the broker keeps messages for a stopped coordinator
+#: dead letters are logged once per device, then summed up at most this often
+DEAD_LOG_EVERY_S = 60.0
 
 
 def subscriptions(group: str) -> list[tuple[str, int]]:
@@ -61,11 +66,17 @@ class Ingestor:
         group: str = "coordinators",
         batch: int = 1000,
     ) -> None:
-        self.settings, self.store, self.group = settings, store, group
+        self.settings, self.store, self.group, self.client_id = settings, store, group, client_id
         self.batch = batch
         self.connected = threading.Event()
         self.stored: dict[str, int] = {}
         self.received = 0
+        #: messages kept as dead letters since start
+        self.dead_lettered = 0
+        self._dead_devices: set[Optional[str]] = set()
+        self._dead_since_log = 0
+        self._dead_logged_at = 0.0
+        self._network: Optional[threading.Thread] = None
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._stopping = False
@@ -106,7 +117,7 @@ class Ingestor:
             self._client.connect_async(
                 self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
             )
-        self._client.loop_start()
+        self._network = start_network_thread(self._client, self.client_id)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Disconnect, then commit (and acknowledge) what was already received."""
@@ -118,7 +129,9 @@ class Ingestor:
             self._writer.join(timeout_s)
 
     def healthy(self) -> bool:
-        return self._writer is not None and self._writer.is_alive()
+        """The writer and paho's network thread run (a dead one stops the ingest silently)."""
+        writer = self._writer is not None and self._writer.is_alive()
+        return writer and (self._network is None or self._network.is_alive())
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
@@ -162,17 +175,43 @@ class Ingestor:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            batch = [Message(topic, payload) for topic, payload, _, _ in items]
             try:
-                added = self.store.ingest([Message(topic, payload) for topic, payload, _, _ in items])
+                added = self.store.ingest(batch)
             except Exception:  # the database failed: do not ack; the broker redelivers after a reconnect
                 logger.exception("storing %d messages failed; they stay unacknowledged", len(items))
                 continue
             for kind, n in added.items():
                 self.stored[kind] = self.stored.get(kind, 0) + n
             self.received += len(items)
+            if added.get("dead"):
+                self._log_dead(batch, added["dead"])
             for _, _, mid, qos in items:
                 if qos > 0:
                     self._client.ack(mid, qos)
+
+    def _log_dead(self, batch: list[Message], n: int) -> None:
+        """Say once per device that its messages are being refused; then a count a minute."""
+        self.dead_lettered += n
+        self._dead_since_log += n
+        for letter in self.store.dead_letters(limit=n):
+            if letter.device_id not in self._dead_devices:
+                self._dead_devices.add(letter.device_id)
+                logger.warning(
+                    "refused a message on %s (kept as a dead letter; `fleetbench fleet` counts them): %s",
+                    letter.topic,
+                    letter.reason,
+                )
+        now = time.monotonic()
+        if now - self._dead_logged_at >= DEAD_LOG_EVERY_S:
+            if self._dead_logged_at:
+                logger.warning(
+                    "%d message(s) kept as dead letters in the last %.0f s (%d since start)",
+                    self._dead_since_log,
+                    now - self._dead_logged_at,
+                    self.dead_lettered,
+                )
+            self._dead_logged_at, self._dead_since_log = now, 0
 
 
 class Coordinator:
@@ -184,6 +223,7 @@ class Coordinator:
         self.ingestor = Ingestor(settings, store, client_id=config.client_id, group=config.group)
         self.deployer = Deployer(store, config, self.ingestor.client)
         self.reranker = Reranker(store, config, self.ingestor.client) if config.rerank.enabled else None
+        self.failure: Optional[str] = None
         self.notifier = Notifier()
         self._stop: Optional[asyncio.Event] = None
         self._failed_ticks = 0
@@ -217,10 +257,15 @@ class Coordinator:
                     except Exception:  # a bad row or a database hiccup: log, and try again next tick
                         self._failed_ticks += 1
                         logger.exception("coordinator loop failed (%d in a row)", self._failed_ticks)
-                healthy = self.ingestor.healthy() and self._failed_ticks < 10
+                if not (self.ingestor.healthy() and self.deployer.healthy()):
+                    # a dead ingest or push thread is a coordinator that looks up and does nothing:
+                    # exit non-zero so systemd (Restart=on-failure) starts a whole one
+                    self.failure = "a thread the coordinator needs (MQTT, ingest, push) died"
+                    break
+                healthy = self._failed_ticks < 10
                 if (
-                    self.notifier.watchdog_s
-                    and healthy
+                    healthy
+                    and self.notifier.watchdog_s
                     and loop.time() - last_ping >= self.notifier.watchdog_s / 2
                 ):
                     self.notifier.watchdog()
@@ -228,7 +273,13 @@ class Coordinator:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.config.tick_s)
         finally:
+            if self.reranker is not None:
+                await loop.run_in_executor(None, self.reranker.close)
             await loop.run_in_executor(None, self.deployer.close)
             await loop.run_in_executor(None, self.ingestor.stop)
-            logger.info("coordinator stopped; stored %s", self.ingestor.stored)
+            logger.info("coordinator stopped; stored %s, %d dead letter(s)", self.ingestor.stored,
+                        self.ingestor.dead_lettered)  # fmt: skip
+        if self.failure is not None:
+            logger.error("coordinator stopped: %s", self.failure)
+            return 1
         return 0

@@ -1,13 +1,14 @@
 """Simulated devices for the demo and the tests: they answer from published latencies.
 
-A simulated device speaks the agent's protocol on the real broker: a retained birth
-(platform ``simulated``, capabilities say so and where its numbers come from), health,
-``architectures`` jobs answered with the published NAS-Bench-201 latency of its source
-device times its drift (an aged board is slower) with log-normal noise, and model
-pushes handled by the agent's own receiver and model store (verified, installed,
-rolled back, acknowledged as a real agent does), on an event loop of its own.  Its
-smoke run is the simulated latency of the architecture named in the pushed model.
-Every message it sends says ``"simulated": true``.
+A simulated device speaks the agent's protocol on the real broker, through the same
+message classes: a retained birth (platform ``simulated``, with where its numbers come
+from), health, ``architectures`` jobs answered with the published NAS-Bench-201 latency
+of its source device times its drift (an aged board is slower) with log-normal noise,
+and model pushes handled by the agent's own receiver and model store (verified,
+installed, rolled back, acknowledged as a real agent does), on an event loop of its
+own.  Its smoke run is the simulated latency of the architecture named in the pushed
+model.  Its results are ordinary result records that say what they are: backend and
+timer ``simulated``, system ``simulated``.
 """
 
 from __future__ import annotations
@@ -17,17 +18,35 @@ import logging
 import os
 import re
 import threading
-import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional, cast
 
 import numpy as np
 
-from agent.deploy import PushReceiver
-from agent.errors import BenchmarkError
+from agent.bench.metadata import DeviceSnapshot
+from agent.bench.results import BackendInfo, BenchResult, ModelInfo, ProtocolInfo, TimerInfo
+from agent.bench.stats import LatencyStats
+from agent.collectors.degradation import DegradationState
+from agent.common.errors import BenchmarkError
+from agent.deploy import PushReceiver, SmokeResult
+from agent.device.publisher import Publisher
 from agent.modelstore import ModelStore
-from agent.transport import messages
+from agent.protocol.errors import ProtocolError
+from agent.protocol.jobs import JobSpec
+from agent.protocol.messages import (
+    VERSION,
+    Envelope,
+    HealthMessage,
+    JobAckMessage,
+    JobMessage,
+    ResultMessage,
+    StatusMessage,
+    decode,
+    encode,
+    make,
+)
+from agent.protocol.reports import Conditions, HealthData, JobAck, ResultData, Simulation, StatusData
+from agent.protocol.topics import DeviceTopics, Topic
 from agent.transport.mqtt import BrokerSettings
-from agent.transport.topics import DeviceTopics
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +74,7 @@ class SimulatedDevice:
         self.topics = DeviceTopics(device_id)
         os.makedirs(state_dir, exist_ok=True)
         store = ModelStore(os.path.join(state_dir, "models"), state_dir, public_key, 256 * 1024 * 1024)
-        self.pushes = PushReceiver(store, lambda data, msg_id: self._send("acks", data, msg_id), self._smoke,
-                                   state_dir)  # fmt: skip
+        self.pushes = PushReceiver(store, _Direct(self), self._smoke, state_dir)
         self._loop = asyncio.new_event_loop()  # PushReceiver's installs run on it, as in the agent
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"sim-{device_id}", daemon=True)
         self.rng = np.random.default_rng(seed)
@@ -93,7 +111,7 @@ class SimulatedDevice:
     def age(self, drift: float) -> None:
         """The board slows down (heat, wear): later answers use ``drift``, and health says so."""
         self.drift = drift
-        self._send("health", {"health": {}, "degradation": {"index": round(drift - 1.0, 4)}})
+        self.send(HealthMessage, HealthData(degradation=DegradationState(index=round(drift - 1.0, 4))))
 
     def true_ms(self, arch: str) -> float:
         """What this device's latency for ``arch`` is, before noise."""
@@ -102,16 +120,20 @@ class SimulatedDevice:
     # -- protocol -------------------------------------------------------------------
 
     def _status(self, state: str) -> bytes:
-        import json
+        simulation = Simulation(source=self.source, drift=self.drift)
+        data = StatusData(
+            state=cast(Literal["online", "offline"], state),
+            protocol=VERSION,
+            platform="simulated",
+            sku=self.sku,
+            version="simulated",
+            simulation=simulation,
+        )
+        return encode(make(StatusMessage, self.device_id, data))
 
-        caps = {"simulated": True, "source": self.source, "drift": self.drift, "backends": ["simulated"]}
-        return json.dumps({"v": messages.VERSION, "state": state, "device_id": self.device_id,
-                           "ts": time.time(), "platform": "simulated", "sku": self.sku,
-                           "version": "simulated", "capabilities": caps}).encode()  # fmt: skip
-
-    def _send(self, kind: str, data: dict[str, Any], msg_id: Optional[str] = None) -> None:
-        env = messages.make(kind, self.device_id, {**data, "simulated": True}, msg_id)
-        self._client.publish(self.topics.topic(kind), env.encode(), qos=1)
+    def send(self, cls: type[Envelope], data: Any, msg_id: Optional[str] = None) -> None:
+        msg = make(cls, self.device_id, data, msg_id)
+        self._client.publish(self.topics.topic(cls.TOPIC), encode(msg), qos=1)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
@@ -123,51 +145,50 @@ class SimulatedDevice:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         try:
-            env = messages.decode(msg.payload)
-        except messages.MessageError:
+            kind = self.topics.parse(msg.topic)
+            message = decode(bytes(msg.payload), Topic(self.device_id, kind or ""))
+        except ProtocolError:
             return
         try:
-            if msg.topic == self.topics.jobs:
-                self._on_job(env.data)
-            elif msg.topic == self.topics.models:
-                self._loop.call_soon_threadsafe(self._on_push, env.data)
+            if isinstance(message, JobMessage):
+                self._on_job(message.data)
+            else:
+                self._loop.call_soon_threadsafe(self._on_push, message)
         except Exception:  # a simulator bug must not kill paho's thread
             logger.exception("simulated device %s failed on %s", self.device_id, msg.topic)
 
-    def _on_job(self, job: dict[str, Any]) -> None:
-        job_id = job["job_id"]
-        items = job.get("architectures") or []
-        self._send(
-            "acks",
-            {"job_id": job_id, "state": "accepted", "architectures": len(items)},
+    def _on_job(self, job: JobSpec) -> None:
+        job_id = job.job_id
+        self.send(
+            JobAckMessage,
+            JobAck(job_id=job_id, state="accepted", architectures=len(job.architectures)),
             f"ack:{job_id}:accepted",
         )
-        for item in items:
-            arch = item["arch"]
+        for item in job.architectures:
+            arch = item.arch
             if arch not in self.latency_ms:
-                self._send("acks", {"job_id": job_id, "state": "model_failed", "model": arch,
-                                    "error": "no published latency for it"})  # fmt: skip
+                self.send(JobAckMessage, JobAck(job_id=job_id, state="model_failed", model=item.key,
+                                                error="no published latency for it"))  # fmt: skip
                 continue
             ms = self.true_ms(arch) * float(np.exp(self.rng.normal(0.0, self.noise)))
-            name = f"{item['space']}:{arch}"
-            result = {"stats": {"p50_ms": ms, "mean_ms": ms, "runs": 1}, "backend": "simulated"}
-            self._send("results", {"job_id": job_id, "model": name, "architecture": item, "result": result,
-                                   "conditions": {"simulated": True}}, f"result:{job_id}:{name}")  # fmt: skip
-        self._send("acks", {"job_id": job_id, "state": "done", "measured": len(items)}, f"ack:{job_id}:done")
+            data = ResultData(job_id=job_id, model=item.key, result=simulated_result(item.key, ms),
+                              architecture=item, conditions=Conditions())  # fmt: skip
+            self.send(ResultMessage, data, f"result:{job_id}:{item.key}")
+        self.send(JobAckMessage, JobAck(job_id=job_id, state="done", measured=len(job.architectures)),
+                  f"ack:{job_id}:done")  # fmt: skip
 
-    def _on_push(self, data: Any) -> None:  # on the loop
-        if isinstance(data, dict) and data.get("type") == "chunk":
-            index = data.get("index")
-            if self.on_chunk is not None and isinstance(index, int) and not self.on_chunk(index):
+    def _on_push(self, message: Envelope) -> None:  # on the loop
+        if message.kind == "push_chunk":
+            if self.on_chunk is not None and not self.on_chunk(message.data.index):  # type: ignore[attr-defined]
                 return
             self.chunks_received += 1
-        self.pushes.handle(data)
+        self.pushes.handle(message)
 
-    async def _smoke(self, path: str, runs: int) -> dict[str, Any]:
+    async def _smoke(self, path: str, runs: int) -> SmokeResult:
         """The smoke run: the simulated latency of the architecture the pushed model holds."""
         if self.smoke_ms is not None:
             self.installed.append({"path": path, "arch": None, "p50_ms": self.smoke_ms})
-            return {"stats": {"p50_ms": self.smoke_ms}, "backend": "simulated"}
+            return SmokeResult(self.smoke_ms, "simulated")
         with open(path, "rb") as fh:
             found = _NB201_ARCH.search(fh.read())
         arch = found.group(0).decode() if found else None
@@ -175,4 +196,57 @@ class SimulatedDevice:
             raise BenchmarkError(f"{os.path.basename(path)} is not a NAS-Bench-201 model this device knows")
         ms = self.true_ms(arch) * float(np.exp(self.rng.normal(0.0, self.noise)))
         self.installed.append({"path": path, "arch": arch, "p50_ms": ms})
-        return {"stats": {"p50_ms": ms}, "backend": "simulated"}
+        return SmokeResult(ms, "simulated")
+
+
+class _Direct(Publisher):
+    """The push receiver's publisher for a simulated device: straight to its client, no outbox."""
+
+    def __init__(self, device: SimulatedDevice) -> None:
+        self.device = device
+
+    def send(self, cls: type[Envelope], data: Any, msg_id: Optional[str] = None) -> Optional[str]:
+        self.device.send(cls, data, msg_id)
+        return msg_id
+
+
+def simulated_result(name: str, ms: float) -> BenchResult:
+    """A result record for a latency a simulated device "measured": it says what it is."""
+    ns = int(ms * 1e6)
+    return BenchResult(
+        model=ModelInfo(path=name, name=name, format="simulated", size_bytes=0, sha256="", inputs=()),
+        backend=BackendInfo(name="simulated", version="", threads=1, runtime="simulated"),
+        timer=TimerInfo(impl="simulated", clock="published latencies", resolution_ns=1),
+        protocol=ProtocolInfo(
+            warmup_runs=0,
+            warmup_time_s=0.0,
+            runs=1,
+            min_time_s=0.0,
+            max_time_s=0.0,
+            seed=0,
+            isolated=False,
+            warmup_done=0,
+            measure_time_s=ms / 1e3,
+            load_ms=0.0,
+            first_run_ms=ms,
+        ),
+        stats=LatencyStats.from_ns([ns]),
+        device=DeviceSnapshot(
+            hostname="",
+            system="simulated",
+            kernel="",
+            machine="",
+            python="",
+            board=None,
+            cpu_model=None,
+            cores_logical=None,
+            cores_physical=None,
+            freq_policies=(),
+            temperatures_c=(),
+            rpi_throttled=None,
+            battery_percent=None,
+            battery_plugged=None,
+            load_1m=None,
+        ),
+        samples_ns=(ns,),
+    )

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, cast
 
-from agent.errors import FleetbenchError, UsageError
+from agent.common.errors import FleetbenchError, UsageError
 from firmware_bridge import codec
 from firmware_bridge.framing import FrameDecoder, encode_frame
 

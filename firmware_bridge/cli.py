@@ -13,15 +13,16 @@ import re
 import sys
 from typing import Any
 
-from agent.cli._args import EXIT_OK, _seconds, _whole
-from agent.cli.daemon import _add_config_args, daemon_logging
-from agent.errors import UsageError
+from agent.common.args import EXIT_OK, add_config_args, seconds, whole
+from agent.common.errors import UsageError
+from agent.common.logs import daemon_logging
+from agent.config import DEFAULT_PATH
 
 REQUESTS = ("hello", "health", "ping", "bench")
 
 
 def _device_id(text: str) -> str:
-    from agent.transport.topics import check_device_id
+    from agent.protocol.topics import check_device_id
 
     try:
         return check_device_id(text)
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--port", metavar="PORT", help="the board's serial port: /dev/ttyACM0, /dev/serial/by-id/..."
     )
-    p.add_argument("--baud", type=_whole(50), metavar="N", help="baud rate (default: bridge.baud, 115200)")
+    p.add_argument("--baud", type=whole(50), metavar="N", help="baud rate (default: bridge.baud, 115200)")
     p.add_argument("--device-id", type=_device_id, metavar="ID",
                    help="its fleet device id (default: its HELLO's board name and unique id)")  # fmt: skip
     p.add_argument("--once", action="store_true",
@@ -66,13 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "request", nargs="*", metavar="REQUEST", help="with --once: hello | health | ping | bench MODEL"
     )
     p.add_argument(
-        "--runs", type=_whole(1), metavar="N", help="bench: measured runs (default: bridge.runs, 50)"
+        "--runs", type=whole(1), metavar="N", help="bench: measured runs (default: bridge.runs, 50)"
     )
-    p.add_argument("--warmup", type=_whole(0), metavar="N",
+    p.add_argument("--warmup", type=whole(0), metavar="N",
                    help="bench: warm-up runs (default: bridge.warmup_runs, 5)")  # fmt: skip
-    p.add_argument("--timeout", type=_seconds, metavar="S", help="seconds to wait for an answer (default: 2)")
-    p.add_argument("--retries", type=_whole(0), metavar="N", help="times to ask again (default: 3)")
-    p.add_argument("--stall-timeout", type=_seconds, metavar="S",
+    p.add_argument("--timeout", type=seconds, metavar="S", help="seconds to wait for an answer (default: 2)")
+    p.add_argument("--retries", type=whole(0), metavar="N", help="times to ask again (default: 3)")
+    p.add_argument("--stall-timeout", type=seconds, metavar="S",
                    help="a run silent this long has stalled (default: 30)")  # fmt: skip
     p.add_argument(
         "--broker", metavar="URL", help="the daemon's MQTT broker (default: from the agent config)"
@@ -80,12 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format", choices=["table", "json", "csv"], default="table", help="output of --once/--list"
     )
-    _add_config_args(p)
+    add_config_args(p, DEFAULT_PATH)
     p.set_defaults(func=cmd_bridge)
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from agent import config
+    from firmware_bridge import config
 
     if args.timeout == 0 or args.stall_timeout == 0:
         raise UsageError("--timeout and --stall-timeout must be more than 0 seconds")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, ClassVar, Optional, TypeVar, Union
 
-from agent.errors import FleetbenchError
+from agent.common.errors import FleetbenchError
 from firmware_bridge.framing import MAX_PACKET
 
 VERSION = 1
@@ -133,7 +133,6 @@ class _Empty:
     @classmethod
     def parse(cls: type[_E], r: _Reader) -> _E:
         return cls()
-
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import tty
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from agent.cli._args import _whole
+from agent.common.args import whole
 from firmware_bridge import codec
 from firmware_bridge.framing import FrameDecoder, encode_frame
 
@@ -408,10 +408,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--board", default=BoardSpec.board)
     parser.add_argument("--mcu", default=BoardSpec.mcu)
     parser.add_argument("--uid", default=BoardSpec.uid, help="the factory unique id it reports (hex)")
-    parser.add_argument("--clock", type=_whole(1), default=BoardSpec.clock_hz, metavar="HZ")
+    parser.add_argument("--clock", type=whole(1), default=BoardSpec.clock_hz, metavar="HZ")
     parser.add_argument("--timer", choices=["cycles", "us"], default="cycles")
     parser.add_argument("--noise", type=float, default=BoardSpec.noise, help="relative std of a run")
-    parser.add_argument("--baud", type=_whole(50), help="pace the line like a UART at this rate")
+    parser.add_argument("--baud", type=whole(50), help="pace the line like a UART at this rate")
     parser.add_argument("--realtime", action="store_true", help="runs take their latency in wall time")
     args = parser.parse_args(argv)
     spec = BoardSpec(board=args.board, mcu=args.mcu, uid=args.uid, clock_hz=args.clock, timer=args.timer,

@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 
 from cobs import cobs
 
-from agent.errors import FleetbenchError
+from agent.common.errors import FleetbenchError
 
 #: header and payload, the CRC not counted (PROTOCOL.md, section 2)
 MAX_PACKET = 1024

@@ -19,8 +19,11 @@ from agent.bench.metadata import DeviceSnapshot
 from agent.bench.results import BackendInfo, BenchResult, ModelInfo, ProtocolInfo, TimerInfo
 from agent.bench.stats import LatencyStats
 from agent.collectors.cpu import FreqPolicy
-from agent.errors import UsageError
-from agent.transport.topics import check_device_id
+from agent.collectors.health import BoardHealth, HealthSample, Thermal
+from agent.common.errors import UsageError
+from agent.protocol.messages import VERSION
+from agent.protocol.reports import BoardInfo, BridgeHost, Conditions, HealthData, StatusData, UsbIds
+from agent.protocol.topics import check_device_id
 from firmware_bridge import codec
 from firmware_bridge.board import BoardRun
 
@@ -45,41 +48,51 @@ def sku_of(hello: codec.Hello) -> str:
     return f"{hello.board} ({hello.mcu})"
 
 
-def birth(hello: codec.Hello, port: str, usb: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def birth(hello: codec.Hello, port: str, usb: Optional[dict[str, Any]] = None) -> StatusData:
     """What the retained status says about the board: its HELLO, and where it hangs."""
-    return {
-        "platform": PLATFORM,
-        "sku": sku_of(hello),
-        "version": __version__,
-        "capabilities": {
-            "board": hello.board,
-            "mcu": hello.mcu,
-            "uid": hello.uid,
-            "clock_hz": hello.clock_hz,
-            "arena_bytes": hello.arena_bytes,
-            "firmware": hello.firmware,
-            "runtime": hello.runtime,
-            "models": list(hello.models),
-            "reset_cause": hello.reset_cause_text,
-            "protocol": codec.VERSION,
-            "bridge": {"host": socket.gethostname(), "port": port, "usb": usb},
-        },
-        "collectors": ["board"],
-    }
+    board = BoardInfo(
+        board=hello.board,
+        mcu=hello.mcu,
+        uid=hello.uid,
+        clock_hz=hello.clock_hz,
+        arena_bytes=hello.arena_bytes,
+        firmware=hello.firmware,
+        runtime=hello.runtime,
+        models=tuple(hello.models),
+        reset_cause=hello.reset_cause_text,
+        protocol=codec.VERSION,
+        bridge=BridgeHost(host=socket.gethostname(), port=port, usb=UsbIds(**usb) if usb else None),
+    )
+    return StatusData(
+        state="online",
+        protocol=VERSION,
+        platform=PLATFORM,
+        sku=sku_of(hello),
+        version=__version__,
+        board=board,
+        collectors=("board",),
+    )
 
 
-def health_data(health: Optional[codec.Health], counters: dict[str, Any]) -> dict[str, Any]:
-    """The ``health`` of a board in the agent's shape (thermal.temperatures_c, ...), plus the link."""
-    sample: dict[str, Any] = {}
+def health_data(health: Optional[codec.Health], counters: dict[str, Any]) -> HealthData:
+    """The health of a board in the agent's shape (thermal.temperatures_c, ...), plus the link."""
+    sample = HealthSample()
     if health is not None:
-        if health.die_temp_c is not None:
-            sample["thermal"] = {"temperatures_c": {"mcu_die": health.die_temp_c}}
-        sample["board"] = {
-            "supply_v": health.supply_v,
-            "uptime_s": round(health.uptime_ms / 1000.0, 1),
-            "free_bytes": health.free_bytes,
-        }
-    return {"health": sample, "link": counters}
+        thermal = Thermal({"mcu_die": health.die_temp_c}) if health.die_temp_c is not None else None
+        board = BoardHealth(supply_v=health.supply_v, uptime_s=round(health.uptime_ms / 1000.0, 1),
+                            free_bytes=health.free_bytes)  # fmt: skip
+        sample = HealthSample(thermal=thermal, board=board)
+    return HealthData(health=sample, link=counters, collectors=("board",))
+
+
+def conditions(run: BoardRun, health: Optional[codec.Health]) -> Conditions:
+    """The board's state when a run was made: die temperature, supply, clock, boot."""
+    return Conditions(
+        die_temp_c=health.die_temp_c if health else None,
+        supply_v=health.supply_v if health else None,
+        clock_hz=run.clock_hz,
+        boot_id=run.hello.boot_id,
+    )
 
 
 def to_result(run: BoardRun, health: Optional[codec.Health] = None) -> BenchResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from agent.transport import push
+from agent.protocol import push
 
 
 def key_pair() -> tuple[Ed25519PrivateKey, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from agent.errors import BackendUnavailableError, ModelError
+from agent.common.errors import BackendUnavailableError, ModelError
 
 PREFIX = "example:"
 

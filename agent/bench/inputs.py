@@ -15,7 +15,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from agent.errors import UsageError
+from agent.common.errors import UsageError
 
 Dim = Union[int, str, None]  # int: fixed; str: symbolic name; None: unknown
 

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from agent.bench.metadata import DeviceSnapshot
 from agent.bench.stats import LatencyStats
-from agent.errors import FleetbenchError
+from agent.common.errors import FleetbenchError
 
 SCHEMA_VERSION = 1
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 NS_PER_MS = 1e6
 
@@ -65,7 +67,10 @@ class LatencyStats:
             raise ValueError("no samples to summarize")
         # numpy: a capped run keeps a million samples, which pure Python sorts and sums in
         # about a second here and several on a Raspberry Pi.  ``percentile`` above is the
-        # readable reference the tests hold this against.
+        # readable reference the tests hold this against.  Imported here: the agent daemon
+        # reads and writes these records but never computes them, and numpy would double its RSS.
+        import numpy as np
+
         ms = np.sort(np.asarray(samples_ns, dtype=np.float64) / NS_PER_MS)
         mean = math.fsum(ms.tolist()) / n
         dev = ms - mean
@@ -90,6 +95,8 @@ class LatencyStats:
 
 def _sorted_percentiles(ms: np.ndarray, qs: Sequence[float]) -> list[float]:
     """``percentile`` for several q at once over a sorted array (same interpolation)."""
+    import numpy as np
+
     n = len(ms)
     pos = (n - 1) * np.asarray(qs, dtype=np.float64) / 100.0
     lo = np.floor(pos).astype(np.intp)
@@ -105,9 +112,12 @@ def rankdata(values: np.ndarray) -> np.ndarray:
 
     Written in numpy so ranking needs no scipy import (a second on a Raspberry Pi).
 
+    >>> import numpy as np
     >>> rankdata(np.array([10.0, 20.0, 10.0, 5.0])).tolist()
     [2.5, 4.0, 2.5, 1.0]
     """
+    import numpy as np
+
     sorter = np.argsort(values, kind="mergesort")
     inv = np.empty(len(values), dtype=np.intp)
     inv[sorter] = np.arange(len(values))
@@ -121,9 +131,12 @@ def rankdata(values: np.ndarray) -> np.ndarray:
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """SRCC of two equally long vectors (ties averaged); NaN if either is constant.
 
+    >>> import numpy as np
     >>> round(spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 30, 20, 40])), 3)
     0.8
     """
+    import numpy as np
+
     ra, rb = rankdata(a) - (len(a) + 1) / 2, rankdata(b) - (len(b) + 1) / 2
     den = np.sqrt((ra @ ra) * (rb @ rb))
     return float(ra @ rb / den) if den > 0 else float("nan")

@@ -17,11 +17,12 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from agent import errors
+from agent.common import errors
 
 if TYPE_CHECKING:  # the daemon imports this module; numpy and the runtimes load only in workers
     from agent.bench.results import BenchResult
-    from agent.bench.runner import BenchSettings, Progress
+    from agent.bench.runner import Progress
+    from agent.bench.settings import BenchSettings
 
 logger = logging.getLogger(__name__)
 

@@ -18,20 +18,20 @@ from typing import Any, Optional
 
 from agent import __version__
 from agent.cli import bench, daemon, models
-from agent.cli._args import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, _Parser
-from agent.errors import FleetbenchError
+from agent.common.args import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser
+from agent.common.errors import FleetbenchError
 
 logger = logging.getLogger("fleetbench")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="fleetbench",
         description="Fit neural networks to fleets of edge devices.",
     )
     parser.add_argument("--version", action="version", version=f"fleetbench {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     bench.register(sub)
     daemon.register(sub)
     models.register(sub)

@@ -7,9 +7,9 @@ import os
 import sys
 from typing import TextIO
 
-from agent.cli._args import EXIT_INTERRUPTED, EXIT_OK, _seconds, _whole
-from agent.errors import FleetbenchError, UsageError
-from agent.files import check_writable, write_text_atomic
+from agent.common.args import EXIT_INTERRUPTED, EXIT_OK, seconds, whole
+from agent.common.errors import FleetbenchError, UsageError
+from agent.common.files import check_writable, write_text_atomic
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,35 +50,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     arg(
         "--runs",
-        type=_whole(0),
+        type=whole(0),
         default=50,
         metavar="N",
         help="minimum measured runs (default: 50)",
     )
     arg(
         "--warmup",
-        type=_whole(0),
+        type=whole(0),
         default=5,
         metavar="N",
         help="minimum warm-up runs (default: 5)",
     )
     arg(
         "--warmup-time",
-        type=_seconds,
+        type=seconds,
         default=0.5,
         metavar="S",
         help="minimum warm-up seconds (default: 0.5)",
     )
     arg(
         "--min-time",
-        type=_seconds,
+        type=seconds,
         default=1.0,
         metavar="S",
         help="minimum measuring seconds (default: 1)",
     )
     arg(
         "--max-time",
-        type=_seconds,
+        type=seconds,
         default=60.0,
         metavar="S",
         help="cap on warm-up seconds and on measuring seconds (default: 60)",
@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     arg(
         "--seed",
-        type=_whole(0),
+        type=whole(0),
         default=0,
         metavar="N",
         help="seed for the generated inputs (default: 0)",
@@ -118,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg("--profile", action="store_true", help="also report the slowest operators")
     arg(
         "--profile-top",
-        type=_whole(1),
+        type=whole(1),
         default=10,
         metavar="N",
         help="operators listed by --profile (default: 10)",

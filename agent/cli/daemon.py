@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
-from typing import Any, ClassVar
+from typing import Any
 
-from agent.cli._args import EXIT_NOT_RUNNING, EXIT_OK, _seconds
+from agent.common.args import EXIT_NOT_RUNNING, EXIT_OK, add_config_args, seconds
+from agent.common.errors import UsageError
+from agent.common.logs import daemon_logging
 from agent.config import DEFAULT_PATH, SERVICE_STATE_DIR
-from agent.errors import UsageError
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None,
-        help=f"agent configuration (TOML; default: $FLEETBENCH_CONFIG, else {DEFAULT_PATH} if it exists)",
-    )
-    p.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        default=None,
-        help="outbox, baseline, jobs and status live here (default: $STATE_DIRECTORY under systemd, "
-        "/var/lib/fleetbench as root, ~/.local/state/fleetbench otherwise)",
-    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "SIGHUP reloads the configuration. Exit status: 0 stopped cleanly, 2 configuration error."
         ),
     )
-    _add_config_args(agent)
+    add_config_args(agent, DEFAULT_PATH)
     agent.add_argument(
         "--broker",
         metavar="URL",
@@ -62,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Show what the agent on this device is doing, from its status file.",
         epilog="Exit status: 0 the agent runs, 3 it does not (or never ran with this state directory).",
     )
-    _add_config_args(status)
+    add_config_args(status, DEFAULT_PATH)
     status.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     status.set_defaults(func=cmd_status)
 
@@ -72,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Browse _fleetbench._tcp and _mqtt._tcp with mDNS and list what answers.",
     )
     discover.add_argument(
-        "--timeout", type=_seconds, default=3.0, metavar="S", help="seconds to listen (default: 3)"
+        "--timeout", type=seconds, default=3.0, metavar="S", help="seconds to listen (default: 3)"
     )
     discover.add_argument(
         "--interface",
@@ -107,32 +91,6 @@ def _load_config(args: argparse.Namespace) -> Any:
     return config.load(path, flags=flags)
 
 
-class _JournalFormatter(logging.Formatter):
-    """sd-daemon(3) priority prefixes, so journald files each line at its level."""
-
-    _PRIORITY: ClassVar[dict[int, int]] = {
-        logging.DEBUG: 7,
-        logging.INFO: 6,
-        logging.WARNING: 4,
-        logging.ERROR: 3,
-        logging.CRITICAL: 2,
-    }
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{self._PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
-
-
-def daemon_logging(log_level: str, verbose: int) -> None:
-    """A daemon's logging: the configured level unless -v was given; journald priorities
-    instead of timestamps when stderr goes to the journal."""
-    root = logging.getLogger()
-    if verbose == 0:
-        root.setLevel(log_level.upper())
-    if os.environ.get("JOURNAL_STREAM"):
-        for handler in root.handlers:
-            handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-
-
 def cmd_agent(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -157,7 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from agent.daemon import read_status
+    from agent.device.daemon import read_status
 
     cfg = _load_config(args)
     status = read_status(cfg.state_dir)

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from agent.cli._args import EXIT_OK, _seconds, _whole
-from agent.files import check_writable, write_text_atomic
+from agent.common.args import EXIT_OK, seconds, whole
+from agent.common.files import check_writable, write_text_atomic
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,17 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     make.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="model file to write: .onnx or .tflite"
     )
-    make.add_argument("--seed", type=_whole(0), default=0, metavar="N", help="weight seed (default: 0)")
+    make.add_argument("--seed", type=whole(0), default=0, metavar="N", help="weight seed (default: 0)")
     make.add_argument(
         "--classes",
-        type=_whole(1),
+        type=whole(1),
         default=None,
         metavar="N",
         help="classifier outputs (nas-bench-201: 10, 100 or 120, default 10; mobilenetv2: default 1000)",
     )
     make.add_argument(
         "--resolution",
-        type=_whole(8),
+        type=whole(8),
         default=None,
         metavar="N",
         help="input height and width (default: 32 for nas-bench-201, 224 for mobilenetv2)",
@@ -66,22 +66,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--space", choices=SPACES, default="nas-bench-201", help="search space (default: nas-bench-201)"
     )
     lut.add_argument(
-        "--sample", type=_whole(2), default=30, metavar="N", help="architectures to sample (default: 30)"
+        "--sample", type=whole(2), default=30, metavar="N", help="architectures to sample (default: 30)"
     )
-    lut.add_argument("--seed", type=_whole(0), default=0, metavar="N", help="sampling seed (default: 0)")
+    lut.add_argument("--seed", type=whole(0), default=0, metavar="N", help="sampling seed (default: 0)")
     lut.add_argument(
         "--format",
         choices=["onnx", "tflite"],
         default="onnx",
         help="model format, and so the runtime (default: onnx)",
     )
-    lut.add_argument("--threads", type=_whole(1), default=1, metavar="N", help="runtime threads (default: 1)")
+    lut.add_argument("--threads", type=whole(1), default=1, metavar="N", help="runtime threads (default: 1)")
     lut.add_argument(
-        "--runs", type=_whole(1), default=20, metavar="N", help="measured runs per model (default: 20)"
+        "--runs", type=whole(1), default=20, metavar="N", help="measured runs per model (default: 20)"
     )
     lut.add_argument(
         "--min-time",
-        type=_seconds,
+        type=seconds,
         default=0.2,
         metavar="S",
         help="minimum measuring seconds per model (default: 0.2)",
@@ -111,7 +111,7 @@ def cmd_lut(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from agent.bench.runner import BenchSettings
+    from agent.bench.settings import BenchSettings
     from agent.materialize import lut, sample
 
     check_writable(args.output)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from agent.collectors.health import HealthSample
-from agent.files import write_text_atomic
+from agent.common.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +77,14 @@ def reference_workload(payload: Any, send_progress: Callable[..., None]) -> dict
 
 @dataclass(frozen=True)
 class DegradationState:
-    index: Optional[float]
-    baseline_ms: Optional[float]
-    last_ms: Optional[float]
-    baseline_at: Optional[float]
-    last_at: Optional[float]
-    measurements: int
+    """The index (latest reference time over the baseline; None before a baseline) and its parts."""
+
+    index: Optional[float] = None
+    baseline_ms: Optional[float] = None
+    last_ms: Optional[float] = None
+    baseline_at: Optional[float] = None
+    last_at: Optional[float] = None
+    measurements: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -116,6 +116,15 @@ class LoadCollector(Collector):
 
 
 @dataclass(frozen=True)
+class BoardHealth:
+    """A microcontroller's own report (through the firmware bridge): supply, uptime, free RAM."""
+
+    supply_v: Optional[float] = None
+    uptime_s: Optional[float] = None
+    free_bytes: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class HealthSample:
     """One health reading of the device; a None field means "not available here"."""
 
@@ -124,6 +133,8 @@ class HealthSample:
     throttling: Optional[Throttling] = None
     power_mode: Optional[power.PowerMode] = None
     load: Optional[load.LoadState] = None
+    #: a microcontroller's (the bridge fills it; an agent's own device has none)
+    board: Optional[BoardHealth] = None
 
     @property
     def max_temperature_c(self) -> Optional[float]:

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from agent.collectors import cpu
 from agent.collectors._sysfs import SysfsReader, run_helper
-from agent.transport.topics import check_device_id
+from agent.protocol.topics import check_device_id
 
 # Coral USB Accelerator: before its firmware loads it enumerates as Global Unichip
 # (1a6e:089a), after as Google (18d1:9302).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from agent.errors import UsageError
+from agent.common.errors import UsageError
 
 SPACES = ("nas-bench-201", "mobilenetv2")
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
@@ -66,7 +66,7 @@ def model_bytes(net: Any, fmt: str) -> bytes:
         try:
             from agent.materialize.to_onnx import to_onnx
         except ImportError as err:
-            from agent.errors import BackendUnavailableError
+            from agent.common.errors import BackendUnavailableError
 
             raise BackendUnavailableError(
                 "writing .onnx models needs the onnx package (pip install 'fleetbench[onnx]')"
@@ -88,7 +88,7 @@ def format_for(path: str) -> str:
 
 def write_model(net: Any, path: str) -> str:
     """Write ``net`` to ``path`` (format by extension) via a temporary file and a rename."""
-    from agent.files import check_writable, write_bytes_atomic
+    from agent.common.files import check_writable, write_bytes_atomic
 
     fmt = format_for(path)
     check_writable(path, "output")

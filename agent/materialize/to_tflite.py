@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from agent.errors import BackendUnavailableError
+from agent.common.errors import BackendUnavailableError
 from agent.materialize import network as nw
 
 

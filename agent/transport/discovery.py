@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from agent.errors import FleetbenchError, UsageError
+from agent.common.errors import FleetbenchError, UsageError
 
 logger = logging.getLogger(__name__)
 

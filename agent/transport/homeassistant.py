@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from agent import __version__
-from agent.transport.topics import DeviceTopics
+from agent.protocol.topics import DeviceTopics
 
 # key -> (name, health field it needs or None, topic kind, template, unit, device_class)
 _SENSORS = {
@@ -92,7 +92,7 @@ def discovery_messages(
             "state_topic": topics.topic(kind),
             "value_template": template,
             "availability_topic": topics.status,
-            "availability_template": "{{ value_json.state }}",
+            "availability_template": "{{ value_json.data.state }}",
             "payload_available": "online",
             "payload_not_available": "offline",
             "device": device,

@@ -11,12 +11,16 @@
   After a disconnect the unacknowledged ones are sent again: at least once, with the
   same id, never lost.
 - Reconnects with capped exponential backoff (1 s doubling to ``max_backoff_s``).
+- Whatever arrives, nothing escapes into paho's network thread: a message that does not
+  decode goes to ``on_malformed`` with the protocol's reason, and a handler that raises
+  is logged (and paho's ``suppress_exceptions`` is on besides).  ``healthy()`` tells the
+  watchdog whether that thread and the pump still run: a dead network thread used to
+  leave a deaf daemon "up".
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -24,13 +28,17 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from agent.errors import UsageError
-from agent.transport import messages
+import msgspec
+
+from agent.common.errors import UsageError
+from agent.protocol.errors import ProtocolError
+from agent.protocol.messages import Envelope, StatusMessage, decode, encode, make
+from agent.protocol.reports import StatusData
+from agent.protocol.topics import DeviceTopics, Topic
 from agent.transport.outbox import Outbox, OutboxError
-from agent.transport.topics import DeviceTopics
 
 if TYPE_CHECKING:
-    from agent.config import BrokerConfig
+    from agent.common.config import BrokerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +103,7 @@ class BrokerSettings:
 
         proto = mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **options)
+        client.suppress_exceptions = True  # a callback's exception is logged, never the loop's end
         client.reconnect_delay_set(min_delay=1, max_delay=int(self.max_backoff_s))
         if self.username:
             client.username_pw_set(self.username, self.password)
@@ -103,7 +112,23 @@ class BrokerSettings:
         return client
 
 
-MessageHandler = Callable[[str, messages.Envelope], None]
+#: a decoded message from the device's jobs or models topic (called in the network thread)
+def start_network_thread(client: Any, client_id: str) -> Optional[threading.Thread]:
+    """``client.loop_start()``, returning paho's network thread so its health can be watched
+    (found by the name paho 2 gives it; None if a paho release names it otherwise)."""
+    before = {t.ident for t in threading.enumerate()}
+    client.loop_start()
+    name = f"paho-mqtt-client-{client_id}"
+    started = [t for t in threading.enumerate() if t.ident not in before and t.name == name]
+    if len(started) != 1:
+        logger.debug("cannot tell paho's network thread; its health is not watched")
+        return None
+    return started[0]
+
+
+MessageHandler = Callable[[Envelope], None]
+#: a message on those topics that does not decode: (topic kind, the reason, the raw bytes)
+MalformedHandler = Callable[[str, str, bytes], None]
 #: handlers for topics outside fleetbench's envelope format (Home Assistant's status)
 RawHandler = Callable[[bytes], None]
 
@@ -120,12 +145,11 @@ class MqttLink:
         max_inflight: int = 100,
         client_id: Optional[str] = None,
         on_connected: Optional[Callable[[], None]] = None,
-        on_malformed: Optional[Callable[[str, str], None]] = None,
+        on_malformed: Optional[MalformedHandler] = None,
         raw_handlers: Optional[dict[str, RawHandler]] = None,
-        birth: Optional[dict[str, Any]] = None,
+        birth: Optional[StatusData] = None,
         state: str = "online",
     ) -> None:
-
         self.settings = settings
         self.topics = topics
         self.outbox = outbox
@@ -135,7 +159,7 @@ class MqttLink:
         self.raw_handlers = dict(raw_handlers or {})
         #: what the retained status says about the device besides online/offline (identity,
         #: capabilities): a coordinator subscribing later learns the fleet from it
-        self.birth = dict(birth or {})
+        self.birth = birth or StatusData(state="online", protocol=2)
         #: what the retained status says while connected: "offline" too, for a device the link
         #: speaks for but cannot reach now (a board unplugged from its bridge); see ``announce``
         self.state = state
@@ -145,9 +169,11 @@ class MqttLink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pump: Optional[threading.Thread] = None
+        self._network: Optional[threading.Thread] = None
         self._drain_timeout_s = 5.0
         self._epoch = 0  # bumped on every (dis)connect: in-flight state from an older epoch is void
-        self._client = settings.client(client_id or f"fleetbench-{topics.device_id}")
+        self.client_id = client_id or f"fleetbench-{topics.device_id}"
+        self._client = settings.client(self.client_id)
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(0)
         self._client.will_set(topics.status, self._status("offline"), qos=1, retain=True)
@@ -163,7 +189,7 @@ class MqttLink:
         self._client.connect_async(
             self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
         )
-        self._client.loop_start()
+        self._network = start_network_thread(self._client, self.client_id)
         self._pump = threading.Thread(target=self._pump_loop, name="fleetbench-outbox-pump", daemon=True)
         self._pump.start()
 
@@ -182,8 +208,14 @@ class MqttLink:
         self._client.loop_stop()
 
     def healthy(self) -> bool:
-        """The pump thread runs (the watchdog asks: a dead pump would silently stop sending)."""
-        return self._pump is not None and self._pump.is_alive()
+        """The pump and the network threads run (the watchdog asks: a dead pump would silently
+        stop sending, a dead network thread would silently stop receiving)."""
+        pump = self._pump is not None and self._pump.is_alive()
+        return pump and (self._network is None or self._network.is_alive())
+
+    def wake(self) -> None:
+        """Something new is in the outbox: send it now rather than at the next poll."""
+        self._wake.set()
 
     def __enter__(self) -> MqttLink:
         self.start()
@@ -194,16 +226,9 @@ class MqttLink:
 
     # -- sending ------------------------------------------------------------------
 
-    def send(self, kind: str, data: Any, msg_id: Optional[str] = None, retain: bool = False) -> str:
-        """Queue a message durably for ``kind``'s topic; returns its id."""
-        env = messages.make(kind, self.topics.device_id, data, msg_id)
-        self.outbox.put(env.id, self.topics.topic(kind), env.encode(), qos=1, retain=retain)
-        self._wake.set()
-        return env.id
-
     def _status(self, state: str) -> bytes:
-        return json.dumps({**self.birth, "v": messages.VERSION, "state": state,
-                           "device_id": self.topics.device_id, "ts": time.time()}).encode()  # fmt: skip
+        data = msgspec.structs.replace(self.birth, state=state)
+        return encode(make(StatusMessage, self.topics.device_id, data))
 
     def _pump_loop(self) -> None:
         inflight: list[tuple[Any, str]] = []  # (MQTTMessageInfo, message id)
@@ -282,14 +307,14 @@ class MqttLink:
             except Exception:  # a hook bug must not kill the network thread
                 logger.exception("on_connected hook failed")
 
-    def announce(self, state: str, birth: Optional[dict[str, Any]] = None) -> None:
+    def announce(self, state: str, birth: Optional[StatusData] = None) -> None:
         """Change the retained status (and what it says about the device); sent now if connected,
         else at the next connect.  The Last Will stays "offline"."""
         if state not in ("online", "offline"):
             raise ValueError(f"status {state!r} is not online or offline")
         self.state = state
         if birth is not None:
-            self.birth = dict(birth)
+            self.birth = birth
         if self.connected.is_set():
             self._client.publish(self.topics.status, self._status(state), qos=1, retain=True)
 
@@ -311,27 +336,26 @@ class MqttLink:
         self._wake.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        raw = self.raw_handlers.get(msg.topic)
+        try:
+            self._receive(msg.topic, bytes(msg.payload))
+        except Exception:  # nothing a message does may end the network thread
+            logger.exception("handling a message on %s failed", msg.topic)
+
+    def _receive(self, topic: str, payload: bytes) -> None:
+        raw = self.raw_handlers.get(topic)
         if raw is not None:
-            try:
-                raw(msg.payload)
-            except Exception:  # a handler bug must not kill the network thread
-                logger.exception("handler for %s failed", msg.topic)
+            raw(payload)
             return
-        if self.on_message is None:
-            return
-        if msg.topic not in (self.topics.jobs, self.topics.models):
+        kind = self.topics.parse(topic)
+        if kind not in ("jobs", "models") or self.on_message is None:
             # Not ours: some brokers (amqtt 0.12) also deliver other devices' retained statuses.
-            logger.debug("ignoring a message on %s, which this agent did not subscribe to", msg.topic)
+            logger.debug("ignoring a message on %s, which this device did not subscribe to", topic)
             return
         try:
-            env = messages.decode(msg.payload)
-        except messages.MessageError as err:
-            logger.warning("ignoring a malformed message on %s: %s", msg.topic, err)
+            message = decode(payload, Topic(self.topics.device_id, kind))
+        except ProtocolError as err:
+            logger.warning("refusing a message on %s: %s", topic, err)
             if self.on_malformed is not None:
-                self.on_malformed(msg.topic, str(err))
+                self.on_malformed(kind, str(err), payload)
             return
-        try:
-            self.on_message(msg.topic, env)
-        except Exception:  # a handler bug must not kill the network thread
-            logger.exception("message handler failed on %s", msg.topic)
+        self.on_message(message)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from agent.errors import FleetbenchError
+from agent.common.errors import FleetbenchError
 
 logger = logging.getLogger(__name__)
 

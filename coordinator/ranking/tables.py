@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from agent.files import write_text_atomic
+from agent.common.files import write_text_atomic
 from coordinator.errors import TableError, UnknownNameError
 
 # Cells read as "not measured" without complaint.

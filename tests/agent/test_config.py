@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent import config
-from agent.config import ConfigError
+from agent.common.config import ConfigError
 
 
 def write(tmp_path, text, name="agent.toml"):

@@ -15,26 +15,27 @@ import time
 import pytest
 from broker import Receiver
 from daemon_proc import AgentProcess, fleetbench, write_config
-
-from agent.transport import messages
+from wire import raw_job, received
 
 DEVICE = "test-agent"
 TOPICS = f"fleetbench/v1/devices/{DEVICE}/#"
 
 
 def send_job(rx: Receiver, data, raw: bytes = b"") -> None:
-    payload = raw or messages.make("jobs", "coordinator", data).encode()
+    """A job as the JSON a coordinator (or a person) publishes: the envelope around ``data``."""
+    payload = raw or raw_job(DEVICE, data)
     rx.client.publish(f"fleetbench/v1/devices/{DEVICE}/jobs", payload, qos=1).wait_for_publish(10)
 
 
 def envelopes(payloads, kind):
-    return [messages.decode(p) for t, p, _ in payloads if t.endswith("/" + kind)]
+    return received(payloads, kind)
 
 
 def acks(rx, job_id=None):
     return [
-        e.data for e in envelopes(rx.payloads, "acks") if job_id is None or e.data.get("job_id") == job_id
-    ]
+        e.data for e in envelopes(rx.payloads, "acks")
+        if e.kind == "job_ack" and (job_id is None or e.data.get("job_id") == job_id)
+    ]  # fmt: skip
 
 
 def wait_ack(rx, job_id, state, timeout_s=120.0):
@@ -43,7 +44,7 @@ def wait_ack(rx, job_id, state, timeout_s=120.0):
 
 
 def statuses(rx):
-    return [json.loads(p)["state"] for t, p, _ in rx.payloads if t.endswith("/status")]
+    return [json.loads(p)["data"]["state"] for t, p, _ in rx.payloads if t.endswith("/status")]
 
 
 def models_in(tmp_path, sources: dict) -> None:
@@ -75,7 +76,7 @@ def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(
         assert agent.wait_note("READY=1")
         rx.wait_for(lambda p: "online" in statuses(rx))
         # registration: the retained birth says what the device is and can run
-        birth = next(json.loads(b) for t, b, retained in rx.payloads if t.endswith("/status"))
+        birth = next(json.loads(b)["data"] for t, b, retained in rx.payloads if t.endswith("/status"))
         assert birth["sku"] and birth["platform"] == "linux" and birth["capabilities"]["cores_logical"] >= 1
         assert {"onnxruntime", "litert"} <= set(birth["capabilities"]["backends"])
         # health: typed readings, the collectors present, the outbox's state
@@ -102,11 +103,11 @@ def test_agent_from_its_unit_registers_reports_health_runs_jobs_and_stops(
         send_job(rx, None, raw=b"\x00not json")
         send_job(rx, {"job_id": "bad-1", "models": ["conv.onnx"], "setings": {"runs": 5}})
         send_job(rx, {"job_id": "bad-2", "models": ["../../agent.toml"]})
-        send_job(rx, {"job_id": "bad-3", "models": ["conv.onnx"], "settings": {"runs": 10**9}})
-        assert "unknown field(s) 'setings'" in wait_ack(rx, "bad-1", "rejected")["error"]
+        send_job(rx, {"job_id": "bad-3", "models": ["conv.onnx"], "settings": {"runs": 500_000}})
+        assert "unknown field `setings`" in wait_ack(rx, "bad-1", "rejected")["error"]
         assert "outside the model directory" in wait_ack(rx, "bad-2", "rejected")["error"]
         assert "jobs.max_runs" in wait_ack(rx, "bad-3", "rejected")["error"]
-        assert "not a fleetbench job message" in wait_ack(rx, None, "rejected")["error"]
+        assert "not a valid job message" in wait_ack(rx, None, "rejected")["error"]
 
         assert agent.wait_note("WATCHDOG=1")
         out = fleetbench("status", "--state-dir", agent.state_dir, env={"FLEETBENCH_CONFIG": config})

@@ -1,17 +1,35 @@
-"""Job messages are checked strictly: every malformed or unsafe job is refused with a reason."""
+"""Job messages are checked strictly: every malformed or unsafe job is refused with a reason.
+
+Two layers say no: the protocol (``agent.protocol``: types, ranges, unknown fields, the
+same item twice), and the device (``agent.measure.check_job``: model files inside the
+model directory, search spaces it can build, its own limits).
+"""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from wire import raw_job
 
 from agent.config import JobsConfig
-from agent.jobs import Job, JobError, JobStore, blocked_by, parse_job
+from agent.device.jobs import Job, JobError, JobStore, blocked_by
+from agent.measure import bench_settings, check_job
+from agent.protocol import messages
+from agent.protocol.errors import ProtocolError
+from agent.protocol.jobs import JobSettings, JobSpec
 
 LIMITS = JobsConfig(max_runs=1000, max_time_s=60.0)
 NB = "nas-bench-201"
 CELL = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
+
+
+def parse_job(data, model_dir, limits):
+    """What a device does with a job message: decode it, then check it against itself."""
+    msg = messages.decode(raw_job("pi-1", data), "jobs")
+    assert isinstance(msg, messages.JobMessage)
+    check_job(msg.data, model_dir, limits)
+    return Job(msg.data)
 
 
 @pytest.fixture
@@ -35,23 +53,31 @@ def test_a_good_job(models):
         models,
         LIMITS,
     )
-    assert job == Job("j-1", ("a.onnx", "sub/b.tflite"), {"runs": 10, "max_time_s": 5.0, "backend": "auto"})
+    assert job.spec == JobSpec(job_id="j-1", models=("a.onnx", "sub/b.tflite"),
+                               settings=JobSettings(runs=10, max_time_s=5.0, backend="auto"))  # fmt: skip
+    settings = bench_settings(job.spec.settings, LIMITS)
+    assert (settings.runs, settings.max_time_s, settings.backend, settings.warmup_runs) == (
+        10,
+        5.0,
+        "auto",
+        5,
+    )
 
 
 @pytest.mark.parametrize(
     "data, message",
     [
-        ([], "a job must be a JSON object"),
-        ({"models": ["a.onnx"]}, "job_id must be"),
-        ({"job_id": "../x", "models": ["a.onnx"]}, "job_id must be"),
-        ({"job_id": "j", "models": ["a.onnx"], "setings": {}}, "unknown field(s) 'setings'"),
+        ([], "data: Expected `object`, got `array`"),
+        ({"models": ["a.onnx"]}, "missing required field `job_id`"),
+        ({"job_id": "../x", "models": ["a.onnx"]}, "data.job_id: Expected `str` matching regex"),
+        ({"job_id": "j", "models": ["a.onnx"], "setings": {}}, "unknown field `setings`"),
         ({"job_id": "j", "models": []}, "at least one model, architecture or lut"),
         ({"job_id": "j"}, "at least one model, architecture or lut"),
-        ({"job_id": "j", "lut": "nas-bench-201"}, "lut must be an object"),
+        ({"job_id": "j", "lut": "nas-bench-201"}, "data.lut: Expected `object | null`, got `str`"),
         ({"job_id": "j", "lut": {"space": "darts"}}, "lut.space must be one of"),
-        ({"job_id": "j", "lut": {"space": NB, "sample": 10**6}}, "lut.sample must be a whole number from 2"),
-        ({"job_id": "j", "lut": {"space": NB, "samples": 3}}, "lut has unknown field(s) 'samples'"),
-        ({"job_id": "j", "models": "a.onnx"}, "models must be a list of model names"),
+        ({"job_id": "j", "lut": {"space": NB, "sample": 10**6}}, "data.lut.sample: Expected `int` <= 500"),
+        ({"job_id": "j", "lut": {"space": NB, "samples": 3}}, "unknown field `samples`"),
+        ({"job_id": "j", "models": "a.onnx"}, "data.models: Expected `array`, got `str`"),
         ({"job_id": "j", "models": ["a.onnx", "a.onnx"]}, "the same model or architecture twice"),
         ({"job_id": "j", "models": ["../secret.onnx"]}, "outside the model directory"),
         ({"job_id": "j", "models": ["sub/../../secret.onnx"]}, "outside the model directory"),
@@ -59,25 +85,48 @@ def test_a_good_job(models):
         ({"job_id": "j", "models": ["/etc/passwd"]}, "must be a path relative to the model directory"),
         ({"job_id": "j", "models": ["missing.onnx"]}, "is not in the model directory"),
         ({"job_id": "j", "models": ["sub"]}, "is not in the model directory"),
-        ({"job_id": "j", "models": ["a.onnx"], "settings": {"runs": 10**9}}, "jobs.max_runs = 1000"),
-        ({"job_id": "j", "models": ["a.onnx"], "settings": {"runs": 0}}, "settings.runs must be at least 1"),
-        ({"job_id": "j", "models": ["a.onnx"], "settings": {"runs": "10"}}, "must be a whole number"),
-        ({"job_id": "j", "models": ["a.onnx"], "settings": {"runs": True}}, "must be a whole number"),
-        ({"job_id": "j", "models": ["a.onnx"], "settings": {"max_time_s": 1e9}}, "jobs.max_time_s = 60"),
-        ({"job_id": "j", "models": ["a.onnx"], "settings": {"max_time_s": 0}}, "more than 0"),
+        (
+            {"job_id": "j", "models": ["a.onnx"], "settings": {"runs": 10**9}},
+            "settings.runs: Expected `int` <= 1000000",
+        ),
+        ({"job_id": "j", "models": ["a.onnx"], "settings": {"runs": 5000}}, "jobs.max_runs = 1000"),
+        (
+            {"job_id": "j", "models": ["a.onnx"], "settings": {"runs": 0}},
+            "data.settings.runs: Expected `int` >= 1",
+        ),
+        (
+            {"job_id": "j", "models": ["a.onnx"], "settings": {"runs": "10"}},
+            "Expected `int | null`, got `str`",
+        ),
+        (
+            {"job_id": "j", "models": ["a.onnx"], "settings": {"runs": True}},
+            "Expected `int | null`, got `bool`",
+        ),
+        ({"job_id": "j", "models": ["a.onnx"], "settings": {"max_time_s": 1e9}}, "Expected `float` <= 86400"),
+        ({"job_id": "j", "models": ["a.onnx"], "settings": {"max_time_s": 100}}, "jobs.max_time_s = 60"),
+        ({"job_id": "j", "models": ["a.onnx"], "settings": {"max_time_s": 0}}, "Expected `float` > 0"),
         ({"job_id": "j", "models": ["a.onnx"], "settings": {"min_time_s": 5, "max_time_s": 1}}, "shorter"),
-        ({"job_id": "j", "models": ["a.onnx"], "settings": {"backend": "tensorrt"}}, "settings.backend"),
-        ({"job_id": "j", "models": ["a.onnx"], "settings": {"shell": "rm -rf /"}}, "not a known setting"),
-        ({"job_id": "j", "models": ["a.onnx"], "settings": []}, "settings must be a JSON object"),
-        ({"job_id": "j", "architectures": {"arch": CELL}}, "architectures must be a list"),
-        ({"job_id": "j", "architectures": ["x"]}, "architectures[0] must be an object"),
+        ({"job_id": "j", "models": ["a.onnx"], "settings": {"backend": "tensorrt"}}, "data.settings.backend"),
+        ({"job_id": "j", "models": ["a.onnx"], "settings": {"shell": "rm -rf /"}}, "unknown field `shell`"),
+        (
+            {"job_id": "j", "models": ["a.onnx"], "settings": []},
+            "data.settings: Expected `object`, got `array`",
+        ),
+        (
+            {"job_id": "j", "architectures": {"arch": CELL}},
+            "data.architectures: Expected `array`, got `object`",
+        ),
+        ({"job_id": "j", "architectures": ["x"]}, "data.architectures[0]: Expected `object`, got `str`"),
         (
             {"job_id": "j", "architectures": [{"space": "ofa", "arch": CELL}]},
             "architectures[0].space must be",
         ),
-        ({"job_id": "j", "architectures": [{"space": NB, "arch": "|x~0|"}]}, "architectures[0].arch '|x~0|'"),
-        ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "sed": 1}]}, "unknown field(s) 'sed'"),
-        ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "seed": -1}]}, "seed must be a whole"),
+        ({"job_id": "j", "architectures": [{"space": NB, "arch": "|x~0|"}]}, "architectures[0]: "),
+        ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "sed": 1}]}, "unknown field `sed`"),
+        (
+            {"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "seed": -1}]},
+            "seed: Expected `int` >= 0",
+        ),
         (
             {"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "classes": 7}]},
             "classes must be one of 10, 100, 120",
@@ -85,7 +134,7 @@ def test_a_good_job(models):
         ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "resolution": 10}]}, "multiple of 4"),
         (
             {"job_id": "j", "architectures": [{"space": NB, "arch": CELL, "format": "pt"}]},
-            '"onnx" or "tflite"',
+            "Invalid enum value 'pt'",
         ),
         ({"job_id": "j", "architectures": [{"space": NB, "arch": CELL}] * 2}, "architecture twice"),
         (
@@ -95,7 +144,7 @@ def test_a_good_job(models):
     ],
 )
 def test_bad_jobs_are_refused_with_a_reason(models, data, message):
-    with pytest.raises(JobError) as info:
+    with pytest.raises((ProtocolError, JobError)) as info:
         parse_job(data, models, LIMITS)
     assert message in str(info.value)
 
@@ -118,7 +167,7 @@ def test_architecture_items_have_stable_keys_and_survive_the_store(models, tmp_p
         f"{NB}:{CELL}:seed=0:classes=10:32px.onnx",
         f"{NB}:{CELL}:seed=2:classes=10:32px.tflite",
     )
-    assert job.architecture(job.items[2]).format == "tflite" and job.architecture("a.onnx") is None
+    assert job.spec.architecture(job.items[2]).format == "tflite" and job.spec.architecture("a.onnx") is None
     store = JobStore(str(tmp_path / "jobs"))
     store.save(job)
     assert store.pending() == [job]
@@ -126,11 +175,11 @@ def test_architecture_items_have_stable_keys_and_survive_the_store(models, tmp_p
 
 def test_store_keeps_jobs_in_order_and_survives_a_broken_file(tmp_path):
     store = JobStore(str(tmp_path / "jobs"))
-    first, second = Job("j1", ("a", "b")), Job("j2", ("c",))
+    first, second = Job(JobSpec(job_id="j1", models=("a", "b"))), Job(JobSpec(job_id="j2", models=("c",)))
     store.save(first)
     os.utime(store._path("j1"), (1, 1))  # older
     store.save(second)
-    store.save(Job("j1", ("a", "b"), done=("a",)))
+    store.save(first.finished("a"))
     os.utime(store._path("j1"), (1, 1))
     (tmp_path / "jobs" / "j3.json").write_text("{not json")
     pending = store.pending()
@@ -142,8 +191,21 @@ def test_store_keeps_jobs_in_order_and_survives_a_broken_file(tmp_path):
 
 
 def test_conditions_that_make_a_job_wait():
-    limits = JobsConfig(max_temperature_c=80, min_battery_percent=20)
-    assert blocked_by(85.0, None, None, limits).startswith("too hot (85.0 C")
-    assert blocked_by(50.0, 15.0, True, limits).startswith("battery low (15 %")
-    assert blocked_by(50.0, 15.0, False, limits) is None  # charging: fine
-    assert blocked_by(None, None, None, limits) is None  # a VM with no sensors
+    limits = (80.0, 20.0)  # jobs.max_temperature_c, jobs.min_battery_percent
+    assert blocked_by(85.0, None, None, *limits).startswith("too hot (85.0 C")
+    assert blocked_by(50.0, 15.0, True, *limits).startswith("battery low (15 %")
+    assert blocked_by(50.0, 15.0, False, *limits) is None  # charging: fine
+    assert blocked_by(None, None, None, *limits) is None  # a VM with no sensors
+
+
+def test_a_job_accepted_by_the_previous_release_resumes_after_the_upgrade(tmp_path):
+    """fleetbench 0.1 saved a job's fields and "done" side by side; the store still reads it."""
+    store = JobStore(str(tmp_path / "jobs"))
+    old = (
+        '{"job_id": "j-old", "models": ["a.onnx"], "settings": {"runs": 10}, "done": [], '
+        f'"architectures": [{{"space": "nas-bench-201", "arch": "{CELL}", "seed": 0, "classes": null, '
+        '"resolution": null, "format": "onnx"}], "lut": null}\n'
+    )
+    (tmp_path / "jobs" / "j-old.json").write_text(old)
+    (job,) = store.pending()
+    assert job.job_id == "j-old" and job.spec.settings.runs == 10 and len(job.items) == 2

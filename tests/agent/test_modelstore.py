@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from keys import key_pair
 
 from agent.modelstore import ModelStore
-from agent.transport import push
-from agent.transport.push import Manifest, PushError
+from agent.protocol import messages, push
+from agent.protocol.errors import ProtocolError
+from agent.protocol.push import Chunk, Manifest, PushError
 
 
 def read_bytes(path: str) -> bytes:
@@ -31,7 +32,7 @@ def signed(private: Ed25519PrivateKey, data: bytes, **fields) -> Manifest:
 
 
 def send_all(store: ModelStore, manifest: Manifest, data: bytes) -> None:
-    _, missing = store.offer(manifest.to_dict())
+    missing = store.offer(manifest)
     for i in missing:
         store.add_chunk(manifest.push_id, i, data[i * manifest.chunk_bytes : (i + 1) * manifest.chunk_bytes])
 
@@ -73,7 +74,7 @@ def test_a_tampered_chunk_is_rejected_at_install_and_the_current_model_stays(sto
     send_all(store, signed(keys[0], good), good)
     store.install("p1")
     m2 = signed(keys[0], new, push_id="p2", version="2")
-    _, missing = store.offer(m2.to_dict())
+    missing = store.offer(m2)
     tampered = bytearray(new)
     tampered[1500] ^= 0xFF
     for i in missing:
@@ -89,34 +90,34 @@ def test_wrong_signature_unsigned_and_unpinned_are_refused_before_anything_is_wr
     data = os.urandom(500)
     other, _ = key_pair()
     with pytest.raises(PushError, match="signature is not the pinned coordinator key"):
-        store.offer(signed(other, data).to_dict())
+        store.offer(signed(other, data))
     manifest = signed(other, data)
     forged = Manifest(**{**manifest.to_dict(), "size": 400})  # altered after signing
     with pytest.raises(PushError, match="signature"):
-        store.offer(forged.to_dict())
+        store.offer(forged)
     unpinned = ModelStore(str(tmp_path / "m2"), str(tmp_path / "s2"), None, 100_000)
     with pytest.raises(PushError, match=r"pins no coordinator key \(models.public_key\)"):
-        unpinned.offer(manifest.to_dict())
+        unpinned.offer(manifest)
     assert store.pending() == [] and not os.path.exists(store.incoming)
 
 
 def test_oversized_manifest_is_refused(store, keys):
     with pytest.raises(PushError, match="over this device's limit of 100000"):
-        store.offer(signed(keys[0], b"x", size=100_001).to_dict())
+        store.offer(signed(keys[0], b"x", size=100_001))
 
 
 def test_an_interrupted_transfer_resumes_with_only_the_missing_chunks(tmp_path, keys):
     data = os.urandom(4500)
     manifest = signed(keys[0], data)
     store = ModelStore(str(tmp_path / "m"), str(tmp_path / "s"), keys[1], 100_000)
-    _, missing = store.offer(manifest.to_dict())
+    missing = store.offer(manifest)
     assert missing == [0, 1, 2, 3, 4]
     for i in (0, 3):
         store.add_chunk("p1", i, data[i * 1000 : (i + 1) * 1000])
     # the device restarts: a new store over the same directories
     store = ModelStore(str(tmp_path / "m"), str(tmp_path / "s"), keys[1], 100_000)
     assert [m.push_id for m in store.pending()] == ["p1"]
-    _, missing = store.offer(manifest.to_dict())
+    missing = store.offer(manifest)
     assert missing == [1, 2, 4]
     assert store.add_chunk("p1", 1, data[1000:2000]) is None
     assert store.add_chunk("p1", 2, data[2000:3000]) is None
@@ -126,7 +127,7 @@ def test_an_interrupted_transfer_resumes_with_only_the_missing_chunks(tmp_path, 
 
 def test_chunks_of_wrong_length_or_index_or_push_are_refused(store, keys):
     data = os.urandom(1500)
-    store.offer(signed(keys[0], data).to_dict())
+    store.offer(signed(keys[0], data))
     with pytest.raises(PushError, match="should be 1000"):
         store.add_chunk("p1", 0, data[:999])
     with pytest.raises(PushError, match="chunks 0-1"):
@@ -138,20 +139,25 @@ def test_chunks_of_wrong_length_or_index_or_push_are_refused(store, keys):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"name": "../etc/passwd"}, "name must be"),
-        ({"format": "exe"}, "format must be one of"),
-        ({"size": 0}, "size must be"),
-        ({"sha256": "ab"}, "sha256 must be"),
-        ({"chunk_bytes": 70_000}, "chunk_bytes must be 1-65536"),
-        ({"smoke_runs": 0}, "smoke_runs must be 1-1000"),
-        ({"max_latency_ms": -1}, "max_latency_ms"),
-        ({"extra": 1}, "unknown field"),
+        ({"name": "../etc/passwd"}, "data.name: Expected `str` matching regex"),
+        ({"push_id": "../../../evil"}, "data.push_id: Expected `str` matching regex"),
+        ({"format": "exe"}, "data.format: Invalid enum value 'exe'"),
+        ({"size": 0}, "data.size: Expected `int` >= 1"),
+        ({"sha256": "ab"}, "data.sha256: Expected `str` matching regex"),
+        ({"chunk_bytes": 70_000}, "data.chunk_bytes: Expected `int` <= 65536"),
+        ({"smoke_runs": 0}, "data.smoke_runs: Expected `int` >= 1"),
+        ({"max_latency_ms": -1}, "data.max_latency_ms: Expected `float` > 0"),
+        ({"extra": 1}, "unknown field `extra`"),
     ],
 )
 def test_manifest_fields_are_checked(keys, change, message):
+    """A manifest is checked when its message is decoded, before anything touches the disk."""
     fields = {**signed(keys[0], b"abc").to_dict(), **change}
-    with pytest.raises(PushError, match=message):
-        Manifest.from_dict(fields)
+    raw = json.dumps(
+        {"kind": "push_manifest", "v": 2, "id": "m1", "device_id": "d1", "ts": 1.0, "data": fields}
+    )
+    with pytest.raises(ProtocolError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        messages.decode(raw.encode(), "models")
 
 
 def test_signature_covers_a_canonical_form_a_firmware_author_can_rebuild(keys):
@@ -179,7 +185,6 @@ def test_ranges_round_trip(indices):
 
 
 def test_a_full_size_chunk_message_fits_the_hub_limit():
-    from agent.transport import messages
-
-    msg = push.chunk_message("p" * 128, 10**6, os.urandom(push.MAX_CHUNK_BYTES))
-    assert len(messages.make("models", "d" * 64, msg).encode()) <= messages.MAX_BYTES
+    chunk = Chunk(push_id="p" * 128, index=10**6, data=os.urandom(push.MAX_CHUNK_BYTES))
+    msg = messages.make(messages.PushChunkMessage, "d" * 64, chunk, msg_id=f"chunk:{'p' * 128}:{10**6}")
+    assert len(messages.encode(msg)) <= messages.MAX_BYTES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from agent.sdnotify import Notifier
+from agent.common.sdnotify import Notifier
 
 
 def test_messages_reach_the_socket(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from daemon_proc import fleetbench
 
-from agent.config import ConfigError
+from agent.common.config import ConfigError
 from coordinator.config import load
 
 

@@ -12,14 +12,13 @@ import sys
 import threading
 
 import pytest
-import sqlalchemy as sa
 from daemon_proc import REPO, AgentProcess, eventually, fleetbench, write_config
 from keys import key_pair
 
 from agent.materialize import materialize, write_model
 from agent.transport.mqtt import BrokerSettings
 from coordinator.simulated import SimulatedDevice
-from coordinator.store import open_store, rerank_state
+from coordinator.store import open_store
 
 pytest.importorskip("onnxruntime")
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -95,7 +94,7 @@ def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_pa
         assert rollout["state"] == "done" and dep["state"] == "installed", rollout
         assert dep["device_id"] == "loop-pi" and dep["p50_ms"] > 0
         measured = store.results_for("loop-pi")
-        assert len(measured) == 3 and all(r["space"] == "nas-bench-201" for r in measured)
+        assert len(measured) == 3 and all(r.space == "nas-bench-201" for r in measured)
         explained = fleetbench("explain", "loop-pi", "--config", config)
         assert explained.returncode == 0, explained.stderr
         assert "chose |" in explained.stdout and "under the budget of 1000 ms" in explained.stdout
@@ -232,8 +231,7 @@ def test_a_device_whose_degradation_moves_is_ranked_again(tmp_path, mosquitto):
         sim.age(1.0)
 
         def baseline():
-            with store.engine.connect() as conn:
-                return conn.execute(sa.select(rerank_state.c.degradation_index)).scalar() == 0.0
+            return store.rerank_states()["aging-pi"].degradation_index == 0.0
 
         eventually(baseline)
         sim.age(1.5)  # 50 % slower: past the 0.2 threshold

@@ -20,8 +20,9 @@ from daemon_proc import (
     stop,
     write_config,
 )
+from wire import job, result
 
-from agent.transport import messages
+from agent.protocol import messages
 from coordinator.store import open_store
 
 DEVICE = "fleet-pi"
@@ -40,20 +41,12 @@ def test_registry_fills_from_a_real_agent_and_the_will_marks_it_offline(tmp_path
         device = eventually(lambda: fleet(db).get(DEVICE, {}).get("health") and fleet(db)[DEVICE])
         assert device["state"] == "online" and device["platform"] == "linux"
         assert device["capabilities"]["cores_logical"] >= 1
-        job = messages.make(
-            "jobs",
-            "coordinator",
-            {
-                "job_id": "j1",
-                "models": ["conv.onnx"],
-                "settings": {"runs": 5, "min_time_s": 0.05, "warmup_time_s": 0},
-            },
-        )
-        pub.publish(f"fleetbench/v1/devices/{DEVICE}/jobs", job.encode(), qos=1).wait_for_publish(10)
+        sent = job(DEVICE, "j1", ("conv.onnx",), {"runs": 5, "min_time_s": 0.05, "warmup_time_s": 0})
+        pub.publish(f"fleetbench/v1/devices/{DEVICE}/jobs", messages.encode(sent), qos=1).wait_for_publish(10)
         eventually(lambda: fleet(db)[DEVICE]["results"] == 1)
         store = open_store(db, migrate=False)
         (row,) = store.results_for(DEVICE)
-        assert row["model"] == "conv.onnx" and row["p50_ms"] > 0 and row["job_id"] == "j1"
+        assert row.model == "conv.onnx" and row.p50_ms > 0 and row.job_id == "j1"
         agent.kill()  # kill -9: the broker publishes the Will
         eventually(lambda: fleet(db)[DEVICE]["state"] == "offline")
         table = fleetbench("fleet", "--db", db).stdout
@@ -70,20 +63,20 @@ def test_nothing_sent_while_the_coordinator_is_down_is_lost_and_duplicates_count
     pub = publisher(mosquitto)
     # A retained status reaches the coordinator whenever it subscribes: once it is stored, the
     # subscriptions are in place and nothing published from here on can miss them.
-    probe = json.dumps({"v": 1, "state": "online", "device_id": "probe", "ts": 0}).encode()
+    probe = json.dumps({"v": 1, "state": "online", "device_id": "probe", "ts": 0}).encode()  # (version 1 too)
     pub.publish("fleetbench/v1/devices/probe/status", probe, qos=1, retain=True).wait_for_publish(10)
     eventually(
         lambda: os.path.exists(db) and open_store(db, migrate=False).version() > 0 and "probe" in fleet(db)
     )
     try:
-        first = [messages.make("results", "sim-1", {"model": f"m{i}"}, msg_id=f"r{i}") for i in range(100)]
-        for env in first + first[:20]:  # 20 redelivered
-            pub.publish("fleetbench/v1/devices/sim-1/results", env.encode(), qos=1).wait_for_publish(10)
+        first = [messages.encode(result("sim-1", model=f"m{i}", msg_id=f"r{i}")) for i in range(100)]
+        for raw in first + first[:20]:  # 20 redelivered
+            pub.publish("fleetbench/v1/devices/sim-1/results", raw, qos=1).wait_for_publish(10)
         eventually(lambda: open_store(db, migrate=False).count("results") == 100)
         stop(coord)  # down: the broker keeps the persistent session's messages
-        later = [messages.make("results", "sim-1", {"model": f"n{i}"}, msg_id=f"s{i}") for i in range(300)]
-        for env in later:
-            pub.publish("fleetbench/v1/devices/sim-1/results", env.encode(), qos=1).wait_for_publish(10)
+        later = [messages.encode(result("sim-1", model=f"n{i}", msg_id=f"s{i}")) for i in range(300)]
+        for raw in later:
+            pub.publish("fleetbench/v1/devices/sim-1/results", raw, qos=1).wait_for_publish(10)
         coord = start_coordinator(mosquitto, db)
         eventually(lambda: open_store(db, migrate=False).count("results") == 400)
     finally:
@@ -112,11 +105,11 @@ def test_subscriptions_share_data_but_not_status(group):
 
 
 def test_a_missing_coordinator_extra_is_named():
-    from coordinator.cli import _need
     from coordinator.errors import ExtraMissingError
+    from coordinator.extras import need
 
     with pytest.raises(
         ExtraMissingError,
         match=r"needs no_such_module_for_fleetbench: pip install 'fleetbench\[coordinator\]'",
     ):
-        _need("no_such_module_for_fleetbench", "the coordinator's database")
+        need("no_such_module_for_fleetbench", "the coordinator's database")

@@ -1,25 +1,40 @@
-"""The coordinator's store: migrations, idempotent ingest, the fleet registry."""
+"""The coordinator's store: migrations, idempotent ingest, dead letters, the fleet registry."""
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 
 import pytest
+from wire import bench_result, job_ack, result
 
-from agent.transport import messages
-from coordinator.store import MIGRATIONS, Message, StoreError, ingest_all, open_store
+from agent.collectors.degradation import DegradationState
+from agent.collectors.health import HealthSample, Thermal
+from agent.collectors.identity import Capabilities
+from agent.protocol import messages as m
+from agent.protocol.reports import HealthData, StatusData
+from coordinator.store import LATEST, Message, StoreError, ingest_all, open_store
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
-def status(device, state, ts, **birth):
-    return Message(
-        f"fleetbench/v1/devices/{device}/status",
-        json.dumps({"v": 1, "state": state, "device_id": device, "ts": ts, **birth}).encode(),
-    )
+def topic(device, kind):
+    return f"fleetbench/v1/devices/{device}/{kind}"
 
 
-def envelope(device, kind, data, msg_id=None):
-    env = messages.make(kind, device, data, msg_id)
-    return Message(f"fleetbench/v1/devices/{device}/{kind}", env.encode())
+def wire(msg, version=m.VERSION, device=None):
+    return Message(topic(device or msg.device_id, msg.TOPIC), m.encode(msg, version))
+
+
+def status(device, state, **birth):
+    return wire(m.make(m.StatusMessage, device, StatusData(state=state, protocol=m.VERSION, **birth)))
+
+
+def health(device, index, ts=None, msg_id=None):
+    data = HealthData(health=HealthSample(thermal=Thermal({"cpu-thermal": 48.7})),
+                      degradation=DegradationState(index=index))  # fmt: skip
+    return wire(m.make(m.HealthMessage, device, data, msg_id, ts=ts))
 
 
 @pytest.fixture
@@ -27,92 +42,195 @@ def store(tmp_path):
     return open_store(str(tmp_path / "fleet.sqlite"))
 
 
-def test_migrations_are_versioned_and_applied_once(tmp_path):
+def test_a_new_database_starts_at_the_latest_schema(tmp_path):
     path = str(tmp_path / "fleet.sqlite")
     store = open_store(path)
-    assert store.version() == MIGRATIONS[-1][0]
+    assert store.version() == LATEST
     assert open_store(path).migrate() == []  # nothing left to apply
 
 
-def test_ingest_is_idempotent_on_the_message_id(store):
-    batch = [
-        envelope(
-            "pi-1",
-            "results",
-            {"job_id": "j", "model": f"m{i}", "result": {"stats": {"p50_ms": i}}},
-            msg_id=f"result:j:m{i}",
-        )
-        for i in range(50)
-    ]
+def test_a_database_of_the_previous_release_is_migrated_and_keeps_its_data(tmp_path):
+    """A real database made by fleetbench 0.1 (schema 2): its reports are re-keyed by (device, id),
+    its push acks told apart from job acks, and everything it held is still there."""
+    path = tmp_path / "fleet.sqlite"
+    conn = sqlite3.connect(path)
+    with open(os.path.join(DATA, "fleet_v2.sql")) as fh:
+        conn.executescript(fh.read())
+    conn.close()
+    store = open_store(str(path))
+    assert store.version() == LATEST
+    assert store.count("results") == 1 and store.count("acks") == 2 and store.count("health") == 1
+    (device,) = store.fleet()
+    assert (device.device_id, device.sku, device.results, device.protocol) == (
+        "pi-old", "Raspberry Pi 4 Model B Rev 1.4", 1, None)  # fmt: skip
+    assert store.job_ending("pi-old", "j1").state == "done"
+    cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    assert store.measured("pi-old", "j1", "nas-bench-201") == {cell: 12.5}
+    (ack,) = store.push_acks([("pi-old", "abc123:pi-old")])
+    assert ack.ack.state == "installed" and ack.ack.p50_ms == 12.0  # a version-1 ack, read as one
+    assert [r.rollout_id for r in store.rollouts()] == ["abc123"]
+    assert store.rerank_states()["pi-old"].state == "decided"
+    # and it takes new messages, keyed by device
+    store.ingest([wire(result("pi-old", msg_id="result:j1:x", p50_ms=3.0))])  # the same id as an old row
+    assert store.count("results") == 1
+
+
+def test_ingest_is_idempotent_on_the_device_and_message_id(store):
+    batch = [wire(result("pi-1", "j", f"m{i}", p50_ms=i + 1, msg_id=f"result:j:m{i}")) for i in range(50)]
     assert store.ingest(batch)["results"] == 50
     assert store.ingest(batch + batch[:10])["results"] == 0  # redelivered: stored once
     assert store.count("results") == 50
-    rows = store.results_for("pi-1")
-    assert sorted(r["p50_ms"] for r in rows) == list(range(50))
+    assert sorted(r.p50_ms for r in store.results_for("pi-1")) == list(range(1, 51))
+
+
+def test_the_same_message_id_from_two_devices_is_two_messages(store):
+    """Ids are unique per sender: a job sent to two devices stores both devices' results."""
+    both = [wire(result(d, "j-shared", "m.onnx", msg_id="result:j-shared:m.onnx")) for d in ("pi-1", "pi-2")]
+    assert store.ingest(both)["results"] == 2
+    assert [len(store.results_for(d)) for d in ("pi-1", "pi-2")] == [1, 1]
 
 
 def test_fleet_registry_from_birth_will_and_health(store):
-    caps = {"cores_logical": 4, "backends": {"litert": "ai-edge-litert 2.3.0"}}
-    store.ingest(
-        [
-            status(
-                "pi-1",
-                "online",
-                100.0,
-                sku="Raspberry Pi 4 Model B Rev 1.4",
-                platform="raspberry-pi",
-                version="0.1.0",
-                capabilities=caps,
-            )
-        ]
+    caps = Capabilities(
+        arch="aarch64",
+        cpu_model="Cortex-A72",
+        cores_logical=4,
+        cores_physical=4,
+        mem_total_mb=3794.0,
+        backends={"litert": "ai-edge-litert 2.3.0"},
+        accelerators=(),
     )
-    health = {
-        "health": {"thermal": {"temperatures_c": {"cpu-thermal": 48.7}}},
-        "degradation": {"index": 1.07},
-    }
-    store.ingest([envelope("pi-1", "health", health)])
+    store.ingest([status("pi-1", "online", sku="Raspberry Pi 4 Model B Rev 1.4", platform="raspberry-pi",
+                         version="0.1.0", capabilities=caps)])  # fmt: skip
+    store.ingest([health("pi-1", 1.07)])
     (device,) = store.fleet()
-    assert (device["state"], device["sku"], device["platform"]) == (
-        "online",
-        "Raspberry Pi 4 Model B Rev 1.4",
-        "raspberry-pi",
-    )
-    assert device["capabilities"] == caps and device["degradation_index"] == 1.07
-    assert device["health"]["health"]["thermal"]["temperatures_c"]["cpu-thermal"] == 48.7
-    store.ingest([status("pi-1", "offline", 200.0)])  # the Last Will
-    assert (
-        store.fleet()[0]["state"] == "offline" and store.fleet()[0]["sku"] == "Raspberry Pi 4 Model B Rev 1.4"
-    )
+    assert (device.state, device.sku, device.platform, device.protocol) == (
+        "online", "Raspberry Pi 4 Model B Rev 1.4", "raspberry-pi", m.VERSION)  # fmt: skip
+    assert device.capabilities["cores_logical"] == 4 and device.degradation_index == 1.07
+    assert device.health["health"]["thermal"]["temperatures_c"]["cpu-thermal"] == 48.7
+    store.ingest([status("pi-1", "offline")])  # the Last Will
+    assert store.fleet()[0].state == "offline" and store.fleet()[0].sku == "Raspberry Pi 4 Model B Rev 1.4"
     # a Will's "ts" is from when the agent connected, before its birth: arrival order decides
-    store.ingest([status("pi-1", "online", 300.0), status("pi-1", "offline", 250.0)])
-    assert store.fleet()[0]["state"] == "offline"
+    store.ingest([status("pi-1", "online"), status("pi-1", "offline")])
+    assert store.fleet()[0].state == "offline"
 
 
 def test_older_health_does_not_replace_newer(store):
-    new = messages.make("health", "pi-1", {"degradation": {"index": 1.2}})
-    old = messages.Envelope(
-        id="old", kind="health", device_id="pi-1", ts=new.ts - 60, data={"degradation": {"index": 1.0}}
-    )
-    store.ingest([Message("fleetbench/v1/devices/pi-1/health", new.encode())])
-    store.ingest([Message("fleetbench/v1/devices/pi-1/health", old.encode())])
-    assert store.fleet()[0]["degradation_index"] == 1.2 and store.count("health") == 2
+    store.ingest([health("pi-1", 1.2, ts=2000.0)])
+    store.ingest([health("pi-1", 1.0, ts=1940.0)])
+    assert store.fleet()[0].degradation_index == 1.2 and store.count("health") == 2
 
 
-def test_malformed_messages_are_skipped_and_the_rest_stored(store, caplog):
+BAD = [
+    (b"not json", "message is not valid JSON"),
+    (b'{"kind": "result", "v": 2, "id": "x", "device_id": "pi-1", "ts": NaN, "data": {}}', "not valid JSON"),
+    (
+        b'{"kind": "result", "v": 2, "id": "x", "device_id": "pi-1", "ts": 1, "data": [1]}',
+        "data: Expected `object`",
+    ),
+    (b'{"kind": "result", "v": 2, "id": {}, "device_id": "pi-1", "ts": 1, "data": {}}', "id: Expected `str`"),
+    (
+        b'{"kind": "result", "v": 2, "id": "x", "device_id": "pi-1", "ts": 1, "data": {"job_id": {}}}',
+        "job_id",
+    ),
+    (b'{"kind": "result", "v": 2, "id": "x", "device_id": "pi-1", "ts": 1e999, "data": {}}', "out of range"),
+    (
+        b'{"kind": "result", "v": 2, "id": "x", "device_id": "pi-1", "ts": 1, "x": '
+        + b"[" * 5000
+        + b"]" * 5000
+        + b', "data": {}}',
+        "nested too deeply",
+    ),
+    (b'{"kind": "result", "v": 7, "id": "x", "device_id": "pi-1", "ts": 1, "data": {}}', "version 7"),
+    (b'{"kind": "health", "v": 2, "id": "x", "device_id": "pi-1", "ts": 1, "data": {}}', "health"),
+]
+
+
+@pytest.mark.parametrize("payload, reason", BAD)
+def test_a_bad_message_becomes_a_dead_letter_and_the_rest_are_stored(store, payload, reason):
+    good = [wire(result("pi-1", "j", f"m{i}")) for i in range(3)] + [wire(job_ack("pi-1", "j", "done"))]
+    added = store.ingest([*good[:2], Message(topic("pi-1", "results"), payload), *good[2:]])
+    assert added["results"] == 3 and added["acks"] == 1 and added["dead"] == 1
+    (letter,) = store.dead_letters()
+    assert reason in letter.reason, letter.reason
+    assert (letter.device_id, letter.kind, letter.topic) == ("pi-1", "results", topic("pi-1", "results"))
+    assert letter.payload == payload[:4096] and letter.size == len(payload)
+    assert store.fleet()[0].dead_letters == 1
+
+
+def test_a_message_naming_another_device_than_its_topic_is_refused(store):
+    forged = wire(result("pi-2", "j", "m"), device="pi-1")  # pi-2's message published on pi-1's topic
+    assert store.ingest([forged])["dead"] == 1
+    assert "names device 'pi-2' but came on the topic of 'pi-1'" in store.dead_letters()[0].reason
+    assert store.count("results") == 0
+
+
+def test_other_topics_and_commands_are_not_stored(store):
+    added = store.ingest([Message("some/other/topic", b"{}"), Message(topic("pi-1", "jobs"), b"{}")])
+    assert added["dead"] == 2 and store.count("results") == 0
+
+
+def test_a_message_the_database_refuses_costs_only_itself(store, monkeypatch):
+    """A row the database cannot take (here: a rule a PostgreSQL column would enforce) becomes a
+    dead letter; the rest of its batch is stored one by one."""
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TRIGGER refuse BEFORE INSERT ON results WHEN NEW.model = 'poison' "
+            "BEGIN SELECT RAISE(ABORT, 'value too long for type character varying(400)'); END"
+        ))  # fmt: skip
     batch = [
-        Message("fleetbench/v1/devices/pi-1/results", b"not json"),
-        Message("fleetbench/v1/devices/pi-1/status", b"\xff"),
-        Message("some/other/topic", b"{}"),
-        envelope("pi-1", "acks", {"job_id": "j", "state": "done"}),
+        wire(result("pi-1", "j", "a")),
+        wire(result("pi-1", "j", "poison")),
+        wire(result("pi-1", "j", "b")),
     ]
-    assert store.ingest(batch)["acks"] == 1
-    assert "ignoring a results message from pi-1" in caplog.text
+    added = ingest_all(store, batch)
+    assert added["results"] == 2 and added["dead"] == 1
+    assert "the database refused it" in store.dead_letters()[0].reason
+
+
+def test_the_database_being_unusable_stores_and_acknowledges_nothing(store):
+    """Not a message's fault (here a table gone; in the field a full disk or a lost server):
+    the batch raises and stores nothing, so the caller acknowledges nothing and gets it again."""
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE devices RENAME TO devices_away"))
+    with pytest.raises(sa.exc.OperationalError):
+        store.ingest([wire(result("pi-1", "j", f"m{i}")) for i in range(5)])
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE devices_away RENAME TO devices"))
+    assert store.count("results") == 0 and store.count("dead_letters") == 0
 
 
 def test_many_in_batches(store):
-    msgs = [envelope(f"d{i % 7}", "results", {"model": "m"}, msg_id=f"r{i}") for i in range(1200)]
+    msgs = [wire(result(f"d{i % 7}", "j", f"m{i}", msg_id=f"r{i}")) for i in range(1200)]
     assert ingest_all(store, msgs + msgs[:300], batch=250)["results"] == 1200
     assert len(store.fleet()) == 7
+
+
+def test_version_1_messages_of_the_landed_agent_are_stored(store):
+    """The previous release's agent (message version 1) keeps being heard during an upgrade."""
+    res = {
+        "v": 1,
+        "id": "result:j-1:conv.onnx",
+        "kind": "results",
+        "device_id": "pi-1",
+        "ts": 1.0,
+        "data": {
+            "job_id": "j-1",
+            "model": "conv.onnx",
+            "conditions": {"waited_s": 0.0, "waited_for": []},
+            "result": json.loads(json.dumps(bench_result("conv.onnx", 2.5).__dict__, default=vars)),
+        },
+    }
+    ack = {"v": 1, "id": "ack:j-1:done", "kind": "acks", "device_id": "pi-1", "ts": 2.0,
+           "data": {"job_id": "j-1", "state": "done", "measured": 1, "failed": []}}  # fmt: skip
+    added = store.ingest([Message(topic("pi-1", "results"), json.dumps(res).encode()),
+                          Message(topic("pi-1", "acks"), json.dumps(ack).encode())])  # fmt: skip
+    assert (added["results"], added["acks"], added["dead"]) == (1, 1, 0)
+    assert store.results_for("pi-1")[0].p50_ms == 2.5 and store.job_ending("pi-1", "j-1").state == "done"
 
 
 def test_bad_database_arguments(tmp_path):

@@ -12,7 +12,7 @@ import os
 from agent.bench.backends.base import Backend, BackendOptions, Session
 from agent.bench.backends.litert import LiteRTBackend
 from agent.bench.backends.onnxruntime import OnnxRuntimeBackend
-from agent.errors import BackendUnavailableError, ModelError, UsageError
+from agent.common.errors import BackendUnavailableError, ModelError, UsageError
 
 _REGISTRY: dict[str, Backend] = {}
 

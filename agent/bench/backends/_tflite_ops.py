@@ -19,7 +19,7 @@ import bench_kernels
 from agent.bench.backends.base import aggregate_op_times
 from agent.bench.inputs import TensorSpec, make_inputs
 from agent.bench.results import OpProfile
-from agent.errors import BackendUnavailableError, BenchmarkError
+from agent.common.errors import BackendUnavailableError, BenchmarkError
 
 logger = logging.getLogger(__name__)
 

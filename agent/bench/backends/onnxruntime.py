@@ -15,7 +15,7 @@ import numpy as np
 from agent.bench.backends.base import Backend, BackendOptions, Session, aggregate_op_times
 from agent.bench.inputs import Dim, TensorSpec
 from agent.bench.results import BackendInfo, OpProfile
-from agent.errors import (
+from agent.common.errors import (
     BackendUnavailableError,
     BenchmarkError,
     ModelError,

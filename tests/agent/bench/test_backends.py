@@ -12,7 +12,7 @@ from agent.bench import backends
 from agent.bench.backends.base import BackendOptions
 from agent.bench.inputs import make_inputs
 from agent.bench.runner import BenchSettings, run_benchmark
-from agent.errors import ModelError, UnsupportedModelError, UsageError
+from agent.common.errors import ModelError, UnsupportedModelError, UsageError
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("ai_edge_litert")
@@ -92,14 +92,14 @@ def test_missing_edgetpu_is_said_clearly(tflite_model):
 
     if ctypes.util.find_library("edgetpu"):
         pytest.skip("this machine has libedgetpu")
-    from agent.errors import BackendUnavailableError
+    from agent.common.errors import BackendUnavailableError
 
     with pytest.raises(BackendUnavailableError, match="libedgetpu"):
         _open(tflite_model, delegate="edgetpu")
 
 
 def test_unknown_execution_provider(onnx_model):
-    from agent.errors import BackendUnavailableError
+    from agent.common.errors import BackendUnavailableError
 
     with pytest.raises(BackendUnavailableError, match=r"available: .*cpu"):
         _open(onnx_model, providers=("nosuchthing",))

@@ -12,7 +12,7 @@ from agent.bench.inputs import (
     parse_shape_args,
     resolve_shapes,
 )
-from agent.errors import UsageError
+from agent.common.errors import UsageError
 
 
 def test_parse_shape():

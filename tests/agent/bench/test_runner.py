@@ -8,7 +8,7 @@ import bench_kernels
 from agent.bench.metadata import DeviceSnapshot
 from agent.bench.runner import BenchSettings, measure, run_benchmark, run_warnings
 from agent.bench.stats import LatencyStats
-from agent.errors import UsageError
+from agent.common.errors import UsageError
 
 
 def _spin(ns):

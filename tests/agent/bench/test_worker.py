@@ -9,7 +9,7 @@ import pytest
 
 from agent.bench.runner import BenchSettings
 from agent.bench.worker import call_in_worker, run_isolated
-from agent.errors import ModelError, UsageError, WorkerCrashedError, WorkerTimeoutError
+from agent.common.errors import ModelError, UsageError, WorkerCrashedError, WorkerTimeoutError
 
 
 # Targets run in a spawned process, so they must be module-level functions.

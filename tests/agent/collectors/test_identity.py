@@ -8,7 +8,7 @@ from sysfs_tree import make_tree
 
 from agent.collectors._sysfs import SysfsReader
 from agent.collectors.identity import detect
-from agent.errors import UsageError
+from agent.common.errors import UsageError
 
 MACHINE_ID = boards.MACHINE_ID
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_nasbench201 import run_onnx, run_tflite
 
-from agent.errors import UsageError
+from agent.common.errors import UsageError
 from agent.materialize import materialize, mobilenetv2, model_bytes, network
 
 pytest.importorskip("onnxruntime")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from daemon_proc import fleetbench as cli
 
-from agent.errors import UsageError
+from agent.common.errors import UsageError
 from agent.materialize import materialize, model_bytes, nasbench201, network, write_model
 
 pytest.importorskip("onnxruntime")

@@ -14,15 +14,22 @@ sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 )
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from wire import result_data
+
+from agent.device.publisher import Publisher
+from agent.protocol.messages import ResultMessage
+from agent.protocol.topics import DeviceTopics
 from agent.transport.mqtt import BrokerSettings, MqttLink
 from agent.transport.outbox import Outbox
-from agent.transport.topics import DeviceTopics
 
 url, state, device, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 outbox = Outbox(os.path.join(state, "outbox.sqlite"))
 link = MqttLink(BrokerSettings.from_url(url, keepalive_s=5), DeviceTopics(device), outbox)
+publisher = Publisher(outbox, DeviceTopics(device))
 for i in range(n):
-    link.send("results", {"i": i, "pad": "x" * 200}, msg_id=f"m{i}")
+    publisher.send(ResultMessage, result_data(model=f"m{i}"), msg_id=f"m{i}")
 link.start()
 link.connected.wait(30)
 print("connected", flush=True)

@@ -109,7 +109,9 @@ def test_agent_without_a_broker_finds_one_on_the_lan_and_advertises_itself(tmp_p
     try:
         agent.wait_note("READY=1")
         rx.wait_for(
-            lambda p: any(t.endswith("/status") and json.loads(b)["state"] == "online" for t, b, _ in p)
+            lambda p: any(
+                t.endswith("/status") and json.loads(b)["data"]["state"] == "online" for t, b, _ in p
+            )
         )
         peers = asyncio.run(discovery.browse((discovery.FLEETBENCH,), 10, LOOPBACK, first=True))
         assert [p.name for p in peers] == ["found-it"] and peers[0].properties["id"] == "found-it"

@@ -8,8 +8,9 @@ import re
 from broker import Receiver
 from daemon_proc import AgentProcess, write_config
 
-from agent.transport import homeassistant, messages
-from agent.transport.topics import DeviceTopics
+from agent.protocol import messages
+from agent.protocol.topics import DeviceTopics
+from agent.transport import homeassistant
 
 
 def test_sensors_only_for_what_the_device_has():

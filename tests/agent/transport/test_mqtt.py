@@ -10,12 +10,15 @@ import sys
 
 import pytest
 from broker import Receiver
+from wire import job, result_data
 
-from agent.errors import UsageError
-from agent.transport import messages
+from agent.common.errors import UsageError
+from agent.device.publisher import Publisher
+from agent.protocol import messages
+from agent.protocol.messages import ResultMessage
+from agent.protocol.topics import DeviceTopics, all_devices, check_device_id
 from agent.transport.mqtt import BrokerSettings, MqttLink
 from agent.transport.outbox import Outbox
-from agent.transport.topics import DeviceTopics, all_devices, check_device_id
 
 pytest.importorskip("paho.mqtt")
 
@@ -27,7 +30,13 @@ def _ids(payloads, topic_end="/results"):
 
 
 def _states(payloads):
-    return [json.loads(p)["state"] for t, p, _ in payloads if t.endswith("/status")]
+    return [json.loads(p)["data"]["state"] for t, p, _ in payloads if t.endswith("/status")]
+
+
+def publisher(box: Outbox, link: MqttLink) -> Publisher:
+    pub = Publisher(box, link.topics)
+    pub.wake = link.wake
+    return pub
 
 
 def test_broker_urls():
@@ -59,7 +68,8 @@ def test_birth_results_and_graceful_offline(mosquitto, tmp_path, protocol):
         link.start()
         try:
             assert link.connected.wait(10)
-            sent = [link.send("results", {"n": i}) for i in range(200)]
+            pub = publisher(box, link)
+            sent = [pub.send(ResultMessage, result_data(model=f"m{i}")) for i in range(200)]
             got = rx.wait_ids("results", set(sent))
         finally:
             link.stop()
@@ -77,12 +87,13 @@ def test_outage_and_broker_restart_lose_nothing(mosquitto, tmp_path):
     with Outbox(str(tmp_path / "o.sqlite")) as box:
         link = MqttLink(BrokerSettings.from_url(mosquitto.url, max_backoff_s=2), DeviceTopics("dev2"), box)
         link.start()  # the broker is down: the link keeps trying
-        first = [link.send("results", {"n": i}) for i in range(50)]
+        pub = publisher(box, link)
+        first = [pub.send(ResultMessage, result_data(model=f"m{i}")) for i in range(50)]
         assert len(box) == 50
         mosquitto.start()
         rx.wait_ids("results", set(first))
         mosquitto.stop()  # and again, with the receiver's session kept by the broker
-        second = [link.send("results", {"n": i}) for i in range(50, 100)]
+        second = [pub.send(ResultMessage, result_data(model=f"m{i}")) for i in range(50, 100)]
         mosquitto.start()
         got = rx.wait_ids("results", set(first + second))
         assert set(got) == set(first + second)  # duplicates, if any, carry the same ids
@@ -124,14 +135,15 @@ def test_jobs_reach_the_handler_and_garbage_does_not_crash(mosquitto, tmp_path):
 
     import paho.mqtt.client as mqtt
 
-    seen, done = [], threading.Event()
+    seen, refused, done = [], [], threading.Event()
 
-    def handler(topic, env):
-        seen.append((topic, env.data))
+    def handler(msg):
+        seen.append(msg.data.models)
         done.set()
 
     with Outbox(str(tmp_path / "o.sqlite")) as box:
-        link = MqttLink(BrokerSettings.from_url(mosquitto.url), DeviceTopics("dev4"), box, on_message=handler)
+        link = MqttLink(BrokerSettings.from_url(mosquitto.url), DeviceTopics("dev4"), box, on_message=handler,
+                        on_malformed=lambda kind, why, raw: refused.append((kind, raw)))  # fmt: skip
         link.start()
         assert link.connected.wait(10)
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-coordinator")
@@ -139,10 +151,12 @@ def test_jobs_reach_the_handler_and_garbage_does_not_crash(mosquitto, tmp_path):
         pub.loop_start()
         jobs = DeviceTopics("dev4").jobs
         pub.publish(jobs, b"\xff not json", qos=1).wait_for_publish(5)
-        good = messages.make("jobs", "coordinator", {"models": ["a.onnx"]}).encode()
+        pub.publish(jobs, b"[" * 100_000, qos=1).wait_for_publish(5)  # deep enough to blow a parser's stack
+        good = messages.encode(job("dev4", "j1", models=("a.onnx",)))
         pub.publish(jobs, good, qos=1).wait_for_publish(5)
         assert done.wait(10)
-        assert seen == [(jobs, {"models": ["a.onnx"]})]
+        assert seen == [("a.onnx",)]
+        assert [raw[:4] for _, raw in refused] == [b"\xff no", b"[[[["] and link.healthy()
         pub.loop_stop()
         pub.disconnect()
         link.stop()

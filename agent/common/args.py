@@ -1,4 +1,8 @@
-"""What every ``fleetbench`` command shares: exit codes, the parser class, argument types."""
+"""What every ``fleetbench`` command shares: exit codes, the parser class, argument types.
+
+The agent's, the bridge's and the coordinator's commands all use these, so one ``fleetbench``
+command line answers every mistake the same way: one line, exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_NOT_RUNNING = 3  # `fleetbench status`, as `systemctl status` says "inactive"
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, like our own usage errors
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _whole(minimum: int) -> Callable[[str], int]:
+def whole(minimum: int) -> Callable[[str], int]:
     """argparse type: a whole number >= ``minimum``."""
 
     def parse(text: str) -> int:
@@ -32,7 +36,7 @@ def _whole(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -40,3 +44,20 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite, non-negative number of seconds")
     return value
+
+
+def add_config_args(p: argparse.ArgumentParser, default_path: str) -> None:
+    """--config and --state-dir, as every daemon command and its helpers take them."""
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"configuration (TOML; default: $FLEETBENCH_CONFIG, else {default_path} if it exists)",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=None,
+        help="outbox, baseline, jobs and status live here (default: $STATE_DIRECTORY under systemd, "
+        "/var/lib/fleetbench as root, ~/.local/state/fleetbench otherwise)",
+    )

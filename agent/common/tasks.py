@@ -1,7 +1,9 @@
-"""The asyncio side both daemons share (the agent, and the firmware bridge built on it).
+"""Supervised asyncio tasks, for every fleetbench daemon.
 
-Background tasks that stop the daemon when one dies (a half-working daemon is worse than
-a restart by systemd), and sleeps that end as soon as the daemon is stopping.
+Background tasks that stop the daemon when one dies, and mark it failed so it exits
+non-zero (a half-working daemon is worse than a restart by systemd, whose
+``Restart=on-failure`` needs the non-zero exit); and sleeps that end as soon as the
+daemon is stopping.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class Supervised:
 
     def __init__(self) -> None:
         self._tasks: list[asyncio.Task] = []
+        #: why the daemon failed (a task died, a thread it needs is gone); None while it has not
+        self.failure: Optional[str] = None
 
     def stop(self) -> None:  # pragma: no cover - every daemon has its own
         raise NotImplementedError
@@ -34,7 +38,13 @@ class Supervised:
         if not task.cancelled() and task.exception() is not None:
             # A dead task would leave a half-working daemon: stop, and let systemd restart it.
             logger.error("%s task failed; stopping", self.name, exc_info=task.exception())
-            self.stop()
+            self.fail(f"a background task failed: {task.exception()!r}")
+
+    def fail(self, why: str) -> None:
+        """Stop, and exit non-zero: the daemon cannot go on as it should."""
+        if self.failure is None:
+            self.failure = why
+        self.stop()
 
     async def _cancel_tasks(self) -> None:
         for task in self._tasks:

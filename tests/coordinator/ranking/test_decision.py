@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 
 from coordinator.errors import NotEnoughDataError, UnknownNameError
+from coordinator.ranking import DATA_DIR as DATA
+from coordinator.ranking.decision import decide, plan_samples
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import LatencyTable, read_accuracy, read_table
-from coordinator.rerank import decide, plan_samples
 
-DATA = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "coordinator", "data"
-)
 SPACE = get_space("nas-bench-201")
 
 

@@ -1,9 +1,7 @@
 """The ranking core's commands: monotonicity, plan-samples, predict, rank.
 
-Registered into the ``fleetbench`` command line through the ``fleetbench.commands``
-entry point, so the agent's CLI never imports the coordinator.  These names, flags
-and output formats are a contract other tools drive: change them only with care.
-Heavy imports (numpy work, scipy, matplotlib) happen inside the commands.
+These names, flags and output formats are a contract other tools drive: change them
+only with care.  Heavy imports (numpy work, scipy, matplotlib) happen inside the commands.
 """
 
 from __future__ import annotations
@@ -15,12 +13,12 @@ import os
 import sys
 from typing import Any
 
+from coordinator.extras import need
+from coordinator.plots import heatmap
+
 
 def register(sub: Any) -> None:
-    """Add the ranking and the service commands to the ``fleetbench`` subparsers."""
-    from coordinator.cli_service import register_service
-
-    register_service(sub)
+    """Add the ranking commands to the ``fleetbench`` subparsers."""
     mono = sub.add_parser(
         "monotonicity",
         help="how well latency rankings agree across devices (SRCC)",
@@ -145,10 +143,10 @@ def cmd_monotonicity(args: argparse.Namespace) -> int:
         if n:
             _warn(f"{dev}: {n} of {len(table.archs)} cells missing (not used)")
     if args.kendall:
-        _need("scipy", "--kendall")
+        need("scipy", "--kendall")
     result = monotonicity(table, kendall=args.kendall)
     if args.png:
-        _heatmap(result, args.png)
+        heatmap(result.devices, result.srcc, args.png)
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -174,51 +172,6 @@ def cmd_monotonicity(args: argparse.Namespace) -> int:
     print(f"reuse its ranking unadapted (SRCC >= {REUSE_SRCC}): {', '.join(ok) or 'none'}")
     print(f"adapt with a few measurements: {', '.join(d for d, r in reuse.items() if not r) or 'none'}")
     return 0
-
-
-def _need(module: str, what: str, extras: str = "coordinator") -> None:
-    """A clear error, not a traceback, when an optional dependency is not installed."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        from coordinator.errors import ExtraMissingError
-
-        raise ExtraMissingError(f"{what} needs {module}: pip install 'fleetbench[{extras}]'")
-
-
-def _heatmap(result: Any, path: Any) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from coordinator.errors import ExtraMissingError
-
-        raise ExtraMissingError("--png needs matplotlib: pip install 'fleetbench[coordinator]'") from None
-    d = len(result.devices)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * d, 1.0 + 0.8 * d))
-    im = ax.imshow(result.srcc, vmin=min(0.0, float(result.srcc.min())), vmax=1.0, cmap="viridis")
-    ax.set_xticks(range(d), result.devices, rotation=45, ha="right")
-    ax.set_yticks(range(d), result.devices)
-    if d <= 20:
-        for i in range(d):
-            for j in range(d):
-                v = result.srcc[i, j]
-                ax.text(
-                    j,
-                    i,
-                    "n/a" if v != v else f"{v:.2f}",
-                    ha="center",
-                    va="center",
-                    color="white" if v < 0.8 else "black",
-                    fontsize=8,
-                )
-    ax.set_title("Latency ranking agreement (SRCC)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -254,7 +207,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from agent.files import check_writable, write_text_atomic
+    from agent.common.files import check_writable, write_text_atomic
     from coordinator.ranking import predictors
     from coordinator.ranking.fill import fill_table
     from coordinator.ranking.spaces import get_space

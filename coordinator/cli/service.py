@@ -1,4 +1,4 @@
-"""The coordinator service's commands: coordinator, fleet, keygen, push, rollouts, explain, demo.
+"""The coordinator service's commands: coordinator, fleet, keygen, push, rollouts, explain.
 
 Each reads the coordinator's configuration (``--config``, else
 ``/etc/fleetbench/coordinator.toml`` if it exists, then ``FLEETBENCH_COORDINATOR_*``),
@@ -8,19 +8,21 @@ and flags given on the command line win over it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
 from typing import Any
 
-from agent.errors import UsageError
-from coordinator.cli import _need
+from agent.common.errors import UsageError
+from coordinator.cli.format import ago, describe, print_table
+from coordinator.extras import need
 
 EPILOG_CONFIG = "Settings come from --config (default /etc/fleetbench/coordinator.toml), then flags."
 
 
-def register_service(sub: Any) -> None:
+def register(sub: Any) -> None:
     coord = sub.add_parser(
         "coordinator",
         help="run the coordinator service: store, re-rank, push",
@@ -46,7 +48,10 @@ def register_service(sub: Any) -> None:
     fleet = sub.add_parser(
         "fleet",
         help="list the devices the coordinator knows",
-        description="Every device in --db: online or offline, SKU, latest health and degradation index.",
+        description=(
+            "Every device in --db: online or offline, SKU, latest health and degradation index, results "
+            "stored, and messages refused from it (kept as dead letters: they could not be read or stored)."
+        ),
         epilog=EPILOG_CONFIG,
     )
     _common(fleet)
@@ -109,10 +114,6 @@ def register_service(sub: Any) -> None:
     _common(explain)
     explain.set_defaults(func=cmd_explain)
 
-    from coordinator.demo import register_demo
-
-    register_demo(sub)
-
 
 def _common(parser: Any) -> None:
     parser.add_argument("--config", metavar="FILE", help="coordinator config (TOML)")
@@ -127,7 +128,7 @@ def _config(args: argparse.Namespace, **flags: Any) -> Any:
 
 
 def _open(config: Any, must_exist: bool = True) -> Any:
-    _need("sqlalchemy", "the coordinator's database")
+    need("sqlalchemy", "the coordinator's database")
     from coordinator.store import open_store
 
     db = config.db_url
@@ -147,7 +148,7 @@ def _open(config: Any, must_exist: bool = True) -> Any:
 def cmd_coordinator(args: argparse.Namespace) -> int:
     import asyncio
 
-    from agent.config import ConfigError
+    from agent.common.config import ConfigError
     from agent.transport.mqtt import BrokerSettings
     from coordinator.service import Coordinator
 
@@ -166,40 +167,38 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     store = _open(_config(args))
     devices = store.fleet()
     if args.format == "json":
-        print(json.dumps(devices, indent=2))
+        print(json.dumps([dataclasses.asdict(d) for d in devices], indent=2))
         return 0
-    if not devices:
+    dead = store.dead_letters(limit=1)
+    if not devices and not dead:
         print("no devices yet", file=sys.stderr)
         return 0
     now = time.time()
     rows = []
     for d in devices:
-        health = (d.get("health") or {}).get("health") or {}
+        health = (d.health or {}).get("health") or {}
         temps = (health.get("thermal") or {}).get("temperatures_c") or {}
-        simulated = (d.get("capabilities") or {}).get("simulated")
-        kind = " (simulated)" if simulated else " (mcu)" if d.get("platform") == "mcu" else ""
         rows.append((
-            d["device_id"] + kind,
-            d["state"],
-            d.get("sku") or "?",
-            f"{now - d['last_seen']:.0f} s ago",
+            d.device_id + (f" ({d.kind})" if d.kind else ""),
+            d.state,
+            d.sku or "?",
+            ago(now - d.last_seen),
             f"{max(temps.values()):.1f}" if temps else "-",
-            f"{d['degradation_index']:.3f}" if d.get("degradation_index") is not None else "-",
-            str(d["results"]),
+            f"{d.degradation_index:.3f}" if d.degradation_index is not None else "-",
+            str(d.results),
+            str(d.dead_letters) if d.dead_letters else "-",
         ))  # fmt: skip
-    print_table(("device", "state", "sku", "seen", "hottest C", "degradation", "results"), rows)
+    print_table(("device", "state", "sku", "seen", "hottest C", "degradation", "results", "refused"), rows)
+    if dead:
+        total = store.count("dead_letters")
+        last = dead[0]
+        print(f"\n{total} message(s) refused and kept as dead letters; the newest {ago(now - last.at)} on "
+              f"{last.topic}: {last.reason}", file=sys.stderr)  # fmt: skip
     return 0
 
 
-def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]], out: Any = None) -> None:
-    out = out or sys.stdout
-    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
-    for r in (header, *rows):
-        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
-
-
 def cmd_keygen(args: argparse.Namespace) -> int:
-    _need("cryptography", "signing model pushes")
+    need("cryptography", "signing model pushes")
     from coordinator.deploy import generate_key, load_key, public_key_of
 
     config = _config(args, **{"push.key_file": args.key})
@@ -223,105 +222,94 @@ def cmd_push(args: argparse.Namespace) -> int:
     row = create_rollout(store, config, args.model, device=args.device, sku=args.sku, name=args.name,
                          version=args.version, max_latency_ms=args.max_latency_ms)  # fmt: skip
     target = f"device {args.device}" if args.device else f"SKU {args.sku!r}"
-    print(f"rollout {row['rollout_id']}: {row['name']} {row['version']} ({row['size']} bytes) to {target}")
+    print(f"rollout {row.rollout_id}: {row.name} {row.version} ({row.size} bytes) to {target}")
     if not args.wait:
-        print("the running coordinator sends it; follow it with: fleetbench rollouts " + row["rollout_id"],
+        print("the running coordinator sends it; follow it with: fleetbench rollouts " + row.rollout_id,
               file=sys.stderr)  # fmt: skip
         return 0
-    return _follow(store, row["rollout_id"], args.timeout)
+    return _follow(store, row.rollout_id, args.timeout)
 
 
 def _follow(store: Any, rollout_id: str, timeout_s: float) -> int:
-    from coordinator.deploy import rollout_report
-
     deadline = time.monotonic() + timeout_s
     last = None
     while True:
-        (r,) = rollout_report(store, rollout_id)
+        (report,) = store.rollout_report(rollout_id)
+        r, deps = report.rollout, report.deployments
         counts: dict[str, int] = {}
-        for d in r["deployments"]:
-            counts[d["state"]] = counts.get(d["state"], 0) + 1
-        line = f"{r['state']}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        for d in deps:
+            counts[d.state] = counts.get(d.state, 0) + 1
+        line = f"{r.state}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         if line != last:
             print(line, file=sys.stderr)
             last = line
-        if r["state"] in ("done", "halted"):
-            ok = r["state"] == "done" and all(d["state"] == "installed" for d in r["deployments"])
-            print(f"rollout {rollout_id} {r['state']}: {r['detail']}")
+        if r.state in ("done", "halted"):
+            ok = r.state == "done" and all(d.state == "installed" for d in deps)
+            print(f"rollout {rollout_id} {r.state}: {r.detail}")
             return 0 if ok else 1
         if time.monotonic() > deadline:
-            print(f"rollout {rollout_id} still {r['state']} after {timeout_s:g} s", file=sys.stderr)
+            print(f"rollout {rollout_id} still {r.state} after {timeout_s:g} s", file=sys.stderr)
             return 1
         time.sleep(1.0)  # polling the database another process writes
 
 
 def cmd_rollouts(args: argparse.Namespace) -> int:
-    from coordinator.deploy import rollout_report
-
     store = _open(_config(args))
-    report = rollout_report(store, args.rollout)
+    report = store.rollout_report(args.rollout)
     if args.rollout and not report:
         raise UsageError(f"rollout {args.rollout!r} does not exist")
     if args.format == "json":
-        print(json.dumps(report, indent=2))
+        out = [
+            {**dataclasses.asdict(i.rollout), "deployments": [dataclasses.asdict(d) for d in i.deployments]}
+            for i in report
+        ]
+        print(json.dumps(out, indent=2))
         return 0
     if args.rollout:
-        (r,) = report
-        print(f"rollout {r['rollout_id']}: {r['name']} {r['version']} to {r['target_kind']} {r['target']!r}: "
-              f"{r['state']} ({r['detail']})")  # fmt: skip
-        rows: list[tuple[Any, ...]] = [(d["device_id"], d["stage"], d["state"], d["attempts"],
-                 f"{d['p50_ms']:.3f}" if d["p50_ms"] is not None else "-", d["detail"] or "")
-                for d in r["deployments"]]  # fmt: skip
+        (item,) = report
+        r = item.rollout
+        print(
+            f"rollout {r.rollout_id}: {r.name} {r.version} to {r.target_kind} {r.target!r}: "
+            f"{r.state} ({r.detail})"
+        )
+        rows: list[tuple[Any, ...]] = [
+            (
+                d.device_id,
+                d.stage,
+                d.state,
+                d.attempts,
+                f"{d.p50_ms:.3f}" if d.p50_ms is not None else "-",
+                d.detail or "",
+            )
+            for d in item.deployments
+        ]
         print_table(("device", "stage", "state", "attempts", "smoke p50 ms", "detail"), rows)
         return 0
-    rows = [(r["rollout_id"], r["name"], r["version"], f"{r['target_kind']}:{r['target']}", r["state"],
-             sum(d["state"] == "installed" for d in r["deployments"]), len(r["deployments"]))
-            for r in report]  # fmt: skip
+    rows = [
+        (
+            i.rollout.rollout_id,
+            i.rollout.name,
+            i.rollout.version,
+            f"{i.rollout.target_kind}:{i.rollout.target}",
+            i.rollout.state,
+            sum(d.state == "installed" for d in i.deployments),
+            len(i.deployments),
+        )
+        for i in report
+    ]
     print_table(("rollout", "name", "version", "target", "state", "installed", "devices"), rows)
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from coordinator.reranker import explain
-
     store = _open(_config(args))
-    found = explain(store, args.device)
+    found = store.decisions(args.device)
     if not found:
         raise UsageError(f"no decision was made for device {args.device!r} (is it in `fleetbench fleet`?)")
     found = found if args.all else found[:1]
     if args.format == "json":
-        print(json.dumps(found, indent=2))
+        print(json.dumps([dataclasses.asdict(d) for d in found], indent=2))
         return 0
     for item in found:
         print(describe(item))
     return 0
-
-
-def describe(item: dict[str, Any]) -> str:
-    """A decision in words, for `fleetbench explain` and the demo's report."""
-    i = item["inputs"]
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["at"]))
-    lines = [f"{item['device_id']}: decision of {when} (round {i.get('round')}, {i.get('reason')})"]
-    if item["arch"]:
-        lines.append(
-            f"  chose {item['arch']}\n"
-            f"  predicted {i['predicted_ms']:.3f} ms, {i['with_margin_ms']:.3f} ms with the error margin, "
-            f"under the budget of {i['budget_ms']:g} ms; {i.get('metric')} {i['accuracy']:.2f}"
-        )
-    else:
-        lines.append(f"  nothing fits the budget of {i['budget_ms']:g} ms with the error margin")
-    sigma = i.get("log_error")
-    lines.append(
-        f"  measured on the device: {len(i['measured'])} sample architectures (job {i.get('job_id')}); "
-        f"method {i['method']}"
-        + (f", proxy {i['proxy']}" if i.get("proxy") else "")
-        + (f", cross-validated log error {sigma:.3f}" if sigma is not None else "")
-    )
-    lines.append(f"  reference devices: {', '.join(i.get('reference_devices') or i['references'])}")
-    for note in i.get("notes") or ():
-        lines.append(f"  note: {note}")
-    dep = item.get("deployment")
-    if dep:
-        got = f", smoke run p50 {dep['p50_ms']:.3f} ms on the device" if dep.get("p50_ms") is not None else ""
-        lines.append(f"  pushed as rollout {item['rollout_id']}: {dep['state']}{got}")
-    return "\n".join(lines)

@@ -1,5 +1,8 @@
 """One re-ranking decision for one device: which architectures to measure, then which to deploy.
 
+The ranking core's part of the re-ranking loop (``coordinator.reranker`` drives it): pure
+functions of tables, with no database or broker.
+
 ``plan_samples`` picks the k architectures whose measurement on the device teaches the
 predictor most (the ranking core's planner, over the reference devices' latencies).
 ``decide`` adds the device's measured cells as a new column, predicts the rest of it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from agent.errors import UsageError
+from agent.common.errors import UsageError
 
 
 def check_writable(path: str, what: str = "--output") -> None:

@@ -1,0 +1,134 @@
+"""What the agent does with a job: check it against this device, then measure each item.
+
+A job that decoded is well formed (``agent.protocol.jobs``); what only this device can
+say is checked here, before the job is accepted: its models are files inside the model
+directory (``..``, absolute paths and symlinks pointing out are refused), its search
+spaces are ones this agent can build, and its settings stay within this device's limits
+(``[jobs]``).  The settings then become the benchmark's own ``BenchSettings`` in one
+place, ``bench_settings``, so nothing is validated twice under different rules.
+
+Each item is measured in a worker process (``bench_target``, ``lut_target``): an
+architecture is built into the cache there, so the daemon itself never loads numpy or
+a runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from agent.bench.settings import BenchSettings
+from agent.common.errors import FleetbenchError, UsageError
+from agent.config import JobsConfig
+from agent.device.jobs import JobError
+from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LutItem
+from agent.protocol.reports import LutRow, LutTable
+
+#: what a lookup table's item measures unless the job says otherwise
+LUT_DEFAULTS = {"threads": 1, "runs": 20, "warmup_runs": 3, "warmup_time_s": 0.1, "min_time_s": 0.2}
+
+
+def resolve_model(name: str, model_dir: str) -> str:
+    """The real path of a job's model inside ``model_dir``; JobError if it is anywhere else."""
+    if name.startswith("example:"):
+        from agent.bench import examples
+
+        try:
+            return examples.resolve(name)
+        except FleetbenchError as err:
+            raise JobError(str(err)) from None
+    if not name or "\x00" in name or os.path.isabs(name):
+        raise JobError(f"model {name!r} must be a path relative to the model directory")
+    root = os.path.realpath(model_dir)
+    path = os.path.realpath(os.path.join(root, name))  # follows symlinks: a link out is caught too
+    if os.path.commonpath([root, path]) != root:
+        raise JobError(f"model {name!r} is outside the model directory")
+    if not os.path.isfile(path):
+        raise JobError(f"model {name!r} is not in the model directory {model_dir}")
+    return path
+
+
+def bench_settings(settings: JobSettings, limits: JobsConfig, defaults: Any = None) -> BenchSettings:
+    """The job's settings as this device's ``BenchSettings``; JobError past ``limits``."""
+    given = settings.given()
+    runs = given.get("runs")
+    if isinstance(runs, int) and runs > limits.max_runs:
+        raise JobError(
+            f"settings.runs {runs} is more than this device allows (jobs.max_runs = {limits.max_runs})"
+        )
+    for key in ("max_time_s", "min_time_s", "warmup_time_s"):
+        value = given.get(key)
+        if isinstance(value, float) and value > limits.max_time_s:
+            raise JobError(
+                f"settings.{key} {value:g} s is more than this device allows "
+                f"(jobs.max_time_s = {limits.max_time_s:g})"
+            )
+    try:
+        return BenchSettings(**{**(defaults or {}), **given}).validate()
+    except UsageError as err:
+        raise JobError(f"settings: {err}") from None
+
+
+def check_job(spec: JobSpec, model_dir: str, limits: JobsConfig) -> None:
+    """JobError naming the first thing this device cannot do in ``spec``."""
+    from agent.materialize import SPACES, check
+
+    for name in spec.models:
+        resolve_model(name, model_dir)
+    for i, item in enumerate(spec.architectures):
+        if item.space not in SPACES:
+            raise JobError(
+                f"architectures[{i}].space must be one of {', '.join(SPACES)} (got {item.space!r})"
+            )
+        try:
+            check(item.space, item.arch, item.classes, item.resolution)
+        except ValueError as err:
+            raise JobError(f"architectures[{i}]: {err}") from None
+    if spec.lut is not None and spec.lut.space not in SPACES:
+        raise JobError(f"lut.space must be one of {', '.join(SPACES)} (got {spec.lut.space!r})")
+    bench_settings(spec.settings, limits)
+
+
+def cache_path(cache_dir: str, item: ArchItem) -> str:
+    """Where a materialized architecture lives on the device (named by a hash of its key)."""
+    return os.path.join(cache_dir, f"{hashlib.sha256(item.key.encode()).hexdigest()[:20]}.{item.format}")
+
+
+def bench_target(payload: Any, send_progress: Any) -> Any:
+    """Worker-process entry: benchmark one model (building an architecture into the cache
+    first, here in the worker).  Returns the ``BenchResult``."""
+    from agent.bench.runner import run_benchmark
+
+    path, settings, arch = payload
+    if arch is not None and not os.path.exists(path):
+        from agent.materialize import materialize, write_model
+
+        send_progress("materializing", 0, 0, 0.0)
+        net = materialize(
+            arch.space, arch.arch, seed=arch.seed, classes=arch.classes, resolution=arch.resolution
+        )
+        write_model(net, path)
+    return run_benchmark(path, settings, progress=send_progress)
+
+
+def lut_target(payload: Any, send_progress: Any) -> LutTable:
+    """Worker-process entry: build a layer lookup table (``fleetbench lut`` for a job)."""
+    from agent.materialize import lut, sample
+
+    item, settings = payload
+    assert isinstance(item, LutItem) and isinstance(settings, BenchSettings)
+    archs = sample(item.space, item.sample, item.seed)
+    run = lut.run(item.space, archs, item.format, settings, lambda text: send_progress(text, 0, 0, 0.0))
+    srcc = run.srcc
+    return LutTable(
+        space=item.space,
+        sample=item.sample,
+        seed=item.seed,
+        format=item.format,
+        srcc=srcc if srcc == srcc else None,
+        archs=tuple(run.archs),
+        measured_ms=tuple(run.measured_ms),
+        predicted_ms=tuple(run.predicted_ms),
+        rows=tuple(LutRow(**r) for r in lut.to_rows(run.table, run.uses)),
+    )

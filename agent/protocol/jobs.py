@@ -1,0 +1,111 @@
+"""What a job asks of a device, as it travels: models, architectures, a lookup table, settings.
+
+    {"job_id": "j-42",
+     "models": ["mobilenet_v2.tflite", "example:squeezenet"],
+     "architectures": [{"space": "nas-bench-201", "arch": "|nor_conv_3x3~0|+|...|", "seed": 0}],
+     "settings": {"runs": 100, "warmup_runs": 10, "threads": 1}}
+
+These classes check everything a job can get wrong without knowing the device: types,
+ranges, unknown fields (refused: a typo must not silently change a measurement), the
+same item twice.  What only the device knows (which model files it has, its own limits,
+which search spaces it can build) the device checks when it turns the job into work.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+import msgspec
+from msgspec import Meta
+
+from agent.protocol.types import ItemName, JobId, Seed, Short
+
+#: models and architectures one job may name
+MAX_ITEMS = 100
+MAX_LUT_SAMPLE = 500
+FORMATS = ("onnx", "tflite")
+BACKENDS = ("auto", "onnxruntime", "litert")
+
+Format = Literal["onnx", "tflite"]
+Seconds = Annotated[float, Meta(ge=0, le=86400)]
+
+
+class ArchItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A search-space architecture to build on the device and time like a model."""
+
+    space: Short
+    arch: Annotated[str, Meta(min_length=1, max_length=400)]
+    seed: Seed = 0
+    #: None: the space's default (``agent.materialize.DEFAULTS``)
+    classes: Optional[Annotated[int, Meta(ge=1, le=100_000)]] = None
+    resolution: Optional[Annotated[int, Meta(ge=8, le=1024)]] = None
+    format: Format = "onnx"
+
+    @property
+    def key(self) -> str:
+        """The item's name in acks and results; deterministic, so retries keep their ids."""
+        from agent.materialize import DEFAULTS
+
+        default_classes, default_size = DEFAULTS.get(self.space, (0, 0))
+        classes, size = self.classes or default_classes, self.resolution or default_size
+        return f"{self.space}:{self.arch}:seed={self.seed}:classes={classes}:{size}px.{self.format}"
+
+
+class LutItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Build a layer lookup table for a search space on the device (``fleetbench lut`` as a job)."""
+
+    space: Short
+    sample: Annotated[int, Meta(ge=2, le=MAX_LUT_SAMPLE)] = 30
+    seed: Seed = 0
+    format: Format = "onnx"
+
+    @property
+    def key(self) -> str:
+        return f"lut:{self.space}:sample={self.sample}:seed={self.seed}.{self.format}"
+
+
+class JobSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """How to measure; a setting left out is the device's default (its ``BenchSettings``)."""
+
+    backend: Optional[Literal["auto", "onnxruntime", "litert"]] = None
+    threads: Optional[Annotated[int, Meta(ge=1, le=1024)]] = None
+    runs: Optional[Annotated[int, Meta(ge=1, le=1_000_000)]] = None
+    warmup_runs: Optional[Annotated[int, Meta(ge=0, le=1_000_000)]] = None
+    warmup_time_s: Optional[Seconds] = None
+    min_time_s: Optional[Seconds] = None
+    max_time_s: Optional[Annotated[float, Meta(gt=0, le=86400)]] = None
+    seed: Optional[Seed] = None
+
+    def __post_init__(self) -> None:
+        if self.max_time_s is not None and self.max_time_s < (self.min_time_s or 0.0):
+            raise ValueError("settings.max_time_s is shorter than settings.min_time_s")
+
+    def given(self) -> dict[str, object]:
+        """The settings the job names (the rest stay the device's defaults)."""
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+
+
+class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    job_id: JobId
+    models: tuple[ItemName, ...] = ()
+    architectures: tuple[ArchItem, ...] = ()
+    lut: Optional[LutItem] = None
+    settings: JobSettings = JobSettings()
+
+    def __post_init__(self) -> None:
+        total = len(self.models) + len(self.architectures)
+        if total == 0 and self.lut is None:
+            raise ValueError("a job needs at least one model, architecture or lut")
+        if total > MAX_ITEMS:
+            raise ValueError(f"a job may name at most {MAX_ITEMS} models and architectures (got {total})")
+        if len(set(self.items)) != len(self.items):
+            raise ValueError("the job names the same model or architecture twice")
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        """Everything the job measures, by name: model paths, architecture keys, the table."""
+        archs = tuple(a.key for a in self.architectures)
+        return self.models + archs + ((self.lut.key,) if self.lut else ())
+
+    def architecture(self, key: str) -> Optional[ArchItem]:
+        return next((a for a in self.architectures if a.key == key), None)

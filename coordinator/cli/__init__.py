@@ -1,0 +1,24 @@
+"""The coordinator's commands, found by the ``fleetbench`` command line through the
+``fleetbench.commands`` entry point (the agent's CLI never imports the coordinator).
+
+    ranking  monotonicity, plan-samples, predict, rank
+    service  coordinator, fleet, keygen, push, rollouts, explain
+    demo     demo
+    format   tables and decisions in words (the demo's report uses it too)
+
+The command modules are imported when the commands are registered, not with this
+package, so ``coordinator.cli.format`` imports nothing of theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the coordinator's commands to the ``fleetbench`` subparsers."""
+    from coordinator.cli import demo, ranking, service
+
+    service.register(sub)
+    demo.register(sub)
+    ranking.register(sub)

@@ -1,0 +1,352 @@
+"""The coordinator's store: the only code that speaks SQL.
+
+SQLAlchemy Core, so the same code runs on SQLite (the embedded default: a file path) and
+on PostgreSQL (a ``postgresql://`` URL) for fleets that outgrow one machine.  Everything
+else reads and changes the coordinator's state through these methods and the typed
+records of ``coordinator.store.records``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
+
+import sqlalchemy as sa
+
+from agent.protocol.errors import ProtocolError
+from agent.protocol.messages import PushAckMessage, decode
+from coordinator.errors import CoordinatorError
+from coordinator.store.ingest import Ingesting
+from coordinator.store.records import (
+    ACTIVE_ROLLOUT,
+    DeadLetter,
+    DecisionRecord,
+    Deployment,
+    Device,
+    JobEnding,
+    OnlineDevice,
+    ReceivedPushAck,
+    RerankState,
+    ResultRow,
+    Rollout,
+    RolloutReport,
+)
+from coordinator.store.schema import (
+    LATEST,
+    MIGRATIONS,
+    acks,
+    dead_letters,
+    decisions,
+    deployments,
+    devices,
+    metadata,
+    rerank_state,
+    results,
+    rollouts,
+    schema_version,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class StoreError(CoordinatorError):
+    """The database cannot be opened or written."""
+
+
+def engine_url(db: str) -> str:
+    """A SQLAlchemy URL from ``--db``: a URL as is, a plain path as a SQLite file."""
+    return db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
+
+
+def _record(cls: Any, row: Any, **extra: Any) -> Any:
+    return cls(**{**dict(row._mapping), **extra})
+
+
+class Store(Ingesting):
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._insert = self._dialect_insert()
+
+    def _dialect_insert(self) -> Any:
+        name = self.engine.dialect.name
+        if name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        else:
+            raise StoreError(f"database {name!r} is not supported (use SQLite or PostgreSQL)")
+        return insert
+
+    # -- schema ---------------------------------------------------------------------
+
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("schema_version"):
+                return 0
+            value = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+            return int(value or 0)
+
+    def migrate(self) -> list[int]:
+        """Bring the schema to the latest version; the versions applied now."""
+        current = self.version()
+        if current > LATEST:
+            raise StoreError(
+                f"the database is at schema version {current}, newer than this fleetbench knows "
+                f"({LATEST}); upgrade fleetbench"
+            )
+        if current == 0:  # a new database: the latest schema at once
+            with self.engine.begin() as conn:
+                metadata.create_all(conn)
+                conn.execute(schema_version.insert().values(version=LATEST))
+            logger.info("database created at schema version %d", LATEST)
+            return [LATEST]
+        applied = []
+        for version, what, step in MIGRATIONS:
+            if version <= current or step is None:
+                continue
+            with self.engine.begin() as conn:
+                step(conn)
+                conn.execute(schema_version.delete())
+                conn.execute(schema_version.insert().values(version=version))
+            logger.info("database migrated to version %d (%s)", version, what)
+            applied.append(version)
+        return applied
+
+    # -- the fleet ------------------------------------------------------------------
+
+    def fleet(self) -> list[Device]:
+        """Every device with its state, SKU, capabilities, latest health and degradation."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(devices).order_by(devices.c.device_id)).all()
+            counted = sa.select(results.c.device_id, sa.func.count()).group_by(results.c.device_id)
+            counts: dict[str, int] = {d: n for d, n in conn.execute(counted).all()}
+            dead_q = sa.select(dead_letters.c.device_id, sa.func.count()).group_by(dead_letters.c.device_id)
+            dead: dict[Any, int] = {d: n for d, n in conn.execute(dead_q).all()}
+        out = []
+        for row in rows:
+            item = dict(row._mapping)
+            for key in ("capabilities", "health"):
+                item[key] = json.loads(item[key]) if item[key] else None
+            out.append(
+                Device(**item, results=counts.get(row.device_id, 0), dead_letters=dead.get(row.device_id, 0))
+            )
+        return out
+
+    def online(self) -> list[OnlineDevice]:
+        """The online devices' id, SKU, degradation index and message version: what the loops
+        look at every tick (``fleet()`` also decodes every health sample and counts results)."""
+        cols = (devices.c.device_id, devices.c.sku, devices.c.degradation_index, devices.c.protocol)
+        with self.engine.connect() as conn:
+            q = sa.select(*cols).where(devices.c.state == "online").order_by(devices.c.device_id)
+            return [OnlineDevice(d, sku, index, protocol or 1) for d, sku, index, protocol in conn.execute(q)]
+
+    def devices_of_sku(self, sku: str) -> list[str]:
+        with self.engine.connect() as conn:
+            q = sa.select(devices.c.device_id).where(devices.c.sku == sku).order_by(devices.c.device_id)
+            return [d for (d,) in conn.execute(q)]
+
+    def count(self, table: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(metadata.tables[table])).scalar() or 0
+            )
+
+    def results_for(self, device_id: str, job_id: Optional[str] = None) -> list[ResultRow]:
+        cols = [c for c in results.c if c.name != "data"]
+        q = sa.select(*cols).where(results.c.device_id == device_id)
+        if job_id is not None:
+            q = q.where(results.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return [_record(ResultRow, r) for r in conn.execute(q.order_by(results.c.ts))]
+
+    def measured(self, device_id: str, job_id: str, space: str) -> dict[str, float]:
+        """What a job measured on a device: architecture -> median latency (ms)."""
+        q = sa.select(results.c.arch, results.c.p50_ms).where(
+            results.c.device_id == device_id, results.c.job_id == job_id, results.c.space == space
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return {arch: float(ms) for arch, ms in rows if arch and ms is not None and ms > 0}
+
+    def dead_letters(self, limit: int = 100, device_id: Optional[str] = None) -> list[DeadLetter]:
+        """The newest dead letters first."""
+        q = sa.select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)
+        if device_id is not None:
+            q = q.where(dead_letters.c.device_id == device_id)
+        with self.engine.connect() as conn:
+            return [_record(DeadLetter, r) for r in conn.execute(q)]
+
+    # -- rollouts and deployments -----------------------------------------------------
+
+    def add_rollout(self, rollout: Rollout) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(rollouts.insert().values(**rollout.__dict__))
+
+    def rollouts(self, rollout_id: Optional[str] = None, active: bool = False) -> list[Rollout]:
+        """Rollouts, newest first (one, or only those still going)."""
+        q = sa.select(rollouts).order_by(rollouts.c.created_at.desc())
+        if rollout_id is not None:
+            q = q.where(rollouts.c.rollout_id == rollout_id)
+        if active:
+            q = q.where(rollouts.c.state.in_(ACTIVE_ROLLOUT))
+        with self.engine.connect() as conn:
+            return [_record(Rollout, r) for r in conn.execute(q)]
+
+    def update_rollout(self, rollout_id: str, now: float, state: str, detail: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(rollouts.update().where(rollouts.c.rollout_id == rollout_id)
+                         .values(state=state, detail=detail, updated_at=now))  # fmt: skip
+
+    def deployments(self, rollout_id: str) -> list[Deployment]:
+        q = (
+            sa.select(deployments)
+            .where(deployments.c.rollout_id == rollout_id)
+            .order_by(deployments.c.device_id)
+        )
+        with self.engine.connect() as conn:
+            return [_record(Deployment, r) for r in conn.execute(q)]
+
+    def add_deployments(self, new: Iterable[Deployment]) -> None:
+        rows = [d.__dict__ for d in new]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(deployments.insert(), rows)
+
+    def update_deployment(self, push_id: str, now: float, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(deployments.update().where(deployments.c.push_id == push_id)
+                         .values(updated_at=now, **values))  # fmt: skip
+
+    def cancel_pending(self, rollout_id: str, now: float, detail: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                deployments.update()
+                .where(deployments.c.rollout_id == rollout_id, deployments.c.state == "pending")
+                .values(state="cancelled", updated_at=now, detail=detail)
+            )
+
+    def rollout_report(self, rollout_id: Optional[str] = None) -> list[RolloutReport]:
+        """Rollouts (newest first) with their deployments."""
+        return [RolloutReport(r, tuple(self.deployments(r.rollout_id))) for r in self.rollouts(rollout_id)]
+
+    def push_acks(self, pushes: Sequence[tuple[str, str]], after: float = 0.0) -> list[ReceivedPushAck]:
+        """The answers to these (device, push id) pushes from those very devices, oldest first:
+        an ack published under another device's topic is that device's, and changes nothing here."""
+        if not pushes:
+            return []
+        q = (
+            sa.select(acks.c.device_id, acks.c.ts, acks.c.data)
+            .where(acks.c.kind == "push_ack", sa.tuple_(acks.c.device_id, acks.c.push_id).in_(list(pushes)))
+            .order_by(acks.c.ts)
+        )
+        if after:
+            q = q.where(acks.c.ts > after)
+        out = []
+        with self.engine.connect() as conn:
+            for device_id, ts, data in conn.execute(q):
+                try:  # stored as received (version 1 or 2), decoded as on arrival
+                    msg = decode(data.encode("utf-8"), "acks")
+                except ProtocolError as err:  # (it decoded when it was stored: a bug if this happens)
+                    logger.error("a stored push ack of %s no longer decodes: %s", device_id, err)
+                    continue
+                if isinstance(msg, PushAckMessage):
+                    out.append(ReceivedPushAck(device_id, ts, msg.data))
+        return out
+
+    # -- the re-ranking loop ----------------------------------------------------------
+
+    def rerank_states(self) -> dict[str, RerankState]:
+        with self.engine.connect() as conn:
+            return {r.device_id: _record(RerankState, r) for r in conn.execute(sa.select(rerank_state))}
+
+    def set_rerank(self, device_id: str, now: float, **values: Any) -> None:
+        """Change (or start) a device's re-ranking state."""
+        with self.engine.begin() as conn:
+            updated = conn.execute(rerank_state.update().where(rerank_state.c.device_id == device_id)
+                                   .values(updated_at=now, **values)).rowcount  # fmt: skip
+            if not updated:
+                conn.execute(rerank_state.insert().values(device_id=device_id, updated_at=now, **values))
+
+    def job_ending(self, device_id: str, job_id: str) -> Optional[JobEnding]:
+        """How ``job_id`` ended on ``device_id`` (by that device's own acks), or None yet."""
+        q = sa.select(acks.c.state, acks.c.data).where(
+            acks.c.kind == "job_ack", acks.c.device_id == device_id, acks.c.job_id == job_id,
+            acks.c.state.in_(("done", "failed", "rejected")),
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return None
+        try:
+            error = (json.loads(row.data).get("data") or {}).get("error")
+        except (ValueError, AttributeError):
+            error = None
+        return JobEnding(row.state, error if isinstance(error, str) else None)
+
+    def add_decision(
+        self,
+        device_id: str,
+        now: float,
+        space: str,
+        arch: Optional[str],
+        budget_ms: float,
+        predicted_ms: Optional[float],
+        accuracy: Optional[float],
+        rollout_id: Optional[str],
+        inputs: dict[str, Any],
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(decisions.insert().values(
+                device_id=device_id, at=now, space=space, arch=arch, budget_ms=budget_ms,
+                predicted_ms=predicted_ms, accuracy=accuracy, rollout_id=rollout_id,
+                inputs=json.dumps(inputs, default=float),
+            ))  # fmt: skip
+
+    def decisions(self, device_id: str) -> list[DecisionRecord]:
+        """Every decision for ``device_id`` (newest first), with its inputs and its push's fate."""
+        q = sa.select(decisions).where(decisions.c.device_id == device_id).order_by(decisions.c.at.desc())
+        out = []
+        with self.engine.connect() as conn:
+            for row in conn.execute(q):
+                dep = None
+                if row.rollout_id:
+                    found = conn.execute(
+                        sa.select(deployments).where(deployments.c.rollout_id == row.rollout_id)
+                    ).first()
+                    dep = _record(Deployment, found) if found is not None else None
+                out.append(_record(DecisionRecord, row, inputs=json.loads(row.inputs), deployment=dep))
+        return out
+
+    def decision_count(self) -> int:
+        return self.count("decisions")
+
+
+def open_store(db: str, migrate: bool = True) -> Store:
+    """Open (and by default migrate) the database ``db``: a SQLite path or a SQLAlchemy URL."""
+    url = engine_url(db)
+    try:
+        engine = sa.create_engine(url)
+        if engine.dialect.name == "sqlite":
+            path = engine.url.database or ""
+            directory = os.path.dirname(os.path.abspath(path)) if path else ""
+            if path and not os.path.isdir(directory):
+                raise StoreError(f"--db {db!r}: directory {directory!r} does not exist")
+
+            @sa.event.listens_for(engine, "connect")
+            def _wal(dbapi_conn: Any, record: Any) -> None:  # readers never block the ingest
+                dbapi_conn.execute("PRAGMA journal_mode=WAL")
+                dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+        store = Store(engine)
+        if migrate:
+            store.migrate()
+        return store
+    except sa.exc.ArgumentError as err:
+        raise StoreError(f"--db {db!r} is not a database URL or path: {err}") from None
+    except sa.exc.OperationalError as err:
+        raise StoreError(f"--db {db!r} cannot be opened: {err.orig}") from None
+    except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as err:
+        raise StoreError(f"--db {db!r} needs a database driver that is not installed: {err}") from None

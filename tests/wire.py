@@ -1,0 +1,105 @@
+"""Real messages for tests, built with the protocol's own classes, and reading what arrived."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any, Optional
+
+from agent.bench.metadata import DeviceSnapshot
+from agent.bench.results import BackendInfo, BenchResult, ModelInfo, ProtocolInfo, TimerInfo
+from agent.bench.stats import LatencyStats
+from agent.protocol import messages as m
+from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LutItem
+from agent.protocol.reports import Conditions, JobAck, ResultData
+
+
+def bench_result(name: str = "m.onnx", p50_ms: float = 1.0, samples: int = 1) -> BenchResult:
+    """A result record as a device would send it, for a latency of ``p50_ms``."""
+    ns = [int(p50_ms * 1e6)] * samples
+    return BenchResult(
+        model=ModelInfo(path=name, name=name, format="onnx", size_bytes=1, sha256="0" * 64, inputs=()),
+        backend=BackendInfo(name="onnxruntime", version="1", threads=1, runtime="onnxruntime"),
+        timer=TimerInfo(impl="native", clock="CLOCK_MONOTONIC_RAW", resolution_ns=1),
+        protocol=ProtocolInfo(
+            warmup_runs=0,
+            warmup_time_s=0.0,
+            runs=samples,
+            min_time_s=0.0,
+            max_time_s=1.0,
+            seed=0,
+            isolated=True,
+            warmup_done=0,
+            measure_time_s=0.1,
+            load_ms=1.0,
+            first_run_ms=p50_ms,
+        ),
+        stats=LatencyStats.from_ns(ns),
+        device=DeviceSnapshot(
+            hostname="test",
+            system="Linux",
+            kernel="6",
+            machine="x86_64",
+            python="3.11",
+            board=None,
+            cpu_model=None,
+            cores_logical=2,
+            cores_physical=2,
+            freq_policies=(),
+            temperatures_c=(),
+            rpi_throttled=None,
+            battery_percent=None,
+            battery_plugged=None,
+            load_1m=None,
+        ),
+        samples_ns=tuple(ns),
+    )
+
+
+def result_data(job_id: str = "j", model: str = "m.onnx", p50_ms: float = 1.0,
+                arch: Optional[ArchItem] = None, samples: int = 1) -> ResultData:  # fmt: skip
+    return ResultData(
+        job_id=job_id,
+        model=model,
+        result=bench_result(model, p50_ms, samples),
+        architecture=arch,
+        conditions=Conditions(),
+    )
+
+
+def result(device: str, job_id: str = "j", model: str = "m.onnx", p50_ms: float = 1.0,
+           msg_id: Optional[str] = None, arch: Optional[ArchItem] = None) -> m.ResultMessage:  # fmt: skip
+    return m.make(m.ResultMessage, device, result_data(job_id, model, p50_ms, arch), msg_id)
+
+
+def job(device: str, job_id: str, models: tuple[str, ...] = (), settings: Optional[dict[str, Any]] = None,
+        architectures: tuple[ArchItem, ...] = (), lut: Optional[LutItem] = None) -> m.JobMessage:  # fmt: skip
+    spec = JobSpec(job_id=job_id, models=models, architectures=architectures, lut=lut,
+                   settings=JobSettings(**(settings or {})))  # fmt: skip
+    return m.make(m.JobMessage, device, spec)
+
+
+def job_ack(
+    device: str, job_id: Optional[str], state: str, msg_id: Optional[str] = None, **fields: Any
+) -> m.JobAckMessage:
+    return m.make(m.JobAckMessage, device, JobAck(job_id=job_id, state=state, **fields), msg_id)  # type: ignore[arg-type]
+
+
+def raw_job(device: str, data: Any, v: int = 2) -> bytes:
+    """A job message with any ``data`` at all (for refusals): the envelope as a device expects it."""
+    if v == 1:
+        env = {"v": 1, "id": "raw-1", "kind": "jobs", "device_id": "coordinator", "ts": 1.0, "data": data}
+    else:
+        env = {"kind": "job", "v": 2, "id": "raw-1", "device_id": device, "ts": 1.0, "data": data}
+    return json.dumps(env).encode()
+
+
+def received(payloads: list, kind: str) -> list[SimpleNamespace]:
+    """What arrived on ``kind`` topics, as the JSON a subscriber sees (``.data`` a dict, ``.kind``,
+    ``.id``); each one is also decoded by the protocol, so nothing off-contract passes."""
+    out = []
+    for topic, payload, _ in payloads:
+        if topic.endswith("/" + kind):
+            m.decode(payload, kind)
+            out.append(SimpleNamespace(**json.loads(payload)))
+    return out
