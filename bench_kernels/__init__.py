@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
@@ -37,4 +38,19 @@ else:
     else:
         IMPL = "native"
 
-__all__ = ["CLOCK", "FALLBACK_REASON", "IMPL", "now_ns", "resolution_ns", "time_calls"]
+
+def implementations() -> dict[str, ModuleType]:
+    """Every timer implementation importable here: ``"python"``, and ``"native"`` when it is
+    built.  For the tests and benchmarks that hold the twins against each other."""
+    from bench_kernels import _python
+
+    found: dict[str, ModuleType] = {"python": _python}
+    try:
+        from bench_kernels import _timer
+    except ImportError:
+        return found
+    found["native"] = _timer
+    return found
+
+
+__all__ = ["CLOCK", "FALLBACK_REASON", "IMPL", "implementations", "now_ns", "resolution_ns", "time_calls"]

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from coordinator.ranking import NB201_ACCURACY, NB201_LATENCY, planning, uncertainty
-from coordinator.ranking.fill import _order_by_agreement
+from coordinator.ranking.fill import order_by_agreement
 from coordinator.ranking.monotonicity import spearman
 from coordinator.ranking.pareto import best_under_budget
 from coordinator.ranking.predictors import Design, LookupTable, make
@@ -62,9 +62,7 @@ def run(args):
     srcc: dict = {}
     budget: dict = {}
     for t in range(d):
-        others = _order_by_agreement(
-            table, [j for j in range(d) if j != t and table.measured[:, j].sum() > 0]
-        )
+        others = order_by_agreement(table, [j for j in range(d) if j != t and table.measured[:, j].sum() > 0])
         settings = {"multi": others, "proxy": others[:1]}
         y = logs[:, t]
         avail = np.flatnonzero(~np.isnan(y))

@@ -26,12 +26,9 @@ import time
 import numpy as np
 
 import bench_kernels
-from bench_kernels import _python
 
-try:
-    from bench_kernels import _timer as _native
-except ImportError:
-    _native = None
+_python = bench_kernels.implementations()["python"]
+_native = bench_kernels.implementations().get("native")
 
 LOOP = "perf_counter_ns loop"
 

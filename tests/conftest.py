@@ -1,4 +1,4 @@
-"""Shared fixtures: small real models written once per session."""
+"""Shared fixtures: small real models written once per session; no silent skips in CI."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # for tests/modelgen.py
 
 import modelgen
 from broker import mosquitto  # noqa: F401  (a fixture: a real broker on 127.0.0.1)
+from ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (hooks)
 
 
 @pytest.fixture(scope="session")

@@ -103,3 +103,33 @@ def received(payloads: list, kind: str) -> list[SimpleNamespace]:
             m.decode(payload, kind)
             out.append(SimpleNamespace(**json.loads(payload)))
     return out
+
+
+_VALIDATOR: Any = None
+
+
+def schema_errors(payload: bytes) -> list[str]:
+    """What the shipped JSON Schema (``agent/protocol/schema.json``) says is wrong with a message,
+    checked by the ``jsonschema`` library, as another implementation would."""
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        import jsonschema
+
+        from agent.protocol.schema import load
+
+        _VALIDATOR = jsonschema.Draft202012Validator(load())
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in _VALIDATOR.iter_errors(json.loads(payload))
+    ]
+
+
+def examples_of(payloads: list) -> dict[str, Any]:
+    """One real message of each kind seen (the smallest: the docs show it), as JSON."""
+    found: dict[str, tuple[int, Any]] = {}
+    for _topic, payload, _ in payloads:
+        obj = json.loads(payload)
+        kind = obj.get("kind")
+        if kind and (kind not in found or len(payload) < found[kind][0]):
+            found[kind] = (len(payload), obj)
+    return {k: v for k, (_, v) in sorted(found.items())}

@@ -53,7 +53,7 @@ from agent.protocol.reports import HealthData, JobAck, ResultData, StatusData
 from agent.protocol.topics import Topic
 from agent.protocol.types import JOB_ID_PATTERN, DeviceId, MessageId, Timestamp
 
-VERSION = 2
+VERSION: Literal[2] = 2
 #: the message versions this release reads (1 is converted on arrival)
 READS = (1, 2)
 MAX_BYTES = 128 * 1024
@@ -66,7 +66,7 @@ class MessageTooLarge(ProtocolError):
 class Envelope(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     """What every message has; ``kind`` (the tag) says which class, and so what ``data`` is."""
 
-    v: Literal[2] = 2
+    v: Literal[2]
     id: MessageId
     device_id: DeviceId
     ts: Timestamp
@@ -165,8 +165,13 @@ def make(
     cls: type[E], device_id: str, data: Any, msg_id: Optional[str] = None, ts: Optional[float] = None
 ) -> E:
     """A new message of ``cls``: a fresh id unless one is given (retries keep theirs)."""
-    return cls(id=msg_id or uuid.uuid4().hex, device_id=device_id, ts=time.time() if ts is None else ts,
-               data=data)  # type: ignore[call-arg]  # fmt: skip
+    return cls(
+        v=VERSION,
+        id=msg_id or uuid.uuid4().hex,
+        device_id=device_id,
+        ts=time.time() if ts is None else ts,
+        data=data,
+    )  # type: ignore[call-arg]
 
 
 def encode(msg: Envelope, version: int = VERSION) -> bytes:

@@ -60,7 +60,7 @@ class FillReport:
         }
 
 
-def _order_by_agreement(table: LatencyTable, cols: list[int]) -> list[int]:
+def order_by_agreement(table: LatencyTable, cols: list[int]) -> list[int]:
     """Reference columns, the one agreeing best with the others first (the proxy)."""
     if len(cols) <= 1:
         return cols
@@ -104,7 +104,7 @@ def fill_table(
         refs = [p]
         order = [j for j in range(d) if j != p]
     else:
-        refs = _order_by_agreement(table, table.fully_measured())
+        refs = order_by_agreement(table, table.fully_measured())
         dense = [j for j in range(d) if j not in refs and counts[j] >= DENSE_SHARE * len(table.archs)]
         sparse = [j for j in range(d) if j not in refs and j not in dense]
         order = sorted(dense, key=lambda j: -counts[j]) + sparse

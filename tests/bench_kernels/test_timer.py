@@ -11,12 +11,9 @@ import numpy as np
 import pytest
 
 import bench_kernels
-from bench_kernels import _python
 
-try:
-    from bench_kernels import _timer as _native
-except ImportError:  # the CI test below fails loudly in that case
-    _native = None
+_python = bench_kernels.implementations()["python"]
+_native = bench_kernels.implementations().get("native")  # None: the CI test below fails loudly
 
 IMPLS = [pytest.param(_python, id="python")]
 IMPLS.append(

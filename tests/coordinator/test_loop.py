@@ -12,8 +12,10 @@ import sys
 import threading
 
 import pytest
+from broker import Receiver
 from daemon_proc import REPO, AgentProcess, eventually, fleetbench, write_config
 from keys import key_pair
+from wire import examples_of, schema_errors
 
 from agent.materialize import materialize, write_model
 from agent.transport.mqtt import BrokerSettings
@@ -75,6 +77,10 @@ def simulated(tmp_path, broker, device_id, public_key, **kw) -> SimulatedDevice:
 
 
 def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_path, mosquitto):
+    """... and every message the agent and the coordinator exchange on the way is valid by the
+    shipped JSON Schema, checked with the jsonschema library."""
+    everything = Receiver(mosquitto, "fleetbench/v1/devices/#", client_id="contract-check")
+    everything.wait_subscribed()
     config = coordinator_config(
         tmp_path, mosquitto,
         '[rerank]\nsamples = 3\nruns = 3\n[rerank.budgets]\n"loop-pi" = 1000.0\n[push]\nsmoke_runs = 3\n',
@@ -105,6 +111,16 @@ def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_pa
     finally:
         agent.close()
         stop(coord)
+        everything.close()
+    seen = list(everything.payloads)
+    invalid = [(topic, errors) for topic, payload, _ in seen if (errors := schema_errors(payload))]
+    assert not invalid, invalid[:3]
+    examples = examples_of(seen)
+    assert set(examples) == {"status", "health", "job", "job_ack", "result", "push_manifest", "push_chunk",
+                             "push_ack"}, set(examples)  # fmt: skip
+    if os.environ.get("FLEETBENCH_CAPTURE_EXAMPLES"):  # docs/protocol.md shows these (agent.protocol.schema)
+        with open(os.environ["FLEETBENCH_CAPTURE_EXAMPLES"], "w") as fh:
+            json.dump(examples, fh, indent=1)
 
 
 def test_a_sku_rollout_halts_when_its_canary_fails_and_completes_when_it_does_not(tmp_path, mosquitto):
