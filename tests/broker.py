@@ -111,7 +111,7 @@ class Receiver:
         payload = bytes(msg.payload)
         try:
             msg_id = json.loads(payload).get("id")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # the tests send garbage on purpose
             msg_id = None
         with self._cond:
             self.payloads.append((msg.topic, payload, bool(msg.retain)))

@@ -180,6 +180,17 @@ def start_coordinator(broker, db, client_id="coord-test"):
     )
 
 
+def start_configured_coordinator(config: str) -> subprocess.Popen:
+    """`fleetbench coordinator --config FILE`, as a process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "coordinator", "--config", config],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, proc.stderr.read()

@@ -167,7 +167,7 @@ class DeviceDaemon(Supervised):
             self._stop.set()
 
     def stop_threadsafe(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and not self._loop.is_closed():  # closed: it has stopped already
             self._loop.call_soon_threadsafe(self.stop)
 
     async def reload(self) -> None:

@@ -180,14 +180,17 @@ def encode(msg: Envelope, version: int = VERSION) -> bytes:
     ProtocolError if the message breaks the contract (MessageTooLarge if it is too big):
     what this writes is decoded again here, so a NaN that JSON would carry as null, or a
     field out of range, is caught at the sender and not refused by the receiver."""
-    if version == VERSION:
-        raw = _ENCODER.encode(msg)
-    elif version == 1:
-        from agent.protocol import compat
+    try:
+        if version == VERSION:
+            raw = _ENCODER.encode(msg)
+        elif version == 1:
+            from agent.protocol import compat
 
-        raw = _ENCODER.encode(compat.to_v1(msg))
-    else:
-        raise ProtocolError(f"message version {version} cannot be written; this release writes {READS}")
+            raw = _ENCODER.encode(compat.to_v1(msg))
+        else:
+            raise ProtocolError(f"message version {version} cannot be written; this release writes {READS}")
+    except (TypeError, ValueError, msgspec.EncodeError) as err:  # a value of no JSON type (a numpy float...)
+        raise ProtocolError(f"{msg.kind} message {msg.id} cannot be encoded: {err}") from None
     if len(raw) > MAX_BYTES:
         raise MessageTooLarge(
             f"{msg.kind} message {msg.id} is {len(raw)} bytes; MQTT hubs accept at most {MAX_BYTES}"

@@ -1,0 +1,171 @@
+"""The re-ranking loop as a state machine over the store's records: SQLite, a fake publisher, the
+clock given to ``tick``, and a model builder the test controls (the build runs off the tick)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from wire import job_ack, result
+
+from agent.collectors.degradation import DegradationState
+from agent.protocol import messages as m
+from agent.protocol.jobs import ArchItem
+from agent.protocol.reports import HealthData, StatusData
+from agent.protocol.topics import parse_topic
+from coordinator.config import CoordinatorConfig, RerankConfig
+from coordinator.ranking import NB201_LATENCY
+from coordinator.ranking.tables import read_table
+from coordinator.reranker import Reranker
+from coordinator.store import Message, open_store
+
+PI4 = {
+    a: float(ms)
+    for a, ms in zip(read_table(NB201_LATENCY).archs, read_table(NB201_LATENCY).column("raspberry_pi4"))
+}
+
+
+class Jobs:
+    """The fake publisher: keeps the jobs the loop sends, decoded."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        self.sent.append(m.decode(payload, parse_topic(topic)))
+
+
+class Builder:
+    """Builds a model file only when told to, so the test sees the tick not wait for it."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.built: list[str] = []
+
+    def __call__(self, space: str, arch: str, path: str) -> str:
+        assert self.go.wait(10)
+        with open(path, "wb") as fh:
+            fh.write(arch.encode())
+        self.built.append(arch)
+        return path
+
+
+def send(store, msg) -> None:
+    store.ingest([Message(f"fleetbench/v1/devices/{msg.device_id}/{msg.TOPIC}", m.encode(msg))])
+
+
+def online(store, device: str, index=None) -> None:
+    send(store, m.make(m.StatusMessage, device, StatusData(state="online", protocol=2, sku="Pi")))
+    if index is not None:
+        send(store, m.make(m.HealthMessage, device, HealthData(degradation=DegradationState(index=index))))
+
+
+def answer(store, device: str, job, scale: float = 1.0, ts: float = 10.0) -> None:
+    """What the device does with a sampling job: a result per architecture, then "done"."""
+    for item in job.data.architectures:
+        arch = ArchItem(space=item.space, arch=item.arch, format=item.format)
+        send(store, result(device, job.data.job_id, item.key, p50_ms=PI4[item.arch] * scale, arch=arch))
+    send(store, job_ack(device, job.data.job_id, "done", msg_id=f"ack:{job.data.job_id}:done", measured=3))
+
+
+@pytest.fixture
+def loop(tmp_path):
+    store = open_store(str(tmp_path / "fleet.sqlite"))
+    config = CoordinatorConfig(
+        state_dir=str(tmp_path / "coord"),
+        rerank=RerankConfig(samples=3, exclude=("raspberry_pi4",), budgets={"Pi": 45.0}, job_timeout_s=100.0),
+    )
+    jobs, builder = Jobs(), Builder()
+    reranker = Reranker(store, config, jobs, build=builder)
+    yield store, config, jobs, builder, reranker
+    builder.go.set()
+    reranker.close()
+
+
+def test_a_new_device_is_sampled_decided_built_off_the_tick_and_pushed(loop):
+    store, _config, jobs, builder, reranker = loop
+    online(store, "pi-1", index=1.0)
+    reranker.tick(now=1.0)
+    (job,) = jobs.sent
+    assert job.device_id == "pi-1" and len(job.data.architectures) == 3
+    assert store.rerank_states()["pi-1"].state == "sampling"
+    reranker.tick(now=2.0)  # nothing answered yet: nothing changes
+    assert store.rerank_states()["pi-1"].state == "sampling"
+    answer(store, "pi-1", job)
+    reranker.tick(now=3.0)  # decided; the model is being built, and the tick did not wait for it
+    state = store.rerank_states()["pi-1"]
+    assert state.state == "building" and not builder.built
+    reranker.tick(now=4.0)
+    assert store.rerank_states()["pi-1"].state == "building"
+    builder.go.set()
+    reranker._building["pi-1"][0].result(10)  # (the build's future: finished now)
+    reranker.tick(now=5.0)
+    state = store.rerank_states()["pi-1"]
+    assert state.state == "decided" and state.degradation_index == 1.0
+    (decision,) = store.decisions("pi-1")
+    assert decision.arch == builder.built[0] and decision.rollout_id
+    assert decision.predicted_ms * 1.0 <= 45.0 and decision.inputs["job_id"] == job.data.job_id
+    assert len(decision.inputs["measured"]) == 3
+    assert [r.target for r in store.rollouts()] == ["pi-1"]
+
+
+def test_a_degraded_device_is_ranked_again_and_a_refused_job_fails_then_retries(loop):
+    store, _config, jobs, builder, reranker = loop
+    builder.go.set()
+    online(store, "pi-1", index=1.0)
+    reranker.tick(now=1.0)
+    answer(store, "pi-1", jobs.sent[0])
+    reranker.tick(now=2.0)
+    reranker._building["pi-1"][0].result(10)
+    reranker.tick(now=3.0)
+    assert store.rerank_states()["pi-1"].state == "decided"
+    send(store, m.make(m.HealthMessage, "pi-1", HealthData(degradation=DegradationState(index=1.5))))
+    reranker.tick(now=4.0)  # moved 0.5 > 0.15: a second round
+    assert len(jobs.sent) == 2 and store.rerank_states()["pi-1"].rounds == 2
+    refused = jobs.sent[1].data.job_id
+    send(
+        store,
+        job_ack("pi-1", refused, "rejected", error="the device is busy", msg_id=f"ack:{refused}:rejected"),
+    )
+    reranker.tick(now=5.0)
+    state = store.rerank_states()["pi-1"]
+    assert state.state == "failed" and "was rejected: the device is busy" in state.detail
+    reranker.tick(now=50.0)  # not before rerank.job_timeout_s (100 s)
+    assert len(jobs.sent) == 2
+    reranker.tick(now=106.0)
+    assert len(jobs.sent) == 3 and store.rerank_states()["pi-1"].state == "sampling"
+
+
+def test_a_job_ends_only_by_its_own_devices_word(loop):
+    store, _config, jobs, _builder, reranker = loop
+    online(store, "pi-1")
+    reranker.tick(now=1.0)
+    job_id = jobs.sent[0].data.job_id
+    send(store, job_ack("pi-2", job_id, "done", msg_id=f"ack:{job_id}:done"))  # pi-2 speaking of pi-1's job
+    reranker.tick(now=2.0)
+    assert store.rerank_states()["pi-1"].state == "sampling"
+    reranker.tick(now=102.0)  # and with no word from pi-1, the round times out
+    assert store.rerank_states()["pi-1"].state == "failed"
+
+
+def test_one_devices_bad_round_does_not_stop_the_others(loop):
+    store, _config, jobs, builder, reranker = loop
+    builder.go.set()
+    online(store, "pi-1")
+    online(store, "pi-2")
+    reranker.tick(now=1.0)
+    by_device = {j.device_id: j for j in jobs.sent}
+    # pi-1 measured nothing usable (every item failed): no decision can rest on that
+    send(store, job_ack("pi-1", by_device["pi-1"].data.job_id, "done", msg_id="a1", measured=0))
+    answer(store, "pi-2", by_device["pi-2"], scale=0.8)
+    reranker.tick(now=2.0)
+    states = store.rerank_states()
+    assert states["pi-1"].state == "failed" and "a decision needs at least 2" in states["pi-1"].detail
+    assert states["pi-2"].state == "building"
+
+
+def test_devices_without_a_budget_are_left_alone(loop):
+    store, _config, jobs, _builder, reranker = loop
+    send(store, m.make(m.StatusMessage, "other", StatusData(state="online", protocol=2, sku="Unbudgeted")))
+    reranker.tick(now=1.0)
+    assert jobs.sent == [] and store.rerank_states()["other"].state == "no_budget"
