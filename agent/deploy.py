@@ -20,14 +20,16 @@ import json
 import logging
 import os
 from collections.abc import Awaitable
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 from agent.common.errors import FleetbenchError, WorkerCancelledError
 from agent.common.files import write_text_atomic
 from agent.device.publisher import Publisher
 from agent.modelstore import ModelStore
+from agent.protocol.errors import ProtocolError
 from agent.protocol.messages import Envelope, PushAckMessage, PushChunkMessage, PushManifestMessage
 from agent.protocol.push import Chunk, Manifest, PushAck, PushError, ranges
+from agent.protocol.types import clip
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +172,16 @@ class PushReceiver:
     # -- acks -----------------------------------------------------------------------
 
     def _ack(self, push_id: str, state: str, **fields: Any) -> None:
-        self.publisher.send(PushAckMessage, PushAck(push_id=push_id, state=state, **fields))  # type: ignore[arg-type]
+        self._send(push_id, state, fields, None)
+
+    def _send(self, push_id: str, state: str, fields: dict[str, Any], msg_id: Optional[str]) -> None:
+        """Say ``state`` about a push.  Never raises: an answer that cannot be sent is logged."""
+        if isinstance(fields.get("error"), str):
+            fields = {**fields, "error": clip(fields["error"])}
+        try:
+            self.publisher.send(PushAckMessage, PushAck(push_id=push_id, state=state, **fields), msg_id)  # type: ignore[arg-type]
+        except ProtocolError as err:
+            logger.error("the %s ack of push %s cannot be sent: %s", state, push_id, err)
 
     def _end(self, push_id: str, state: str, **fields: Any) -> None:
         """A push's last word: kept on disk, sent with an id made from the push."""
@@ -181,8 +192,7 @@ class PushReceiver:
             write_text_atomic(self._ended_path, json.dumps(self._ended), what="push record")
         except FleetbenchError as err:
             logger.warning("%s", err)
-        ack = PushAck(push_id=push_id, state=state, **fields)  # type: ignore[arg-type]
-        self.publisher.send(PushAckMessage, ack, f"ack:{push_id}:{state}")
+        self._send(push_id, state, fields, f"ack:{push_id}:{state}")
 
     def _load_ended(self) -> dict[str, dict[str, Any]]:
         try:

@@ -1,20 +1,32 @@
 """Coordinator ingest rate: results from many simulated agents, through mosquitto, into SQLite.
 
-A real mosquitto on a free loopback port; ``--agents`` MQTT clients (one connection
-each, like real agents) publish ``--per-agent`` result envelopes each with QoS 1 as
-fast as the broker takes them; the coordinator's Ingestor (shared subscription,
-batched commits, PUBACK after commit) stores them in a SQLite file.  Prints results/s
-from the first publish to the last row committed, and whether any was lost.
-Target (issue 6): >= 5,000 results/s from 100 agents, none lost.
+A real mosquitto on a free loopback port; ``--agents`` MQTT clients (one connection each,
+like real agents) in another process publish ``--per-agent`` result messages each with
+QoS 1 as fast as the broker takes them; the coordinator's Ingestor (shared subscription,
+batched commits, PUBACK after commit) stores them in a SQLite file.  Prints results/s from
+the first publish to the last row committed, and whether any was lost.  The messages are
+what a real agent sends: a result record with ``--samples`` samples (200: about 3 KB).
 
-    python benchmarks/coordinator_ingest.py [--agents 100] [--per-agent 200]
+    python benchmarks/coordinator_ingest.py [--agents 100] [--per-agent 200] [--backlog]
+    python benchmarks/coordinator_ingest.py --backlog --compare 200cfce [--rounds 3]
+
+``--compare BASE`` measures the previous code (a git worktree of BASE) and this code side
+by side, alternating, in one run: the same messages (the previous release's version 1 for
+it, version 2 for this one), the same harness (this file) importing each tree's
+``Ingestor`` and store.  ``--malformed SHARE`` mixes that share of malformed messages in
+(this code only: they become dead letters).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
+import pickle
+import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -22,31 +34,38 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from _helpers import load_test_helper
+from _helpers import REPO, load_test_helper
 
-from agent.transport import messages
-from agent.transport.mqtt import BrokerSettings
-from coordinator.service import Ingestor
-from coordinator.store import open_store
+MALFORMED = b'{"kind": "result", "v": 2, "id": "bad", "device_id": "%s", "ts": NaN, "data": {"result": [1]}}'
 
 
-def simulate(port: int, n_agents: int, per_agent: int, go: Any, started: Any, done: Any) -> None:
-    """Child process: ``n_agents`` connections, each publishing its results with QoS 1."""
-    payloads = [
-        [
-            messages.make(
-                "results",
-                f"sim-{a:03d}",
-                {"job_id": "bench", "model": f"m{i}", "result": {"stats": {"p50_ms": 1.0 + i}}},
-                msg_id=f"r{a}-{i}",
-            ).encode()
-            for i in range(per_agent)
-        ]
-        for a in range(n_agents)
-    ]
+def build_payloads(n_agents: int, per_agent: int, samples: int, version: int, malformed: float) -> list:
+    """Per agent: [(topic, payload)], made with this release's protocol (in ``version``)."""
+    from agent.protocol import messages
+
+    wire = load_test_helper("wire")
+    every = int(1 / malformed) if malformed else 0
+    out = []
+    for a in range(n_agents):
+        device = f"sim-{a:03d}"
+        topic = f"fleetbench/v1/devices/{device}/results"
+        items = []
+        for i in range(per_agent):
+            if every and (a * per_agent + i) % every == every - 1:
+                items.append((topic, MALFORMED % device.encode()))
+                continue
+            data = wire.result_data("bench", f"m{i}", 1.0 + i / 100, samples=samples)
+            msg = messages.make(messages.ResultMessage, device, data, f"r{a}-{i}")
+            items.append((topic, messages.encode(msg, version)))
+        out.append(items)
+    return out
+
+
+def simulate(port: int, payloads: list, go: Any, started: Any, done: Any) -> None:
+    """Child process: one connection per agent, each publishing its results with QoS 1."""
     clients = []
     connected = threading.Semaphore(0)
-    for a in range(n_agents):
+    for a in range(len(payloads)):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{a:03d}")
         c.max_inflight_messages_set(100)
         c.on_connect = lambda *args: connected.release()
@@ -55,32 +74,155 @@ def simulate(port: int, n_agents: int, per_agent: int, go: Any, started: Any, do
         clients.append(c)
     # Real agents are connected long before they have results; messages queued before the
     # CONNACK would go out at paho's reconnect pace instead (a few per second per client).
-    for _ in range(n_agents):
+    for _ in range(len(payloads)):
         assert connected.acquire(timeout=60), "a simulated agent did not connect"
     started.set()
     go.wait()
-
     # One thread queues every publish (paho's publish only enqueues); each client's network
     # thread sends its own and handles the PUBACKs.
+    per_agent = max(len(p) for p in payloads)
     infos = [
-        clients[a].publish(f"fleetbench/v1/devices/sim-{a:03d}/results", p, qos=1)
+        clients[a].publish(payloads[a][i][0], payloads[a][i][1], qos=1)
         for i in range(per_agent)
-        for a, p in enumerate(col[i] for col in payloads)
+        for a in range(len(payloads))
+        if i < len(payloads[a])
     ]
     for info in infos:
         info.wait_for_publish(120)
     done.set()
-    # Teardown is not measured: loop_stop() waits out each network thread's 1 s select.
-    for c in clients:
+    for c in clients:  # teardown is not measured
         c.disconnect()
     for c in clients:
         c.loop_stop()
+
+
+def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
+    """One measurement with whichever tree's coordinator is importable here."""
+    import coordinator
+    from agent.transport.mqtt import BrokerSettings
+    from coordinator.service import Ingestor
+    from coordinator.store import open_store
+
+    print(f"code: {os.path.dirname(os.path.dirname(os.path.abspath(coordinator.__file__)))}", file=sys.stderr)
+    total = sum(len(p) for p in payloads)
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = load_test_helper("broker").Mosquitto(tmp)
+        broker.start()
+        store = open_store(os.path.join(tmp, "fleet.sqlite"))
+        settings = BrokerSettings.from_url(broker.url, protocol=args.protocol)
+        ingestor = Ingestor(settings, store, client_id="bench-coordinator")
+        if not args.publish_only:
+            ingestor.start()
+            assert ingestor.connected.wait(10)
+            time.sleep(0.5)  # let the SUBACK land before publishing (setup, not a measurement)
+            if args.backlog:  # the persistent session exists now; the broker queues for it
+                ingestor.stop()
+                ingestor = Ingestor(settings, store, client_id="bench-coordinator")
+        # The simulated agents run in another process, as real agents run on other machines:
+        # in this one they would compete with the coordinator for the interpreter lock.
+        ctx = multiprocessing.get_context("spawn")
+        go, started, done = ctx.Event(), ctx.Event(), ctx.Event()
+        agents = ctx.Process(target=simulate, args=(broker.port, payloads, go, started, done))
+        agents.start()
+        assert started.wait(120), "the simulated agents did not connect"
+        start = time.perf_counter()
+        go.set()
+        assert done.wait(600), "the simulated agents did not finish publishing"
+        published = time.perf_counter() - start
+        if args.publish_only:
+            agents.join(300)
+            broker.stop()
+            print(f"{total} results published by {len(payloads)} agents in {published:.2f} s: "
+                  f"{total / published:,.0f} results/s into the broker (no coordinator)")  # fmt: skip
+            return 0
+        if args.backlog:
+            start = time.perf_counter()
+            ingestor.start()
+        deadline = time.monotonic() + 300
+        while store.count("results") < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        stored = store.count("results")
+        ingestor.stop()
+        agents.join(300)
+        broker.stop()
+    print(f"{len(payloads)} agents, {total} messages ({expected} results): published in {published:.2f} s, "
+          f"all stored after {elapsed:.2f} s: {stored / elapsed:,.0f} results/s; {stored} stored, "
+          f"{expected - stored} lost")  # fmt: skip
+    return 0 if stored == expected else 1
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The previous code and this one, alternating, on the same messages."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = os.path.join(tmp, "previous")
+        subprocess.run(
+            ["git", "-C", REPO, "worktree", "add", "--detach", "-q", tree, args.compare], check=True
+        )
+        try:
+            files = {}
+            for label, version, bad in (
+                ("previous", 1, 0.0),
+                ("this", 2, 0.0),
+                ("this, malformed", 2, args.malformed),
+            ):
+                if label == "this, malformed" and not bad:
+                    continue
+                payloads = build_payloads(args.agents, args.per_agent, args.samples, version, bad)
+                expected = sum(
+                    1
+                    for p in payloads
+                    for _, raw in p
+                    if not raw.startswith(b'{"kind": "result", "v": 2, "id": "bad"')
+                )
+                path = os.path.join(tmp, f"{version}-{bad}.pickle")
+                with open(path, "wb") as fh:
+                    pickle.dump((payloads, expected), fh)
+                files[label] = (path, tree if label == "previous" else REPO)
+            rates: dict[str, list[float]] = {label: [] for label in files}
+            for r in range(args.rounds):
+                order = list(files) if r % 2 == 0 else list(reversed(files))
+                for label in order:
+                    path, pythonpath = files[label]
+                    argv = [
+                        sys.executable,
+                        os.path.abspath(__file__),
+                        "--payloads",
+                        path,
+                        "--protocol",
+                        args.protocol,
+                    ]
+                    argv += ["--backlog"] if args.backlog else []
+                    env = {**os.environ, "PYTHONPATH": pythonpath}
+                    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1200)
+                    line = (out.stdout.strip().splitlines() or [out.stderr[-500:]])[-1]
+                    found = re.search(r"([\d,]+) results/s", line)
+                    code = re.search(r"^code: (.+)$", out.stderr, re.MULTILINE)
+                    assert code and code.group(1) == pythonpath, (
+                        f"{label} ran the code in {code and code.group(1)}"
+                    )
+                    if out.returncode != 0 or not found:
+                        print(f"{label}: failed: {line}", file=sys.stderr)
+                        return 1
+                    rates[label].append(float(found.group(1).replace(",", "")))
+                    print(f"round {r + 1} {label:<16} {line}", flush=True)
+        finally:
+            subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", tree], check=False)
+    base = statistics.median(rates["previous"])
+    print()
+    for label, values in rates.items():
+        runs = "; ".join(f"{v:,.0f}" for v in values)
+        print(f"{label:<16} median {statistics.median(values):>8,.0f} results/s  (runs: {runs})  "
+              f"ratio to previous {statistics.median(values) / base:.2f}")  # fmt: skip
+    print(json.dumps({k: statistics.median(v) for k, v in rates.items()}))
+    return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agents", type=int, default=100)
     ap.add_argument("--per-agent", type=int, default=200)
+    ap.add_argument("--samples", type=int, default=200, help="samples per result record (default 200)")
     ap.add_argument(
         "--protocol", choices=["3.1.1", "5"], default="3.1.1", help="the coordinator's MQTT version"
     )
@@ -94,64 +236,21 @@ def main() -> int:
         action="store_true",
         help="no coordinator: how fast the simulated agents get their results into the broker",
     )
+    ap.add_argument("--compare", metavar="BASE", help="also run the code of this commit, side by side")
+    ap.add_argument("--rounds", type=int, default=3, help="with --compare: rounds of each (default 3)")
+    ap.add_argument("--malformed", type=float, default=0.0, metavar="SHARE",
+                    help="with --compare: also this code with this share of malformed messages")  # fmt: skip
+    ap.add_argument("--payloads", help=argparse.SUPPRESS)  # --compare's children: messages made by the parent
     args = ap.parse_args()
-    total = args.agents * args.per_agent
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = load_test_helper("broker").Mosquitto(tmp)
-        broker.start()
-        store = open_store(os.path.join(tmp, "fleet.sqlite"))
-        ingestor = Ingestor(
-            BrokerSettings.from_url(broker.url, protocol=args.protocol), store, client_id="bench-coordinator"
-        )
-        if not args.publish_only:
-            ingestor.start()
-            assert ingestor.connected.wait(10)
-            time.sleep(0.5)  # let the SUBACK land before publishing (setup, not a measurement)
-            if args.backlog:  # the persistent session exists now; the broker queues for it
-                ingestor.stop()
-                ingestor = Ingestor(
-                    BrokerSettings.from_url(broker.url, protocol=args.protocol),
-                    store,
-                    client_id="bench-coordinator",
-                )
-        # The simulated agents run in another process, as real agents run on other machines:
-        # in this one they would compete with the coordinator for the interpreter lock.
-        ctx = multiprocessing.get_context("spawn")
-        go, started, done = ctx.Event(), ctx.Event(), ctx.Event()
-        agents = ctx.Process(
-            target=simulate, args=(broker.port, args.agents, args.per_agent, go, started, done)
-        )
-        agents.start()
-        assert started.wait(60), "the simulated agents did not connect"
-        start = time.perf_counter()
-        go.set()
-        assert done.wait(300), "the simulated agents did not finish publishing"
-        published = time.perf_counter() - start
-        if args.publish_only:
-            agents.join(300)
-            broker.stop()
-            print(
-                f"{total} results published by {args.agents} agents in {published:.2f} s: "
-                f"{total / published:,.0f} results/s into the broker (no coordinator)"
-            )
-            return 0
-        if args.backlog:
-            start = time.perf_counter()
-            ingestor.start()
-        deadline = time.monotonic() + 120
-        while store.count("results") < total and time.monotonic() < deadline:
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - start
-        stored = store.count("results")
-        ingestor.stop()
-        agents.join(300)
-        broker.stop()
-    print(
-        f"{args.agents} agents x {args.per_agent} results = {total}: published in {published:.2f} s, "
-        f"all stored after {elapsed:.2f} s: {stored / elapsed:,.0f} results/s; "
-        f"{stored} stored, {total - stored} lost"
-    )
-    return 0 if stored == total else 1
+    if args.compare:
+        return compare(args)
+    if args.payloads:
+        with open(args.payloads, "rb") as fh:
+            payloads, expected = pickle.load(fh)
+    else:
+        payloads = build_payloads(args.agents, args.per_agent, args.samples, 2, 0.0)
+        expected = sum(len(p) for p in payloads)
+    return run(args, payloads, expected)
 
 
 if __name__ == "__main__":

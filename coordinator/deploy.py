@@ -27,7 +27,7 @@ import time
 import uuid
 from typing import Any, Callable, NamedTuple, Optional
 
-from agent.common.errors import UsageError
+from agent.common.errors import FleetbenchError, UsageError
 from agent.common.files import write_bytes_atomic
 from agent.protocol.messages import PushChunkMessage, PushManifestMessage, encode, make
 from agent.protocol.push import ENDINGS, Chunk, Manifest, sign
@@ -213,7 +213,8 @@ class Deployer:
         for rollout in active:
             try:
                 self._advance(rollout, online, now)
-            except SigningKeyError as err:
+            except FleetbenchError as err:  # no key, or a push that cannot be written: this one halts
+                self.store.cancel_pending(rollout.rollout_id, now, "the rollout was halted")
                 self.store.update_rollout(rollout.rollout_id, now, "halted", str(err))
                 logger.error("rollout %s halted: %s", rollout.rollout_id, err)
         self._resume = False

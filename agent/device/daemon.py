@@ -38,6 +38,7 @@ from agent.common.tasks import Supervised
 from agent.config import DeviceConfig
 from agent.device.jobs import Job, JobError, JobInbox, JobStore
 from agent.device.publisher import Publisher
+from agent.protocol.errors import ProtocolError
 from agent.protocol.jobs import JobSpec
 from agent.protocol.messages import Envelope, HealthMessage, JobMessage, PushAckMessage, salvage
 from agent.protocol.push import PushAck
@@ -71,6 +72,7 @@ class DeviceDaemon(Supervised):
         self.topics: Optional[DeviceTopics] = None
         self.current: Optional[CurrentJob] = None
         self.jobs_done = 0
+        self._health_refused = 0
         self._cancel = threading.Event()  # set on stop: running measurements end
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stop: Optional[asyncio.Event] = None
@@ -287,7 +289,12 @@ class DeviceDaemon(Supervised):
                 uptime_s=round(time.time() - self.started_at, 1),
                 job=self.current,
             )
-            self.publisher.send(HealthMessage, data)
+            try:
+                self.publisher.send(HealthMessage, data)
+            except ProtocolError as err:  # a sensor reading the contract refuses: this sample is skipped
+                self._health_refused += 1
+                log = logger.warning if self._health_refused == 1 else logger.debug
+                log("a health sample cannot be sent (%d so far): %s", self._health_refused, err)
             self.write_status("running")
             if await self._sleep(self.config.health.interval_s, self.health_now):
                 return
@@ -356,7 +363,14 @@ class DeviceDaemon(Supervised):
                 failed.append(name)
                 self.inbox.ack(job.job_id, "model_failed", model=name, error=str(err))
             else:
-                self.inbox.send_result(result)
+                try:
+                    self.inbox.send_result(result)
+                except ProtocolError as err:  # e.g. a runtime that reported NaN: the item fails, not the job
+                    logger.error("job %s: the result of %s cannot be sent: %s", job.job_id, name, err)
+                    failed.append(name)
+                    self.inbox.ack(
+                        job.job_id, "model_failed", model=name, error=f"the result cannot be sent: {err}"
+                    )
             job = job.finished(name)
             self.store.save(job)
         self.current = None

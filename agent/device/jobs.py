@@ -25,11 +25,17 @@ import msgspec
 from agent.common.errors import FleetbenchError
 from agent.common.files import write_bytes_atomic
 from agent.device.publisher import Publisher
+from agent.protocol.errors import ProtocolError
 from agent.protocol.jobs import JobSpec
 from agent.protocol.messages import JobAckMessage, MessageTooLarge, ResultMessage
 from agent.protocol.reports import JobAck, ResultData
+from agent.protocol.types import clip
 
 logger = logging.getLogger(__name__)
+
+
+#: the fields of an ack that are sentences for people (cut to fit)
+TEXT_FIELDS = ("error", "message", "reason")
 
 
 class JobError(FleetbenchError):
@@ -155,8 +161,13 @@ class JobInbox:
         self.store, self.publisher = store, publisher
 
     def ack(self, job_id: Optional[str], state: str, **fields: Any) -> None:
+        """Say ``state`` about a job.  Never raises: an answer that cannot be sent is logged."""
         msg_id = f"ack:{job_id}:{state}" if job_id and state in self.STAGES else None
-        self.publisher.send(JobAckMessage, JobAck(job_id=job_id, state=state, **fields), msg_id)  # type: ignore[arg-type]
+        fields = {k: clip(v) if isinstance(v, str) and k in TEXT_FIELDS else v for k, v in fields.items()}
+        try:
+            self.publisher.send(JobAckMessage, JobAck(job_id=job_id, state=state, **fields), msg_id)  # type: ignore[arg-type]
+        except ProtocolError as err:  # a bug if it happens; the job goes on, and the log says why
+            logger.error("the %s ack of job %s cannot be sent: %s", state, job_id, err)
 
     def refuse(self, job_id: Optional[str], message_id: Optional[str], error: str) -> None:
         logger.warning("refused job %s: %s", job_id or message_id or "(unreadable)", error)

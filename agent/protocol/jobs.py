@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Optional
 import msgspec
 from msgspec import Meta
 
-from agent.protocol.types import ItemName, JobId, Seed, Short
+from agent.protocol.types import ItemName, JobId, Seed
 
 #: models and architectures one job may name
 MAX_ITEMS = 100
@@ -30,11 +30,15 @@ Format = Literal["onnx", "tflite"]
 Seconds = Annotated[float, Meta(ge=0, le=86400)]
 
 
+#: a search space's name (its key, below, must fit an item name's 400 characters)
+Space = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,32}$", description="1-32 characters")]
+
+
 class ArchItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A search-space architecture to build on the device and time like a model."""
 
-    space: Short
-    arch: Annotated[str, Meta(min_length=1, max_length=400)]
+    space: Space
+    arch: Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,300}$", description="1-300 characters")]
     seed: Seed = 0
     #: None: the space's default (``agent.materialize.DEFAULTS``)
     classes: Optional[Annotated[int, Meta(ge=1, le=100_000)]] = None
@@ -54,7 +58,7 @@ class ArchItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class LutItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Build a layer lookup table for a search space on the device (``fleetbench lut`` as a job)."""
 
-    space: Short
+    space: Space
     sample: Annotated[int, Meta(ge=2, le=MAX_LUT_SAMPLE)] = 30
     seed: Seed = 0
     format: Format = "onnx"

@@ -33,7 +33,18 @@ ItemName = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,400}$", description
 #: short free text: SKUs, platforms, versions, backends
 Short = Annotated[str, Meta(max_length=200)]
 #: a sentence for people: errors, reasons
-Text = Annotated[str, Meta(max_length=4000)]
+TEXT_MAX = 4000
+Text = Annotated[str, Meta(max_length=TEXT_MAX)]
+
+
+def clip(text: str, limit: int = TEXT_MAX) -> str:
+    """``text`` cut to fit a Text field (a runtime's error message can be pages long).
+
+    >>> clip("x" * 5000)[-12:]
+    'x (cut here)'
+    """
+    return text if len(text) <= limit else text[: limit - 11] + " (cut here)"
+
 
 Count = Annotated[int, Meta(ge=0)]
 Positive = Annotated[int, Meta(ge=1)]

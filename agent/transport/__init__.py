@@ -1,1 +1,4 @@
-"""Who hears about it?  Topics, message envelopes, the durable outbox and the MQTT link."""
+"""Who hears about it?  The durable outbox, the MQTT link, zeroconf discovery, Home Assistant.
+
+(What is said, the messages and their topics, is ``agent.protocol``.)
+"""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from coordinator.store.records import DecisionRecord
+if TYPE_CHECKING:  # (the store imports SQLAlchemy; every `fleetbench` command imports this module)
+    from coordinator.store.records import DecisionRecord
 
 
 def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]], out: Any = None) -> None:

@@ -52,7 +52,7 @@ class Message:
 
 
 @dataclass
-class _Batch:
+class Batch:
     """What a batch of messages becomes: rows per table, statuses in order, dead letters."""
 
     health: list[dict[str, Any]] = field(default_factory=list)
@@ -75,7 +75,7 @@ class _Batch:
         )
 
 
-def plan(msg: Message, batch: _Batch) -> None:
+def plan(msg: Message, batch: Batch) -> None:
     """Decode one message into its row (or its dead letter) in ``batch``."""
     topic = parse_topic(msg.topic)
     if topic is None or not topic.is_report:
@@ -122,7 +122,7 @@ class Ingesting:
     def ingest(self, messages: Sequence[Message]) -> dict[str, int]:
         """Store a batch in one transaction; counts of new rows by kind (duplicates count 0)
         and of dead letters ("dead").  Raises only when the database itself is unusable."""
-        batch = _Batch()
+        batch = Batch()
         for msg in messages:
             plan(msg, batch)
         try:
@@ -140,7 +140,7 @@ class Ingesting:
     def _ingest_each(self, messages: Sequence[Message]) -> dict[str, int]:
         total: dict[str, int] = {}
         for msg in messages:
-            one = _Batch()
+            one = Batch()
             plan(msg, one)
             try:
                 with self.engine.begin() as conn:
@@ -148,7 +148,7 @@ class Ingesting:
             except sa.exc.OperationalError:
                 raise
             except sa.exc.SQLAlchemyError as err:
-                dead = _Batch()
+                dead = Batch()
                 parsed = parse_topic(msg.topic)
                 reason = f"the database refused it: {getattr(err, 'orig', None) or err}"
                 dead.add_dead(
@@ -160,7 +160,7 @@ class Ingesting:
                 total[kind] = total.get(kind, 0) + n
         return total
 
-    def _write(self, conn: sa.Connection, batch: _Batch) -> dict[str, int]:
+    def _write(self, conn: sa.Connection, batch: Batch) -> dict[str, int]:
         added: dict[str, int] = {}
         for kind, table, rows in (("health", health, batch.health), ("results", results, batch.results),
                                   ("acks", acks, batch.acks)):  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import msgspec
 import pytest
 
 from agent.config import AgentConfig
@@ -106,3 +107,51 @@ def test_the_cli_exit_status_is_the_daemons(tmp_path, monkeypatch, exit_code):
     monkeypatch.setattr("agent.daemon.Agent.run", fake_run)
     monkeypatch.setattr(daemon_cli, "daemon_logging", lambda *a: None)
     assert main(["agent", "--state-dir", str(tmp_path), "--broker", "mqtt://127.0.0.1:1"]) == exit_code
+
+
+class Measuring(Plugin):
+    """Measures "good" and "nan" (a runtime that reported NaN); "boom" fails with pages of text."""
+
+    async def measure(self, job, item, conditions):
+        import dataclasses
+        import math
+
+        from wire import result_data
+
+        if item == "boom":
+            raise device_daemon.FleetbenchError("onnxruntime: " + "stack frame\n" * 2000)
+        data = result_data(job.job_id, item, 2.0)
+        if item == "nan":
+            stats = dataclasses.replace(data.result.stats, std_ms=math.nan)
+            data = msgspec.structs.replace(data, result=dataclasses.replace(data.result, stats=stats))
+        return data
+
+
+def test_an_item_whose_result_or_error_breaks_the_contract_fails_alone(tmp_path):
+    """A NaN from a runtime, or an error message pages long, costs its item, never the daemon."""
+    from agent.device.jobs import Job
+    from agent.protocol import messages
+    from agent.protocol.jobs import JobSpec
+
+    daemon = Measuring(config(tmp_path, "mqtt://127.0.0.1:1"))
+    thread, code = run(daemon)
+    try:
+        assert daemon.up.wait(30)
+        spec = JobSpec(job_id="j-edge", models=("nan", "boom", "good"))
+        daemon._loop.call_soon_threadsafe(daemon._jobs.put_nowait, Job(spec))
+        for _ in range(300):
+            if daemon.jobs_done:
+                break
+            threading.Event().wait(0.1)  # (the job runs on the daemon's loop; nothing else to wait on)
+        queued = [messages.decode(p.payload) for p in daemon.outbox.peek(1000)]
+    finally:
+        daemon.stop_threadsafe()
+        thread.join(30)
+    assert code == [0]
+    acks = {(a.data.model, a.data.state): a.data for a in queued if a.kind == "job_ack" and a.data.model}
+    assert "the result cannot be sent" in acks[("nan", "model_failed")].error
+    assert acks[("boom", "model_failed")].error.endswith("(cut here)")
+    (result,) = [r for r in queued if r.kind == "result"]
+    assert result.data.model == "good"
+    (done,) = [a.data for a in queued if a.kind == "job_ack" and a.data.state == "done"]
+    assert done.failed == ("nan", "boom") and done.measured == 1

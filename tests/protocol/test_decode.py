@@ -137,3 +137,22 @@ def test_oversized_messages_are_refused_unread():
     raw = b'{"kind": "health", "v": 2, "data": "' + b"x" * messages.MAX_BYTES + b'"}'
     with pytest.raises(ProtocolError, match="over the 131072-byte limit"):
         messages.decode(raw, "health")
+
+
+@FAST
+@given(space=st.text(min_size=1, max_size=32), arch=st.text(min_size=1, max_size=300),
+       seed=st.integers(0, 2**32 - 1), classes=st.none() | st.integers(1, 100_000),
+       resolution=st.none() | st.integers(8, 1024), fmt=st.sampled_from(["onnx", "tflite"]))  # fmt: skip
+def test_every_architecture_a_job_may_name_has_a_key_results_and_acks_can_carry(
+    space, arch, seed, classes, resolution, fmt
+):
+    """An item's key names it in results and acks: it must fit there, or the job could not be
+    answered."""
+    from agent.protocol.jobs import ArchItem
+    from agent.protocol.reports import JobAck
+
+    if any(c < " " or c == "\x7f" for c in space + arch):
+        return  # (refused when the job is decoded: no control characters)
+    key = ArchItem(space=space, arch=arch, seed=seed, classes=classes, resolution=resolution, format=fmt).key
+    ack = messages.make(messages.JobAckMessage, "dev-1", JobAck(job_id="j", state="running", model=key))
+    assert messages.decode(messages.encode(ack), "acks").data.model == key

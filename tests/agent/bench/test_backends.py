@@ -167,13 +167,15 @@ def test_cli_backend_names_match_the_registry():
 
 
 def test_the_cli_and_the_daemon_do_not_load_numpy():
-    """The idle agent's memory target: numpy and the runtimes load only in worker processes."""
+    """The idle agent's memory target: numpy and the runtimes load only in worker processes, and
+    the coordinator's libraries (which every `fleetbench` command's parser registers) not at all."""
     import subprocess
     import sys
 
+    heavy = ("numpy", "onnxruntime", "ai_edge_litert", "sqlalchemy", "scipy", "matplotlib", "onnx")
     code = (
         "import sys; from agent import cli, daemon; cli.build_parser(); "
-        "print(sorted(m for m in ('numpy', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
