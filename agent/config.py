@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-from agent.common.config import BrokerConfig, ConfigError, default_state_dir, layered
+from agent.common.config import BrokerConfig, ConfigError, check, default_state_dir, layered
 from agent.common.errors import UsageError
 
 DEFAULT_PATH = "/etc/fleetbench/agent.toml"
@@ -168,9 +168,7 @@ def validate_device(config: DeviceConfig) -> None:
          "log_level must be debug, info, warning or error"),
         (bool(config.state_dir), "state_dir must not be empty"),
     ]  # fmt: skip
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {message}")
+    check(where, checks)
 
 
 def validate(config: AgentConfig) -> AgentConfig:
@@ -189,9 +187,7 @@ def validate(config: AgentConfig) -> AgentConfig:
         (config.models.max_bytes >= 1, "models.max_bytes must be at least 1"),
         (bool(config.homeassistant.prefix.strip("/")), "homeassistant.prefix must not be empty"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {message}")
+    check(where, checks)
     return config
 
 

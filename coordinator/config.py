@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from agent.common.config import BrokerConfig, ConfigError, default_state_dir, layered
+from agent.common.config import BrokerConfig, ConfigError, check, default_state_dir, layered
 from agent.common.errors import UsageError
 
 DEFAULT_PATH = "/etc/fleetbench/coordinator.toml"
@@ -156,9 +156,7 @@ def validate(config: CoordinatorConfig) -> CoordinatorConfig:
         (config.log_level.lower() in ("debug", "info", "warning", "error"),
          "log_level must be debug, info, warning or error"),
     ]  # fmt: skip
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {message}")
+    check(where, checks)
     return config
 
 

@@ -210,7 +210,7 @@ class _Direct(Publisher):
         return msg_id
 
 
-def simulated_result(name: str, ms: float) -> BenchResult:
+def simulated_result(name: str, ms: float, samples: int = 1) -> BenchResult:
     """A result record for a latency a simulated device "measured": it says what it is."""
     ns = int(ms * 1e6)
     return BenchResult(
@@ -220,7 +220,7 @@ def simulated_result(name: str, ms: float) -> BenchResult:
         protocol=ProtocolInfo(
             warmup_runs=0,
             warmup_time_s=0.0,
-            runs=1,
+            runs=samples,
             min_time_s=0.0,
             max_time_s=0.0,
             seed=0,
@@ -230,7 +230,7 @@ def simulated_result(name: str, ms: float) -> BenchResult:
             load_ms=0.0,
             first_run_ms=ms,
         ),
-        stats=LatencyStats.from_ns([ns]),
+        stats=LatencyStats.from_ns([ns] * samples),
         device=DeviceSnapshot(
             hostname="",
             system="simulated",
@@ -248,5 +248,5 @@ def simulated_result(name: str, ms: float) -> BenchResult:
             battery_plugged=None,
             load_1m=None,
         ),
-        samples_ns=(ns,),
+        samples_ns=(ns,) * samples,
     )

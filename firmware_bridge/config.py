@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-from agent.common.config import ConfigError, default_state_dir, layered
+from agent.common.config import check, default_state_dir, layered
 from agent.config import DEFAULT_PATH, DeviceConfig, validate_device
 
 
@@ -64,9 +64,7 @@ def validate(config: BridgeDaemonConfig) -> BridgeDaemonConfig:
         (1 <= b.runs <= 65535, "bridge.runs must be 1-65535"),
         (0 <= b.warmup_runs <= 65535, "bridge.warmup_runs must be 0-65535"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {message}")
+    check(where, checks)
     return config
 
 

@@ -6,54 +6,16 @@ import json
 from types import SimpleNamespace
 from typing import Any, Optional
 
-from agent.bench.metadata import DeviceSnapshot
-from agent.bench.results import BackendInfo, BenchResult, ModelInfo, ProtocolInfo, TimerInfo
-from agent.bench.stats import LatencyStats
+from agent.bench.results import BenchResult
 from agent.protocol import messages as m
 from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LutItem
 from agent.protocol.reports import Conditions, JobAck, ResultData
+from coordinator.simulated import simulated_result
 
 
 def bench_result(name: str = "m.onnx", p50_ms: float = 1.0, samples: int = 1) -> BenchResult:
-    """A result record as a device would send it, for a latency of ``p50_ms``."""
-    ns = [int(p50_ms * 1e6)] * samples
-    return BenchResult(
-        model=ModelInfo(path=name, name=name, format="onnx", size_bytes=1, sha256="0" * 64, inputs=()),
-        backend=BackendInfo(name="onnxruntime", version="1", threads=1, runtime="onnxruntime"),
-        timer=TimerInfo(impl="native", clock="CLOCK_MONOTONIC_RAW", resolution_ns=1),
-        protocol=ProtocolInfo(
-            warmup_runs=0,
-            warmup_time_s=0.0,
-            runs=samples,
-            min_time_s=0.0,
-            max_time_s=1.0,
-            seed=0,
-            isolated=True,
-            warmup_done=0,
-            measure_time_s=0.1,
-            load_ms=1.0,
-            first_run_ms=p50_ms,
-        ),
-        stats=LatencyStats.from_ns(ns),
-        device=DeviceSnapshot(
-            hostname="test",
-            system="Linux",
-            kernel="6",
-            machine="x86_64",
-            python="3.11",
-            board=None,
-            cpu_model=None,
-            cores_logical=2,
-            cores_physical=2,
-            freq_policies=(),
-            temperatures_c=(),
-            rpi_throttled=None,
-            battery_percent=None,
-            battery_plugged=None,
-            load_1m=None,
-        ),
-        samples_ns=tuple(ns),
-    )
+    """A result record of ``samples`` runs at ``p50_ms`` each (a simulated device's kind)."""
+    return simulated_result(name, p50_ms, samples)
 
 
 def result_data(job_id: str = "j", model: str = "m.onnx", p50_ms: float = 1.0,

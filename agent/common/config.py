@@ -47,6 +47,13 @@ class BrokerConfig:
     max_backoff_s: float = 60.0
 
 
+def check(where: str, checks: list[tuple[bool, str]]) -> None:
+    """ConfigError naming ``where`` (the file, or "configuration") and the first failed check."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
+
+
 def default_state_dir(env: Mapping[str, str], name: str = "fleetbench") -> str:
     """systemd's StateDirectory=, else /var/lib/NAME for root, else the XDG state dir."""
     if env.get("STATE_DIRECTORY"):
