@@ -320,9 +320,6 @@ class Store(Ingesting):
                 out.append(_record(DecisionRecord, row, inputs=json.loads(row.inputs), deployment=dep))
         return out
 
-    def decision_count(self) -> int:
-        return self.count("decisions")
-
 
 def open_store(db: str, migrate: bool = True) -> Store:
     """Open (and by default migrate) the database ``db``: a SQLite path or a SQLAlchemy URL."""
