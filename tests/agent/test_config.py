@@ -117,3 +117,21 @@ def test_config_is_frozen(tmp_path):
     cfg = config.load(write(tmp_path, ""), env={})
     with pytest.raises(AttributeError):
         cfg.device_id = "x"  # type: ignore[misc]
+
+
+def test_the_agent_and_the_bridge_share_one_file_each_checking_its_own_sections(tmp_path):
+    """[bridge] belongs to the bridge, [models] to the agent: each ignores the other's, and
+    checks its own."""
+    from firmware_bridge import config as bridge_config
+
+    path = tmp_path / "agent.toml"
+    path.write_text("[models]\nmax_bytes = 1000\n[bridge]\nbaud = 921600\n[jobs]\nmax_runs = 50\n")
+    agent_cfg = config.load(str(path), env={})
+    bridge_cfg = bridge_config.load(str(path), env={})
+    assert agent_cfg.models.max_bytes == 1000 and not hasattr(agent_cfg, "bridge")
+    assert bridge_cfg.bridge.baud == 921600 and not hasattr(bridge_cfg, "models")
+    assert agent_cfg.jobs.max_runs == bridge_cfg.jobs.max_runs == 50  # a shared section
+    path.write_text("[bridge]\nbaud = 10\n")
+    config.load(str(path), env={})  # not the agent's to judge
+    with pytest.raises(ConfigError, match="bridge.baud must be at least 50"):
+        bridge_config.load(str(path), env={})
