@@ -133,5 +133,5 @@ def test_the_agent_and_the_bridge_share_one_file_each_checking_its_own_sections(
     assert agent_cfg.jobs.max_runs == bridge_cfg.jobs.max_runs == 50  # a shared section
     path.write_text("[bridge]\nbaud = 10\n")
     config.load(str(path), env={})  # not the agent's to judge
-    with pytest.raises(ConfigError, match="bridge.baud must be at least 50"):
+    with pytest.raises(ConfigError, match=r"bridge\.baud must be at least 50"):
         bridge_config.load(str(path), env={})
