@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from agent.common.errors import FleetbenchError, WorkerCancelledError
 from agent.common.files import write_text_atomic
+from agent.common.logs import WarnOnce
 from agent.device.publisher import Publisher
 from agent.modelstore import ModelStore
 from agent.protocol.errors import ProtocolError
@@ -54,7 +55,7 @@ class PushReceiver:
         self._ended: dict[str, dict[str, Any]] = self._load_ended()
         self._installing: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
-        self._unknown_warned: set[str] = set()
+        self._warn = WarnOnce(logger)
 
     def handle(self, msg: Envelope) -> None:
         """One decoded message from the ``models`` topic (called in the event loop's thread)."""
@@ -107,9 +108,7 @@ class PushReceiver:
             if self.store.missing(push_id) is None:
                 # No manifest here (lost, or a restart wiped nothing but it never came): the
                 # coordinator's retry sends the manifest again and the transfer resumes then.
-                if push_id not in self._unknown_warned:
-                    self._unknown_warned.add(push_id)
-                    logger.warning("%s", err)
+                self._warn(push_id, "%s", err)
                 return
             self.store.discard(push_id)
             self._end(push_id, "rejected", error=str(err))

@@ -29,6 +29,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from agent.common.errors import FleetbenchError, UsageError
 from agent.common.files import write_bytes_atomic
+from agent.common.logs import WarnOnce
 from agent.protocol.messages import PushChunkMessage, PushManifestMessage, encode, make
 from agent.protocol.push import ENDINGS, Chunk, Manifest, sign
 from agent.protocol.topics import DeviceTopics
@@ -187,7 +188,7 @@ class Deployer:
         self._queued: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(logger)
         self._sender = threading.Thread(target=self._send_loop, name="fleetbench-push", daemon=True)
         self._sender.start()
         self.chunks_sent = 0
@@ -235,9 +236,8 @@ class Deployer:
             self._add_deployments(rid, canary, "canary", now)
             state = "canary"
             self.store.update_rollout(rid, now, "canary", f"{len(canary)} of {len(targets)} device(s) first")
-        self._read_acks(
-            rollout, [d for d in self.store.deployments(rid) if d.state in ACTIVE_DEPLOYMENT], now
-        )
+        active = [d for d in self.store.deployments(rid) if d.state in ACTIVE_DEPLOYMENT]
+        self._read_acks(rollout, active, online, now)
         deps = self.store.deployments(rid)
         finished = [d for d in deps if d.state in TERMINAL and d.state != "cancelled"]
         failed = [d for d in finished if d.state in FAILED]
@@ -305,28 +305,31 @@ class Deployer:
 
     # -- the devices' answers -------------------------------------------------------
 
-    def _read_acks(self, rollout: Rollout, active: list[Deployment], now: float) -> None:
+    def _read_acks(
+        self, rollout: Rollout, active: list[Deployment], online: dict[str, OnlineDevice], now: float
+    ) -> None:
         """Apply the answers of each deployment's own device (acks sent under another device's
         id are that device's, and never reach here)."""
         if not active:
             return
         by_push = {(d.device_id, d.push_id): d for d in active}
         chunks = -(-rollout.size // self.config.push.chunk_bytes)
-        protocols = {d.device_id: d.protocol for d in self.store.online()}
         for got in self.store.push_acks(list(by_push), after=min(d.last_ack_ts or 0.0 for d in active)):
             d = by_push[(got.device_id, got.ack.push_id)]
             if d.state not in ACTIVE_DEPLOYMENT or got.ts <= (d.last_ack_ts or 0.0):
                 continue
-            ack, values = got.ack, dict[str, Any](last_ack_ts=got.ts)
+            ack = got.ack
+            values: dict[str, Any] = {"last_ack_ts": got.ts}
             if ack.state == "receiving":
                 try:
                     missing = ack.missing_within(chunks)
                 except ValueError as err:
-                    self._warn_once(
-                        d.push_id, f"push {d.push_id}: ignoring an answer of {d.device_id}: {err}"
+                    self._warn(
+                        d.push_id, "push %s: ignoring an answer of %s: %s", d.push_id, d.device_id, err
                     )
                 else:
-                    self._queue_chunks(rollout, d, missing, protocols.get(d.device_id, 1))
+                    device = online.get(d.device_id)
+                    self._queue_chunks(rollout, d, missing, device.protocol if device else 1)
                     values["state"] = "sending"
             elif ack.state in ENDINGS:
                 detail = ack.error or (f"smoke run p50 {ack.p50_ms} ms" if ack.state == "installed" else None)
@@ -335,11 +338,6 @@ class Deployer:
                 log("push %s: %s%s", d.push_id, ack.state, f" ({detail})" if detail else "")
             self.store.update_deployment(d.push_id, now, **values)
             by_push[(d.device_id, d.push_id)] = dataclasses.replace(d, **values)
-
-    def _warn_once(self, key: str, text: str) -> None:
-        log = logger.debug if key in self._warned else logger.warning
-        self._warned.add(key)
-        log("%s", text)
 
     # -- sending --------------------------------------------------------------------
 

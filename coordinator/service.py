@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from agent.common.logs import WarnOnce
 from agent.common.sdnotify import Notifier
 from agent.protocol.topics import all_devices
 from agent.transport.mqtt import BrokerSettings, start_network_thread
@@ -36,6 +37,7 @@ from coordinator.config import CoordinatorConfig
 from coordinator.deploy import Deployer
 from coordinator.reranker import Reranker
 from coordinator.store import Message, Store
+from coordinator.store.ingest import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class Ingestor:
         self.received = 0
         #: messages kept as dead letters since start
         self.dead_lettered = 0
-        self._dead_devices: set[Optional[str]] = set()
+        self._warn_dead = WarnOnce(logger)
         self._dead_since_log = 0
         self._dead_logged_at = 0.0
         self._network: Optional[threading.Thread] = None
@@ -176,32 +178,32 @@ class Ingestor:
                 except queue.Empty:
                     break
             batch = [Message(topic, payload) for topic, payload, _, _ in items]
+            refused: list[Refusal] = []
             try:
-                added = self.store.ingest(batch)
+                added = self.store.ingest(batch, refused)
             except Exception:  # the database failed: do not ack; the broker redelivers after a reconnect
                 logger.exception("storing %d messages failed; they stay unacknowledged", len(items))
                 continue
             for kind, n in added.items():
                 self.stored[kind] = self.stored.get(kind, 0) + n
             self.received += len(items)
-            if added.get("dead"):
-                self._log_dead(batch, added["dead"])
+            if refused:
+                self._log_dead(refused)
             for _, _, mid, qos in items:
                 if qos > 0:
                     self._client.ack(mid, qos)
 
-    def _log_dead(self, batch: list[Message], n: int) -> None:
+    def _log_dead(self, refused: list[Refusal]) -> None:
         """Say once per device that its messages are being refused; then a count a minute."""
-        self.dead_lettered += n
-        self._dead_since_log += n
-        for letter in self.store.dead_letters(limit=n):
-            if letter.device_id not in self._dead_devices:
-                self._dead_devices.add(letter.device_id)
-                logger.warning(
-                    "refused a message on %s (kept as a dead letter; `fleetbench fleet` counts them): %s",
-                    letter.topic,
-                    letter.reason,
-                )
+        self.dead_lettered += len(refused)
+        self._dead_since_log += len(refused)
+        for letter in refused:
+            self._warn_dead(
+                letter.device_id,
+                "refused a message on %s (kept as a dead letter; `fleetbench fleet` counts them): %s",
+                letter.topic,
+                letter.reason,
+            )
         now = time.monotonic()
         if now - self._dead_logged_at >= DEAD_LOG_EVERY_S:
             if self._dead_logged_at:

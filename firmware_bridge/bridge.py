@@ -23,6 +23,7 @@ import time
 from typing import Any, Optional
 
 from agent.common.errors import FleetbenchError, WorkerCancelledError
+from agent.common.logs import WarnOnce
 from agent.common.sdnotify import Notifier
 from agent.device.daemon import DeviceDaemon, JobAbort
 from agent.device.jobs import Job
@@ -59,7 +60,7 @@ class Bridge(DeviceDaemon):
         self.last_health: Optional[codec.Health] = None
         self.results_sent = 0
         self._birth: Optional[StatusData] = None
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(logger)
 
     def ready_text(self) -> str:
         return f"board on {self.port}"
@@ -96,9 +97,9 @@ class Bridge(DeviceDaemon):
                 if not self.board.hello_seen.is_set():  # the greeting was lost: ask again
                     await loop.run_in_executor(None, self.board.hello_request)
                 self.last_health = await loop.run_in_executor(None, self.board.health)
-                self._warned.discard("health")
+                self._warn.forget("health")
             except BridgeError as err:
-                self._warn_once("health", f"no health from the board: {err}")
+                self._warn("health", "no health from the board: %s", err)
         current = self.last_health if self.board.connected.is_set() else None
         return records.health_data(current, self.board.counters())
 
@@ -121,7 +122,7 @@ class Bridge(DeviceDaemon):
         try:
             device_id = self.fixed_id or records.device_id_for(hello)
         except FleetbenchError as err:
-            self._warn_once("id", f"the board on {self.port} cannot join the fleet: {err}")
+            self._warn("id", "the board on %s cannot join the fleet: %s", self.port, err)
             return
         self._birth = records.birth(hello, self.port, usb)
         if self.topics is None or self.topics.device_id != device_id:
@@ -147,13 +148,6 @@ class Bridge(DeviceDaemon):
     def _announce(self, state: str) -> None:
         if self.link is not None:
             self.link.announce(state, self._birth)
-
-    def _warn_once(self, key: str, text: str) -> None:
-        if key in self._warned:
-            logger.debug("%s", text)
-        else:
-            self._warned.add(key)
-            logger.warning("%s", text)
 
     # -- jobs ---------------------------------------------------------------------------
 

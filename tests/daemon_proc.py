@@ -191,6 +191,24 @@ def start_configured_coordinator(config: str) -> subprocess.Popen:
     )
 
 
+def wait_coordinator_subscribed(pub, db: str) -> None:
+    """Until the coordinator storing into ``db`` has subscribed: a retained status reaches it
+    whenever it subscribes, so once that is stored, nothing published from here on can miss it."""
+    from agent.protocol import messages
+
+    probe = messages.make(messages.StatusMessage, "probe", messages.StatusData(state="online", protocol=2))
+    pub.publish(
+        "fleetbench/v1/devices/probe/status", messages.encode(probe), qos=1, retain=True
+    ).wait_for_publish(10)
+    eventually(lambda: os.path.exists(db) and "probe" in fleet_if_ready(db))
+
+
+def fleet_if_ready(db: str) -> dict:
+    """``fleet(db)``, or nothing while the coordinator has not made the database yet."""
+    out = fleetbench("fleet", "--db", db, "--format", "json")
+    return {d["device_id"]: d for d in json.loads(out.stdout)} if out.returncode == 0 else {}
+
+
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, proc.stderr.read()

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from agent.common.args import EXIT_NOT_RUNNING, EXIT_OK, add_config_args, seconds
+from agent.common.args import EXIT_NOT_RUNNING, EXIT_OK, add_config_args, ago, seconds
 from agent.common.errors import UsageError
 from agent.common.logs import daemon_logging
 from agent.config import DEFAULT_PATH, SERVICE_STATE_DIR
@@ -102,15 +102,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return asyncio.run(agent.run())
 
 
-def _ago(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     import json
     import time
@@ -132,12 +123,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK if status["alive"] else EXIT_NOT_RUNNING
     now = time.time()
     if status["alive"]:
-        state = f"running (pid {status['pid']}, up {_ago(now - status['started_at'])})"
+        state = f"running (pid {status['pid']}, up {ago(now - status['started_at'])})"
         stale = now - status["updated_at"] > 3 * status.get("health_interval_s", 60)
         if stale:
-            state += f"; no update for {_ago(now - status['updated_at'])}: the agent may be stuck"
+            state += f"; no update for {ago(now - status['updated_at'])}: the agent may be stuck"
     else:
-        state = f"not running (last seen {_ago(now - status['updated_at'])} ago)"
+        state = f"not running (last seen {ago(now - status['updated_at'])} ago)"
     rows = [("agent", f"{status['device_id']}: {state}"), *_status_rows(status)]
     for key, value in rows:
         print(f"{key + ':':<13}{value}")

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Optional
 
 from agent.collectors import cpu, load, power, thermal
 from agent.collectors._sysfs import Runner, SysfsReader
+from agent.common.logs import WarnOnce
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class HealthMonitor:
 
     def __init__(self, reader: Optional[SysfsReader] = None, run: Optional[Runner] = None) -> None:
         self.collectors: list[Collector] = []
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(logger)
         for collector in default_collectors(reader or SysfsReader(), run):
             if self._guard(collector, collector.available, False):
                 self.collectors.append(collector)
@@ -173,9 +174,9 @@ class HealthMonitor:
         try:
             return call()
         except Exception as err:  # isolate each sensor: one broken driver must not end the report
-            log = logger.debug if collector.name in self._warned else logger.warning
-            self._warned.add(collector.name)
-            log("health collector %s failed: %s: %s", collector.name, type(err).__name__, err)
+            self._warn(
+                collector.name, "health collector %s failed: %s: %s", collector.name, type(err).__name__, err
+            )
             return default
 
     def sample(self) -> HealthSample:

@@ -46,6 +46,20 @@ def seconds(text: str) -> float:
     return value
 
 
+def ago(seconds: float) -> str:
+    """A span of time for people: ``42 s``, ``17 min``, ``3 h 5 min``.
+
+    >>> ago(42.4), ago(1030), ago(11100)
+    ('42 s', '17 min', '3 h 5 min')
+    """
+    whole = max(0, int(seconds))
+    if whole < 120:
+        return f"{whole} s"
+    if whole < 7200:
+        return f"{whole // 60} min"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
 def add_config_args(p: argparse.ArgumentParser, default_path: str) -> None:
     """--config and --state-dir, as every daemon command and its helpers take them."""
     p.add_argument(

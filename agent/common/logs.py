@@ -1,10 +1,39 @@
-"""A daemon's logging: the configured level, and journald priorities under systemd."""
+"""A daemon's logging: the configured level, journald priorities under systemd, warn once."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import ClassVar
+from collections.abc import Hashable
+from typing import Any, ClassVar
+
+
+class WarnOnce:
+    """The house rule for a sensor, a link or a sender that keeps failing: a warning the first
+    time for each key, then debug, so the log says it once and does not fill up.
+
+    >>> warn = WarnOnce(logging.getLogger("doctest"))
+    >>> warn.seen("board")
+    False
+    >>> warn("board", "no health from the board: %s", "timeout"); warn.seen("board")
+    True
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._seen: set[Hashable] = set()
+
+    def __call__(self, key: Hashable, message: str, *args: Any) -> None:
+        log = self.logger.debug if key in self._seen else self.logger.warning
+        self._seen.add(key)
+        log(message, *args)
+
+    def seen(self, key: Hashable) -> bool:
+        return key in self._seen
+
+    def forget(self, key: Hashable) -> None:
+        """It works again: the next failure is worth a warning."""
+        self._seen.discard(key)
 
 
 class JournalFormatter(logging.Formatter):

@@ -33,6 +33,7 @@ from agent.common.args import EXIT_FAILED, EXIT_OK
 from agent.common.config import ConfigError
 from agent.common.errors import FleetbenchError, WorkerCancelledError
 from agent.common.files import write_bytes_atomic
+from agent.common.logs import WarnOnce
 from agent.common.sdnotify import Notifier
 from agent.common.tasks import Supervised
 from agent.config import DeviceConfig
@@ -72,7 +73,7 @@ class DeviceDaemon(Supervised):
         self.topics: Optional[DeviceTopics] = None
         self.current: Optional[CurrentJob] = None
         self.jobs_done = 0
-        self._health_refused = 0
+        self._warn = WarnOnce(logger)
         self._cancel = threading.Event()  # set on stop: running measurements end
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stop: Optional[asyncio.Event] = None
@@ -292,9 +293,7 @@ class DeviceDaemon(Supervised):
             try:
                 self.publisher.send(HealthMessage, data)
             except ProtocolError as err:  # a sensor reading the contract refuses: this sample is skipped
-                self._health_refused += 1
-                log = logger.warning if self._health_refused == 1 else logger.debug
-                log("a health sample cannot be sent (%d so far): %s", self._health_refused, err)
+                self._warn("health", "a health sample cannot be sent: %s", err)
             self.write_status("running")
             if await self._sleep(self.config.health.interval_s, self.health_now):
                 return

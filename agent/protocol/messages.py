@@ -76,7 +76,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
 
     @property
     def kind(self) -> str:
-        return str(type(self).__struct_config__.tag)
+        return kind_of(type(self))
+
+
+def kind_of(cls: type[Envelope]) -> str:
+    """The ``kind`` a message class is tagged with: ``kind_of(ResultMessage) == "result"``."""
+    return str(cls.__struct_config__.tag)
 
 
 class StatusMessage(Envelope, frozen=True, kw_only=True, tag="status"):
@@ -124,7 +129,7 @@ class PushChunkMessage(Envelope, frozen=True, kw_only=True, tag="push_chunk", fo
 REPORTS = (StatusMessage, HealthMessage, ResultMessage, JobAckMessage, PushAckMessage)
 COMMANDS = (JobMessage, PushManifestMessage, PushChunkMessage)
 CLASSES: tuple[type[Envelope], ...] = REPORTS + COMMANDS
-BY_KIND: dict[str, type[Envelope]] = {str(cls.__struct_config__.tag): cls for cls in CLASSES}
+BY_KIND: dict[str, type[Envelope]] = {kind_of(cls): cls for cls in CLASSES}
 Message = Union[
     StatusMessage,
     HealthMessage,

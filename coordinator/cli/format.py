@@ -18,16 +18,6 @@ def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]], out: Any =
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
 
 
-def ago(seconds: float) -> str:
-    """``12 s ago``, ``5 min ago``, ``3 h ago``."""
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.0f} h ago"
-
-
 def describe(item: DecisionRecord) -> str:
     """A decision in words, for `fleetbench explain` and the demo's report."""
     i = item.inputs

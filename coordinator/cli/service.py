@@ -15,8 +15,9 @@ import sys
 import time
 from typing import Any
 
+from agent.common.args import ago
 from agent.common.errors import UsageError
-from coordinator.cli.format import ago, describe, print_table
+from coordinator.cli.format import describe, print_table
 from coordinator.extras import need
 
 EPILOG_CONFIG = "Settings come from --config (default /etc/fleetbench/coordinator.toml), then flags."
@@ -182,7 +183,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             d.device_id + (f" ({d.kind})" if d.kind else ""),
             d.state,
             d.sku or "?",
-            ago(now - d.last_seen),
+            ago(now - d.last_seen) + " ago",
             f"{max(temps.values()):.1f}" if temps else "-",
             f"{d.degradation_index:.3f}" if d.degradation_index is not None else "-",
             str(d.results),
@@ -192,7 +193,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if dead:
         total = store.count("dead_letters")
         last = dead[0]
-        print(f"\n{total} message(s) refused and kept as dead letters; the newest {ago(now - last.at)} on "
+        newest = ago(now - last.at)
+        print(f"\n{total} message(s) refused and kept as dead letters; the newest {newest} ago on "
               f"{last.topic}: {last.reason}", file=sys.stderr)  # fmt: skip
     return 0
 

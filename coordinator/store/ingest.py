@@ -51,6 +51,15 @@ class Message:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A message that became a dead letter: where it came from, and why."""
+
+    topic: str
+    device_id: Optional[str]
+    reason: str
+
+
 @dataclass
 class Batch:
     """What a batch of messages becomes: rows per table, statuses in order, dead letters."""
@@ -73,6 +82,11 @@ class Batch:
                 "payload": bytes(msg.payload[:DEAD_LETTER_BYTES]),
             }
         )
+
+    def report(self, refused: Optional[list[Refusal]]) -> None:
+        """Once stored: tell the caller which messages became dead letters."""
+        if refused is not None:
+            refused.extend(Refusal(d["topic"], d["device_id"], d["reason"]) for d in self.dead)
 
 
 def plan(msg: Message, batch: Batch) -> None:
@@ -119,15 +133,19 @@ class Ingesting:
     def _sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
-    def ingest(self, messages: Sequence[Message]) -> dict[str, int]:
+    def ingest(self, messages: Sequence[Message], refused: Optional[list[Refusal]] = None) -> dict[str, int]:
         """Store a batch in one transaction; counts of new rows by kind (duplicates count 0)
-        and of dead letters ("dead").  Raises only when the database itself is unusable."""
+        and of dead letters ("dead").  Raises only when the database itself is unusable.
+
+        ``refused``, if given, gets what became a dead letter, for the caller to report."""
         batch = Batch()
         for msg in messages:
             plan(msg, batch)
         try:
             with self.engine.begin() as conn:
-                return self._write(conn, batch)
+                added = self._write(conn, batch)
+            batch.report(refused)
+            return added
         except sa.exc.OperationalError:
             raise  # the database, not a message: store nothing, acknowledge nothing
         except sa.exc.SQLAlchemyError as err:
@@ -135,9 +153,9 @@ class Ingesting:
             # batch message by message, so only that one becomes a dead letter.
             logger.warning("a batch of %d could not be stored together (%s); storing one by one",
                            len(messages), type(err).__name__)  # fmt: skip
-            return self._ingest_each(messages)
+            return self._ingest_each(messages, refused)
 
-    def _ingest_each(self, messages: Sequence[Message]) -> dict[str, int]:
+    def _ingest_each(self, messages: Sequence[Message], refused: Optional[list[Refusal]]) -> dict[str, int]:
         total: dict[str, int] = {}
         for msg in messages:
             one = Batch()
@@ -145,6 +163,7 @@ class Ingesting:
             try:
                 with self.engine.begin() as conn:
                     added = self._write(conn, one)
+                one.report(refused)
             except sa.exc.OperationalError:
                 raise
             except sa.exc.SQLAlchemyError as err:
@@ -156,6 +175,7 @@ class Ingesting:
                 )
                 with self.engine.begin() as conn:
                     added = self._write(conn, dead)
+                dead.report(refused)
             for kind, n in added.items():
                 total[kind] = total.get(kind, 0) + n
         return total

@@ -112,6 +112,10 @@ def test_the_cli_exit_status_is_the_daemons(tmp_path, monkeypatch, exit_code):
 class Measuring(Plugin):
     """Measures "good" and "nan" (a runtime that reported NaN); "boom" fails with pages of text."""
 
+    def _finish(self, job, state, **fields):
+        super()._finish(job, state, **fields)
+        self.finished.set()
+
     async def measure(self, job, item, conditions):
         import dataclasses
         import math
@@ -134,15 +138,13 @@ def test_an_item_whose_result_or_error_breaks_the_contract_fails_alone(tmp_path)
     from agent.protocol.jobs import JobSpec
 
     daemon = Measuring(config(tmp_path, "mqtt://127.0.0.1:1"))
+    daemon.finished = threading.Event()
     thread, code = run(daemon)
     try:
         assert daemon.up.wait(30)
         spec = JobSpec(job_id="j-edge", models=("nan", "boom", "good"))
         daemon._loop.call_soon_threadsafe(daemon._jobs.put_nowait, Job(spec))
-        for _ in range(300):
-            if daemon.jobs_done:
-                break
-            threading.Event().wait(0.1)  # (the job runs on the daemon's loop; nothing else to wait on)
+        assert daemon.finished.wait(60)
         queued = [messages.decode(p.payload) for p in daemon.outbox.peek(1000)]
     finally:
         daemon.stop_threadsafe()

@@ -27,6 +27,7 @@ from daemon_proc import (
     start_configured_coordinator,
     start_coordinator,
     stop,
+    wait_coordinator_subscribed,
     write_config,
 )
 from wire import job, result
@@ -73,22 +74,12 @@ def coord_log(proc) -> str:
     return proc.stderr.read() or ""
 
 
-def wait_subscribed(pub, db: str) -> None:
-    """A retained status reaches the coordinator whenever it subscribes: once it is stored, the
-    subscriptions are in place and nothing published from here on can miss them."""
-    probe = messages.make(messages.StatusMessage, "probe", messages.StatusData(state="online", protocol=2))
-    pub.publish(topic("probe", "status"), messages.encode(probe), qos=1, retain=True).wait_for_publish(10)
-    eventually(
-        lambda: os.path.exists(db) and open_store(db, migrate=False).version() > 0 and "probe" in fleet(db)
-    )
-
-
 def test_malformed_reports_cost_only_themselves_and_are_not_redelivered(tmp_path, mosquitto):
     db = str(tmp_path / "fleet.sqlite")
     coord = start_coordinator(mosquitto, db)
     pub = publisher(mosquitto)
     try:
-        wait_subscribed(pub, db)
+        wait_coordinator_subscribed(pub, db)
         for i, (kind, payload) in enumerate(MALFORMED):
             pub.publish(topic("bad-dev", kind), payload, qos=1).wait_for_publish(10)
             good = result("good-dev", "j", f"m{i}", msg_id=f"r{i}")
@@ -125,7 +116,7 @@ def test_the_same_job_answered_by_two_devices_is_two_results(tmp_path, mosquitto
     coord = start_coordinator(mosquitto, db)
     pub = publisher(mosquitto)
     try:
-        wait_subscribed(pub, db)
+        wait_coordinator_subscribed(pub, db)
         for device in ("pi-a", "pi-b"):  # what both agents send for job "j-same": the same message id
             msg = result(device, "j-same", "conv.onnx", msg_id="result:j-same:conv.onnx")
             pub.publish(topic(device, "results"), messages.encode(msg), qos=1).wait_for_publish(10)

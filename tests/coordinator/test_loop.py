@@ -8,12 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 
 import pytest
 from broker import Receiver
-from daemon_proc import REPO, AgentProcess, eventually, fleetbench, write_config
+from daemon_proc import AgentProcess, eventually, fleetbench, start_configured_coordinator, write_config
 from keys import key_pair
 from wire import examples_of, schema_errors
 
@@ -40,16 +39,6 @@ def keygen(config: str) -> str:
     out = fleetbench("keygen", "--config", config)
     assert out.returncode == 0, out.stderr
     return out.stdout.split('public_key = "')[1].split('"')[0]
-
-
-def start_coordinator(config: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "agent", "coordinator", "--config", config],
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -86,7 +75,7 @@ def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_pa
         '[rerank]\nsamples = 3\nruns = 3\n[rerank.budgets]\n"loop-pi" = 1000.0\n[push]\nsmoke_runs = 3\n',
     )  # fmt: skip
     public = keygen(config)
-    coord = start_coordinator(config)
+    coord = start_configured_coordinator(config)
     agent = AgentProcess(
         str(tmp_path), write_config(str(tmp_path / "agent.toml"), mosquitto.url,
                                     f'[models]\npublic_key = "{public}"\n'), "loop-pi")  # fmt: skip
@@ -130,7 +119,7 @@ def test_a_sku_rollout_halts_when_its_canary_fails_and_completes_when_it_does_no
     # sorted first, so the canary: it pins another key and rejects every push
     sims = [simulated(tmp_path, mosquitto, "sku-a", wrong)]
     sims += [simulated(tmp_path, mosquitto, f"sku-{c}", public) for c in "bc"]
-    coord = start_coordinator(config)
+    coord = start_configured_coordinator(config)
     try:
         eventually(lambda: len(open_store(str(tmp_path / "fleet.sqlite")).fleet()) == 3)
         model = nb201_model(tmp_path)
@@ -176,7 +165,7 @@ def test_a_coordinator_restarted_mid_rollout_resumes_it(tmp_path, mosquitto):
         return False
 
     sim = simulated(tmp_path, mosquitto, "resume-pi", public, on_chunk=on_chunk)
-    coord = start_coordinator(config)
+    coord = start_configured_coordinator(config)
     try:
         model = nb201_model(tmp_path)
         chunks = -(-os.path.getsize(model) // 65536)
@@ -188,7 +177,7 @@ def test_a_coordinator_restarted_mid_rollout_resumes_it(tmp_path, mosquitto):
         (r,) = rollouts(config)
         assert r["state"] == "canary" and r["deployments"][0]["state"] == "sending"
         accept.set()
-        coord = start_coordinator(config)
+        coord = start_configured_coordinator(config)
         eventually(lambda: rollouts(config)[0]["state"] == "done", 120)
         (dep,) = rollouts(config)[0]["deployments"]
         assert dep["state"] == "installed" and dep["attempts"] == 2
@@ -229,7 +218,7 @@ def test_a_device_whose_degradation_moves_is_ranked_again(tmp_path, mosquitto):
     public = keygen(config)
     sim = SimulatedDevice("aging-pi", SKU, pi4, "raspberry_pi4", BrokerSettings.from_url(mosquitto.url),
                           str(tmp_path / "aging-pi"), public)  # fmt: skip
-    coord = start_coordinator(config)
+    coord = start_configured_coordinator(config)
     sim.start()
     store = open_store(str(tmp_path / "fleet.sqlite"))
 

@@ -4,8 +4,6 @@ while the coordinator is down is lost, and duplicates are stored once."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import sqlite3
 
@@ -18,6 +16,7 @@ from daemon_proc import (
     publisher,
     start_coordinator,
     stop,
+    wait_coordinator_subscribed,
     write_config,
 )
 from wire import job, result
@@ -61,13 +60,7 @@ def test_nothing_sent_while_the_coordinator_is_down_is_lost_and_duplicates_count
     db = str(tmp_path / "fleet.sqlite")
     coord = start_coordinator(mosquitto, db)
     pub = publisher(mosquitto)
-    # A retained status reaches the coordinator whenever it subscribes: once it is stored, the
-    # subscriptions are in place and nothing published from here on can miss them.
-    probe = json.dumps({"v": 1, "state": "online", "device_id": "probe", "ts": 0}).encode()  # (version 1 too)
-    pub.publish("fleetbench/v1/devices/probe/status", probe, qos=1, retain=True).wait_for_publish(10)
-    eventually(
-        lambda: os.path.exists(db) and open_store(db, migrate=False).version() > 0 and "probe" in fleet(db)
-    )
+    wait_coordinator_subscribed(pub, db)
     try:
         first = [messages.encode(result("sim-1", model=f"m{i}", msg_id=f"r{i}")) for i in range(100)]
         for raw in first + first[:20]:  # 20 redelivered

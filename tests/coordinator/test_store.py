@@ -149,12 +149,14 @@ BAD = [
 @pytest.mark.parametrize("payload, reason", BAD)
 def test_a_bad_message_becomes_a_dead_letter_and_the_rest_are_stored(store, payload, reason):
     good = [wire(result("pi-1", "j", f"m{i}")) for i in range(3)] + [wire(job_ack("pi-1", "j", "done"))]
-    added = store.ingest([*good[:2], Message(topic("pi-1", "results"), payload), *good[2:]])
+    refused: list = []
+    added = store.ingest([*good[:2], Message(topic("pi-1", "results"), payload), *good[2:]], refused)
     assert added["results"] == 3 and added["acks"] == 1 and added["dead"] == 1
     (letter,) = store.dead_letters()
     assert reason in letter.reason, letter.reason
     assert (letter.device_id, letter.kind, letter.topic) == ("pi-1", "results", topic("pi-1", "results"))
     assert letter.payload == payload[:4096] and letter.size == len(payload)
+    assert [(r.topic, r.device_id, r.reason) for r in refused] == [(letter.topic, "pi-1", letter.reason)]
     assert store.fleet()[0].dead_letters == 1
 
 

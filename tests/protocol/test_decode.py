@@ -105,7 +105,7 @@ def test_real_messages_with_any_field_changed(kind, path, value):
 @pytest.mark.parametrize("topic", TOPICS)
 @pytest.mark.parametrize("depth", [1_000, 50_000, 120_000])
 def test_deep_nesting(topic, depth):
-    kind = str(messages.BY_TOPIC[topic][0].__struct_config__.tag)
+    kind = messages.kind_of(messages.BY_TOPIC[topic][0])
     head = b'{"kind": "%s", "v": 2, "id": "x", "device_id": "dev-1", "ts": 1, "data": ' % kind.encode()
     for body in (b"[" * depth, b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth):
         for raw in (body, head + body + b"}", head + b'{}, "extra": ' + body + b"}"):
