@@ -45,6 +45,8 @@ class HealthConfig:
 class OutboxConfig:
     max_messages: int = 100_000
     max_age_days: float = 7.0
+    #: the payload bytes it holds at most (health samples go first, then the oldest results)
+    max_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,22 @@ class JobsConfig:
     #: refuse jobs asking for more measured runs or more seconds per model than this
     max_runs: int = 100_000
     max_time_s: float = 600.0
+    #: ... more warm-up runs, or more threads (0: the device's logical cores)
+    max_warmup_runs: int = 10_000
+    max_threads: int = 0
+    #: a job's device-time budget: refused if its items could take longer (each item's
+    #: max_time_s and warm-up, plus building), and failed if it runs over
+    max_job_s: float = 4 * 3600.0
+    #: jobs accepted and waiting; when one more comes, the oldest waiting is dropped (acked
+    #: "rejected" with the reason)
+    max_waiting: int = 20
+    #: an architecture whose weights are larger than this is not built
+    max_model_bytes: int = 256 * 1024 * 1024
+    #: built architectures kept for the next job; the least recently used go first
+    cache_bytes: int = 1024 * 1024 * 1024
+    #: take jobs and pushes nobody signed, when no key is pinned: for a lab on a network you
+    #: trust, never a fleet (anyone who can publish to the broker commands the device)
+    allow_unsigned: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,8 +100,9 @@ class DiscoveryConfig:
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    #: the coordinator's public key, "ed25519:<base64>" (`fleetbench keygen` prints it);
-    #: pushes are accepted only when signed by it, and refused while it is unset
+    #: the coordinator's public key, "ed25519:<base64>" (`fleetbench keygen --show` prints it);
+    #: jobs and pushes are accepted only when signed by it, and refused while it is unset
+    #: (unless jobs.allow_unsigned)
     public_key: Optional[str] = None
     #: refuse a pushed model larger than this
     max_bytes: int = 64 * 1024 * 1024
@@ -107,6 +126,8 @@ class DeviceConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    #: the coordinator's key (both daemons check jobs with it; the agent pushes too)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     #: where the file came from, for messages and SIGHUP (not a key in the file)
     source: Optional[str] = field(default=None, compare=False)
 
@@ -121,7 +142,6 @@ class DeviceConfig:
 @dataclass(frozen=True)
 class AgentConfig(DeviceConfig):
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
 
     #: the firmware bridge reads the same file and owns its [bridge] section
@@ -153,6 +173,14 @@ def validate_device(config: DeviceConfig) -> None:
             BrokerSettings.from_url(config.broker.url)
         except UsageError as err:
             raise ConfigError(f"{where}: {err}") from None
+    if config.models.public_key:
+        from agent.protocol.signing import TrustError, parse_public_key
+
+        try:
+            parse_public_key(config.models.public_key)
+        except TrustError as err:
+            raise ConfigError(f"{where}: models.public_key: {err}") from None
+    j = config.jobs
     checks = [
         (config.broker.protocol in ("3.1.1", "5"), "broker.protocol must be \"3.1.1\" or \"5\""),
         (config.broker.keepalive_s >= 5, "broker.keepalive_s must be at least 5"),
@@ -160,9 +188,16 @@ def validate_device(config: DeviceConfig) -> None:
         (config.health.interval_s >= 1, "health.interval_s must be at least 1"),
         (config.outbox.max_messages >= 1, "outbox.max_messages must be at least 1"),
         (config.outbox.max_age_days > 0, "outbox.max_age_days must be more than 0"),
+        (config.outbox.max_bytes >= 64 * 1024, "outbox.max_bytes must be at least 65536"),
         (config.jobs.max_runs >= 1, "jobs.max_runs must be at least 1"),
         (config.jobs.max_time_s > 0, "jobs.max_time_s must be more than 0"),
         (config.jobs.max_wait_s >= 0, "jobs.max_wait_s must be 0 or more"),
+        (j.max_warmup_runs >= 0, "jobs.max_warmup_runs must be 0 or more"),
+        (j.max_threads >= 0, "jobs.max_threads must be 0 (the logical cores) or more"),
+        (j.max_job_s > 0, "jobs.max_job_s must be more than 0"),
+        (j.max_waiting >= 1, "jobs.max_waiting must be at least 1"),
+        (j.max_model_bytes >= 1, "jobs.max_model_bytes must be at least 1"),
+        (j.cache_bytes >= 0, "jobs.cache_bytes must be 0 or more"),
         (0 <= config.jobs.min_battery_percent <= 100, "jobs.min_battery_percent must be 0-100"),
         (config.log_level.lower() in ("debug", "info", "warning", "error"),
          "log_level must be debug, info, warning or error"),
@@ -175,13 +210,6 @@ def validate(config: AgentConfig) -> AgentConfig:
     """Range and format checks that types alone cannot make; returns the config."""
     validate_device(config)
     where = config.source or "configuration"
-    if config.models.public_key:
-        from agent.protocol.push import PushError, parse_public_key
-
-        try:
-            parse_public_key(config.models.public_key)
-        except PushError as err:
-            raise ConfigError(f"{where}: models.public_key: {err}") from None
     checks = [
         (config.degradation.interval_s >= 60, "degradation.interval_s must be at least 60"),
         (config.models.max_bytes >= 1, "models.max_bytes must be at least 1"),

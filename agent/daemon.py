@@ -43,6 +43,7 @@ from agent.measure import (
     cache_path,
     check_job,
     lut_target,
+    prune_cache,
     resolve_model,
 )
 from agent.modelstore import ModelStore
@@ -101,10 +102,12 @@ class Agent(DeviceDaemon):
             cfg.degradation.max_temperature_c,
         )
         self.pushes = PushReceiver(
-            ModelStore(cfg.model_dir, cfg.state_dir, cfg.models.public_key, cfg.models.max_bytes),
+            ModelStore(cfg.model_dir, cfg.state_dir, cfg.models.max_bytes),
             self.publisher,
             self._smoke,
             cfg.state_dir,
+            self.trust,
+            lambda: self.device_id,
         )
         if cfg.discovery.enabled:
             self._spawn(self._advertise())
@@ -303,12 +306,14 @@ class Agent(DeviceDaemon):
             None,
             call_in_worker,
             bench_target,
-            (path, settings, arch),
+            (path, settings, arch, self.config.jobs.max_model_bytes),
             timeout_s,
             repr(item),
             progress,
             self._cancel,
         )
+        if arch is not None:
+            await loop.run_in_executor(None, prune_cache, self.cache_dir, self.config.jobs.cache_bytes, path)
         return ResultData(
             job_id=job.job_id, model=item, result=result, architecture=arch, conditions=conditions
         )
@@ -327,7 +332,7 @@ class Agent(DeviceDaemon):
         assert self._busy is not None
         async with self._busy:
             result = await asyncio.get_running_loop().run_in_executor(
-                None, call_in_worker, bench_target, (path, settings, None), LOAD_GRACE_S + 120.0,
+                None, call_in_worker, bench_target, (path, settings, None, 0), LOAD_GRACE_S + 120.0,
                 f"the smoke run of {os.path.basename(path)}", None, self._cancel,
             )  # fmt: skip
         return SmokeResult(result.stats.p50_ms, result.backend.name)

@@ -1,8 +1,10 @@
 """The device side of a model push: messages in, the model store, the smoke run, acks out.
 
-    manifest -> verified and within limits?  no: ack "rejected" (nothing written)
-                                             yes: ack "receiving" with the missing chunk ranges
-    chunks   -> written as they come; the last one starts the install
+    manifest -> signed for this device by the pinned key, unexpired, not a replay, a newer
+                release, within limits?  no: ack "rejected" (nothing written)
+                                         yes: ack "receiving" with the missing chunk ranges
+    chunks   -> checked against the manifest's digests and written as they come (one that
+                is not the signed one is dropped: the push goes on); the last starts the install
     install  -> size and sha256 are the signed ones?  no: ack "rejected" (current model kept)
              -> installed; smoke benchmark in a worker process
              -> it loads, runs and meets max_latency_ms?  yes: ack "installed" with its latency
@@ -10,7 +12,8 @@
 
 A manifest sent again (the coordinator's retry, or after either side restarted) is
 answered with what is still missing, so a transfer resumes; a manifest of a push that
-already ended is answered with its ending again.
+already ended is answered with its ending again.  A refusal of a manifest is not an
+ending: a forged manifest carrying a genuine push's id cannot spoil the genuine one.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from agent.common.errors import FleetbenchError, WorkerCancelledError
 from agent.common.files import write_text_atomic
 from agent.common.logs import WarnOnce
 from agent.device.publisher import Publisher
+from agent.device.trust import Trust
 from agent.modelstore import ModelStore
 from agent.protocol.errors import ProtocolError
 from agent.protocol.messages import Envelope, PushAckMessage, PushChunkMessage, PushManifestMessage
 from agent.protocol.push import Chunk, Manifest, PushAck, PushError, ranges
+from agent.protocol.signing import TrustError
 from agent.protocol.types import clip
 
 logger = logging.getLogger(__name__)
@@ -47,8 +52,18 @@ SmokeRunner = Callable[[str, int], Awaitable[SmokeResult]]
 
 
 class PushReceiver:
-    def __init__(self, store: ModelStore, publisher: Publisher, smoke: SmokeRunner, state_dir: str) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        publisher: Publisher,
+        smoke: SmokeRunner,
+        state_dir: str,
+        trust: Trust,
+        device_id: Callable[[], Optional[str]],
+    ) -> None:
         self.store = store
+        self.trust = trust
+        self._device_id = device_id
         self.publisher = publisher
         self._smoke = smoke
         self._ended_path = os.path.join(state_dir, "pushes.json")
@@ -73,6 +88,16 @@ class PushReceiver:
 
     def _on_manifest(self, manifest: Manifest) -> None:
         push_id = manifest.push_id
+        what = f"push {push_id}"
+        try:
+            self.trust.check(manifest, self._device_id(), what)
+            if self.trust.key is not None and manifest.release is None:
+                raise TrustError(f"{what} has no release number; its coordinator is older than this "
+                                 "device (upgrade the coordinator)")  # fmt: skip
+        except TrustError as err:
+            logger.warning("refused %s", err)
+            self._ack(push_id, "rejected", error=str(err))
+            return
         if push_id in self._ended:
             # Our ending was lost to the coordinator (or it restarted): say it again.
             ended = self._ended[push_id]
@@ -82,8 +107,10 @@ class PushReceiver:
             self._ack(push_id, "installing")
             return
         try:
+            if not self.store.known(manifest):  # a new push: its sequence number is taken now
+                self.trust.consume(manifest.seq, what)
             missing = self.store.offer(manifest)
-        except PushError as err:
+        except (PushError, TrustError) as err:
             logger.warning("refused push %s: %s", push_id, err)
             self._ack(push_id, "rejected", error=str(err))
             return
@@ -105,13 +132,10 @@ class PushReceiver:
         try:
             manifest = self.store.add_chunk(push_id, index, chunk.data)
         except PushError as err:
-            if self.store.missing(push_id) is None:
-                # No manifest here (lost, or a restart wiped nothing but it never came): the
-                # coordinator's retry sends the manifest again and the transfer resumes then.
-                self._warn(push_id, "%s", err)
-                return
-            self.store.discard(push_id)
-            self._end(push_id, "rejected", error=str(err))
+            # Not a chunk of the signed push (forged, or of a push whose manifest never came):
+            # dropped, and the push goes on; the genuine chunk is still wanted, and the
+            # coordinator's retry asks for what is missing.
+            self._warn(push_id, "dropped a chunk: %s", err)
             return
         except OSError as err:
             self.store.discard(push_id)

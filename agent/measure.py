@@ -52,11 +52,13 @@ def resolve_model(name: str, model_dir: str) -> str:
 def bench_settings(settings: JobSettings, limits: JobsConfig, defaults: Any = None) -> BenchSettings:
     """The job's settings as this device's ``BenchSettings``; JobError past ``limits``."""
     given = settings.given()
-    runs = given.get("runs")
-    if isinstance(runs, int) and runs > limits.max_runs:
-        raise JobError(
-            f"settings.runs {runs} is more than this device allows (jobs.max_runs = {limits.max_runs})"
-        )
+    max_threads = limits.max_threads or os.cpu_count() or 1
+    for key, limit, name in (("runs", limits.max_runs, "jobs.max_runs"),
+                             ("warmup_runs", limits.max_warmup_runs, "jobs.max_warmup_runs"),
+                             ("threads", max_threads, "jobs.max_threads, else the cores")):  # fmt: skip
+        value = given.get(key)
+        if isinstance(value, int) and value > limit:
+            raise JobError(f"settings.{key} {value} is more than this device allows ({name} = {limit})")
     for key in ("max_time_s", "min_time_s", "warmup_time_s"):
         value = given.get(key)
         if isinstance(value, float) and value > limits.max_time_s:
@@ -87,7 +89,27 @@ def check_job(spec: JobSpec, model_dir: str, limits: JobsConfig) -> None:
             raise JobError(f"architectures[{i}]: {err}") from None
     if spec.lut is not None and spec.lut.space not in SPACES:
         raise JobError(f"lut.space must be one of {', '.join(SPACES)} (got {spec.lut.space!r})")
-    bench_settings(spec.settings, limits)
+    settings = bench_settings(spec.settings, limits)
+    need_s = estimate_s(spec, settings)
+    if need_s > limits.max_job_s:
+        raise JobError(
+            f"the job could take {need_s:.0f} s of this device's time, more than it gives one job "
+            f"(jobs.max_job_s = {limits.max_job_s:g}); split it, or ask for less time per item"
+        )
+
+
+#: what building an architecture may take, on top of measuring it
+BUILD_S = 5.0
+
+
+def estimate_s(spec: JobSpec, settings: BenchSettings) -> float:
+    """The most device time a job's items can take: warm-up and measuring up to their limits
+    (a lookup table measures each of its ``sample`` architectures' layers like an item)."""
+    per_item = settings.warmup_time_s + settings.max_time_s
+    items = len(spec.models) + len(spec.architectures) * (1 + BUILD_S / per_item)
+    if spec.lut is not None:
+        items += spec.lut.sample
+    return items * per_item
 
 
 def cache_path(cache_dir: str, item: ArchItem) -> str:
@@ -100,14 +122,20 @@ def bench_target(payload: Any, send_progress: Any) -> Any:
     first, here in the worker).  Returns the ``BenchResult``."""
     from agent.bench.runner import run_benchmark
 
-    path, settings, arch = payload
+    path, settings, arch, max_model_bytes = payload
     if arch is not None and not os.path.exists(path):
-        from agent.materialize import materialize, write_model
+        from agent.materialize import materialize, parameter_bytes, write_model
 
         send_progress("materializing", 0, 0, 0.0)
         net = materialize(
             arch.space, arch.arch, seed=arch.seed, classes=arch.classes, resolution=arch.resolution
         )
+        size = parameter_bytes(net)
+        if size > max_model_bytes:
+            raise UsageError(
+                f"its weights are {size / 1e6:.0f} MB, more than this device builds "
+                f"(jobs.max_model_bytes = {max_model_bytes / 1e6:.0f} MB)"
+            )
         write_model(net, path)
     return run_benchmark(path, settings, progress=send_progress)
 
@@ -132,3 +160,25 @@ def lut_target(payload: Any, send_progress: Any) -> LutTable:
         predicted_ms=tuple(run.predicted_ms),
         rows=tuple(LutRow(**r) for r in lut.to_rows(run.table, run.uses)),
     )
+
+
+def prune_cache(cache_dir: str, limit_bytes: int, keep: str = "") -> int:
+    """Remove the least recently used built models until the cache holds at most
+    ``limit_bytes`` (never ``keep``, the one just used); how many bytes were freed."""
+    try:
+        entries = [e for e in os.scandir(cache_dir) if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return 0
+    stats = sorted(((e.stat().st_mtime, e.stat().st_size, e.path) for e in entries), reverse=True)
+    total, freed = sum(size for _, size, _ in stats), 0
+    for _, size, path in reversed(stats):  # the oldest first
+        if total - freed <= limit_bytes:
+            break
+        if path == keep:
+            continue
+        try:
+            os.unlink(path)
+            freed += size
+        except OSError:
+            pass
+    return freed

@@ -4,7 +4,8 @@
                                 /data              the file being reassembled (sparse)
                                 /have              indices of the chunks written, 4 bytes each
     MODEL_DIR/deployed/{name}/{version}.{format}   installed versions: the current and the previous
-    MODEL_DIR/deployed/{name}.json                 which version is current, which was before
+    MODEL_DIR/deployed/{name}.json                 which version is current, which was before,
+                                                   the highest release installed (anti-rollback)
     MODEL_DIR/deployed/{name}.{format}             a symlink to the current version, for applications
 
 Installing is two atomic renames: the verified file into its version's name, then the
@@ -26,8 +27,9 @@ from typing import Any, Optional
 
 import msgspec
 
-from agent.common.files import write_bytes_atomic, write_text_atomic
-from agent.protocol.push import Manifest, PushError, verify
+from agent.common.errors import UsageError
+from agent.common.files import child_path, write_bytes_atomic, write_text_atomic
+from agent.protocol.push import Manifest, PushError
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +43,29 @@ class Installed:
 
 
 class ModelStore:
-    def __init__(self, model_dir: str, state_dir: str, public_key: Optional[str], max_bytes: int) -> None:
+    """Whether a manifest is signed for this device is the receiver's question
+    (``agent.device.trust``); the store checks what only it knows: sizes, space, releases."""
+
+    def __init__(self, model_dir: str, state_dir: str, max_bytes: int) -> None:
         self.deployed = os.path.join(model_dir, "deployed")
         self.incoming = os.path.join(state_dir, "incoming")
-        self.public_key = public_key
         self.max_bytes = max_bytes
 
     # -- receiving ------------------------------------------------------------------
 
+    def known(self, manifest: Manifest) -> bool:
+        """A transfer of this very push is in progress (the manifest came again: a retry)."""
+        existing = self._manifest(manifest.push_id)
+        return existing is not None and existing.same_push(manifest)
+
     def offer(self, manifest: Manifest) -> list[int]:
-        """Accept a manifest (decoded, so well formed; here its signature is verified and the
-        device's limits applied); the chunk indices still missing (all of them for a new push,
-        fewer for a resumed one).
+        """Accept a manifest (decoded, so well formed, and trusted: the receiver checked its
+        seal) within the device's limits; the chunk indices still missing (all of them for a
+        new push, fewer for a resumed one).
 
         PushError says why a manifest is refused; nothing is written then.
         """
-        if not self.public_key:
-            raise PushError(
-                "this device pins no coordinator key (models.public_key), so it accepts no pushes"
-            )
-        verify(manifest, self.public_key)
+        self.check_release(manifest)
         if manifest.size > self.max_bytes:
             raise PushError(
                 f"push {manifest.push_id}: {manifest.size} bytes is over this device's limit "
@@ -68,7 +73,7 @@ class ModelStore:
             )
         directory = self._dir(manifest.push_id)
         existing = self._manifest(manifest.push_id)
-        if existing is not None and existing != manifest:
+        if existing is not None and not existing.same_push(manifest):
             raise PushError(f"push {manifest.push_id}: a different manifest already uses this push_id")
         if existing is None:
             self._supersede(manifest)
@@ -84,9 +89,22 @@ class ModelStore:
         have = self._have(manifest.push_id)
         return [i for i in range(manifest.chunks) if i not in have]
 
+    def check_release(self, manifest: Manifest) -> None:
+        """PushError if ``manifest`` is not a newer release of its model than every one this
+        device installed (anti-rollback); a manifest without a release number passes."""
+        if manifest.release is None:
+            return
+        highest = (self.current(manifest.name) or {}).get("release")
+        if isinstance(highest, int) and manifest.release <= highest:
+            raise PushError(
+                f"push {manifest.push_id}: release {manifest.release} of {manifest.name} is not newer "
+                f"than release {highest} already installed here; an older model goes back as a new push "
+                "(a new release)"
+            )
+
     def add_chunk(self, push_id: str, index: int, data: bytes) -> Optional[Manifest]:
         """Write one chunk; the manifest once every chunk is in, else None.  PushError for a
-        chunk of an unknown push, an index out of range or a wrong length."""
+        chunk of an unknown push, an index out of range, a wrong length or digest."""
         manifest = self._manifest(push_id)
         if manifest is None:
             raise PushError(f"chunk {index} of push {push_id}: no manifest was accepted for this push")
@@ -95,6 +113,8 @@ class ModelStore:
         if len(data) != manifest.chunk_size(index):
             wanted = manifest.chunk_size(index)
             raise PushError(f"chunk {index} of push {push_id} is {len(data)} bytes; it should be {wanted}")
+        if not manifest.digest_ok(index, data):
+            raise PushError(f"chunk {index} of push {push_id} is not the signed one (its digest differs)")
         directory = self._dir(push_id)
         have = self._have(push_id)
         if index not in have:
@@ -148,9 +168,10 @@ class ModelStore:
                 raise PushError(
                     f"push {push_id}: the received bytes' sha256 is not the signed one (a chunk was altered)"
                 )
-            versions = os.path.join(self.deployed, manifest.name)
+            self.check_release(manifest)  # a newer one may have been installed meanwhile
+            versions = self._path(self.deployed, manifest.name, "model name")
             os.makedirs(versions, exist_ok=True)
-            target = os.path.join(versions, f"{manifest.version}.{manifest.format}")
+            target = self._path(versions, f"{manifest.version}.{manifest.format}", "model version")
             os.replace(data, target)
         except PushError:
             self.discard(push_id)
@@ -160,8 +181,10 @@ class ModelStore:
         if previous and previous.get("version") == manifest.version:
             previous = pointer.get("previous")  # the same version again: keep the older fallback
         entry = {"version": manifest.version, "format": manifest.format, "sha256": manifest.sha256,
-                 "push_id": push_id, "file": os.path.relpath(target, self.deployed)}  # fmt: skip
-        self._point(manifest.name, entry, previous)
+                 "push_id": push_id, "file": os.path.relpath(target, self.deployed),
+                 "release": manifest.release}  # fmt: skip
+        releases = [r for r in (manifest.release, pointer.get("release")) if isinstance(r, int)]
+        self._point(manifest.name, entry, previous, max(releases) if releases else None)
         self.discard(push_id)
         self._prune(manifest.name)
         logger.info("installed %s version %s", manifest.name, manifest.version)
@@ -176,7 +199,7 @@ class ModelStore:
         previous = pointer.get("previous")
         failed = pointer.get("current") or {}
         if previous:
-            self._point(name, previous, None)
+            self._point(name, previous, None, pointer.get("release"))
         else:
             for path in (self._pointer(name), self._link(name, failed.get("format", ""))):
                 if os.path.lexists(path):
@@ -202,16 +225,23 @@ class ModelStore:
 
     # -- helpers --------------------------------------------------------------------
 
+    @staticmethod
+    def _path(directory: str, name: str, what: str) -> str:
+        # Ids and names are checked when their message is decoded (letters, digits, '.', '_',
+        # ':', '-', starting with a letter or digit); checked again here, where they become paths.
+        try:
+            return child_path(directory, name, what)
+        except UsageError as err:
+            raise PushError(str(err)) from None
+
     def _dir(self, push_id: str) -> str:
-        # push ids are checked when their message is decoded (letters, digits, '.', '_', ':',
-        # '-', starting with a letter or digit): never a path of their own
-        return os.path.join(self.incoming, push_id.replace(":", "_"))
+        return self._path(self.incoming, push_id.replace(":", "_"), "push id")
 
     def _pointer(self, name: str) -> str:
-        return os.path.join(self.deployed, f"{name}.json")
+        return self._path(self.deployed, f"{name}.json", "model name")
 
     def _link(self, name: str, fmt: str) -> str:
-        return os.path.join(self.deployed, f"{name}.{fmt}")
+        return self._path(self.deployed, f"{name}.{fmt}", "model name")
 
     def _manifest(self, push_id: str) -> Optional[Manifest]:
         try:
@@ -236,9 +266,11 @@ class ModelStore:
                 logger.info("push %s supersedes the unfinished push %s", manifest.push_id, other.push_id)
                 self.discard(other.push_id)
 
-    def _point(self, name: str, current: dict[str, Any], previous: Optional[dict[str, Any]]) -> None:
-        write_text_atomic(self._pointer(name), json.dumps({"current": current, "previous": previous}),
-                          what="model pointer")  # fmt: skip
+    def _point(self, name: str, current: dict[str, Any], previous: Optional[dict[str, Any]],
+               release: Optional[int]) -> None:  # fmt: skip
+        """Make ``current`` the version in use; ``release``: the highest release ever installed."""
+        pointer = {"current": current, "previous": previous, "release": release}
+        write_text_atomic(self._pointer(name), json.dumps(pointer), what="model pointer")
         link = self._link(name, current["format"])
         tmp = link + ".new"
         if os.path.lexists(tmp):

@@ -28,7 +28,8 @@ from _helpers import load_test_helper
 from agent.common.config import BrokerConfig
 from agent.transport.mqtt import BrokerSettings
 from coordinator.config import CoordinatorConfig, PushConfig, RerankConfig
-from coordinator.deploy import Deployer, create_rollout, generate_key, rollout_report
+from coordinator.deploy import Deployer, create_rollout, rollout_report
+from coordinator.keys import generate_key
 from coordinator.service import Ingestor
 from coordinator.store import open_store
 

@@ -96,6 +96,8 @@ class CoordinatorConfig:
     log_level: str = "info"
     #: how often the loops look at the store
     tick_s: float = 1.0
+    #: a signed command (job, push manifest, key) is refused by its device after this long
+    command_ttl_s: float = 86400.0
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
     push: PushConfig = field(default_factory=PushConfig)
@@ -137,6 +139,7 @@ def validate(config: CoordinatorConfig) -> CoordinatorConfig:
     checks = [
         (config.broker.protocol in ("3.1.1", "5"), 'broker.protocol must be "3.1.1" or "5"'),
         (config.tick_s > 0, "tick_s must be more than 0"),
+        (config.command_ttl_s >= 60, "command_ttl_s must be at least 60"),
         (r.space in SPACES, f"rerank.space must be one of {', '.join(SPACES)}"),
         (r.format in ("onnx", "tflite"), 'rerank.format must be "onnx" or "tflite"'),
         (r.samples >= 2, "rerank.samples must be at least 2"),

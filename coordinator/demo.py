@@ -123,7 +123,7 @@ class Demo:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         item = ArchItem(space="nas-bench-201", arch=arch, format="onnx")
         settings = BenchSettings(runs=20, warmup_runs=3, min_time_s=0.0, threads=1)
-        result = call_in_worker(bench_target, (path, settings, item), 300.0, "calibration")
+        result = call_in_worker(bench_target, (path, settings, item, 2**31), 300.0, "calibration")
         return round(float(result.stats.p50_ms), 3)
 
     def _coordinator_config(self, broker: str, budget_ms: float) -> Any:
@@ -192,7 +192,7 @@ class Demo:
     # -- the run --------------------------------------------------------------------
 
     async def run(self) -> int:
-        from coordinator.deploy import generate_key
+        from coordinator.keys import generate_key
         from coordinator.service import Coordinator
         from coordinator.store import open_store
 

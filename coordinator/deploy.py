@@ -31,69 +31,18 @@ from agent.common.errors import FleetbenchError, UsageError
 from agent.common.files import write_bytes_atomic
 from agent.common.logs import WarnOnce
 from agent.protocol.messages import PushChunkMessage, PushManifestMessage, encode, make
-from agent.protocol.push import ENDINGS, Chunk, Manifest, sign
+from agent.protocol.push import DIGEST_BYTES, ENDINGS, MAX_CHUNKS, Chunk, Manifest, chunk_digests
 from agent.protocol.topics import DeviceTopics
 from agent.protocol.types import NAME_PATTERN
 from coordinator.config import CoordinatorConfig
 from coordinator.errors import CoordinatorError
+from coordinator.keys import Signer
 from coordinator.store import Store
 from coordinator.store.records import ACTIVE_DEPLOYMENT, FAILED, TERMINAL, Deployment, OnlineDevice, Rollout
 
 logger = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class SigningKeyError(CoordinatorError):
-    """The signing key is missing or unreadable."""
-
-
-# -- keys --------------------------------------------------------------------------
-
-
-def generate_key(path: str) -> str:
-    """Write a new Ed25519 private key (PEM, mode 0600) to ``path``; its public key text."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-    if os.path.exists(path):
-        raise UsageError(f"key file {path!r} already exists; refusing to overwrite a signing key")
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-    except OSError as err:
-        raise UsageError(f"key file {path!r} cannot be written: {err.strerror}") from None
-    return public_key_of(key)
-
-
-def load_key(path: str) -> Any:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    try:
-        with open(path, "rb") as fh:
-            key = load_pem_private_key(fh.read(), password=None)
-    except FileNotFoundError:
-        raise SigningKeyError(
-            f"signing key {path!r} does not exist; make one with `fleetbench keygen`"
-        ) from None
-    except (OSError, ValueError, TypeError) as err:
-        raise SigningKeyError(f"signing key {path!r} cannot be read: {err}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError(f"signing key {path!r} is not an Ed25519 key")
-    return key
-
-
-def public_key_of(key: Any) -> str:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    from agent.protocol.push import public_key_text
-
-    return public_key_text(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
 # -- rollouts ------------------------------------------------------------------------
@@ -179,10 +128,16 @@ class Deployer:
     message info); ``clock`` tells the time (both injectable, for tests)."""
 
     def __init__(
-        self, store: Store, config: CoordinatorConfig, client: Any, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        config: CoordinatorConfig,
+        client: Any,
+        clock: Callable[[], float] = time.time,
+        signer: Optional[Signer] = None,
     ) -> None:
         self.store, self.config, self.client, self.clock = store, config, client, clock
-        self._key: Any = None
+        self.signer = signer or Signer(config.key_file, config.command_ttl_s, clock)
+        self._digests: dict[str, Optional[bytes]] = {}
         self._resume = True  # first tick: every transfer in progress gets its manifest again
         self._queue: queue.Queue = queue.Queue()
         self._queued: set[tuple[str, int]] = set()
@@ -200,12 +155,6 @@ class Deployer:
 
     def healthy(self) -> bool:
         return self._sender.is_alive()
-
-    @property
-    def key(self) -> Any:
-        if self._key is None:
-            self._key = load_key(self.config.key_file)
-        return self._key
 
     def tick(self, now: Optional[float] = None) -> None:
         now = self.clock() if now is None else now
@@ -265,14 +214,14 @@ class Deployer:
             if device is None:
                 continue
             if d.state == "pending" and sending < self.config.push.parallel:
-                self._send_manifest(rollout, d, device.protocol, now)
+                self._send_manifest(rollout, d, device, now)
                 sending += 1
             elif d.state == "sending" and self._due(d, now):
                 if d.attempts >= self.config.push.attempts and not self._resume:
                     why = f"no answer after {d.attempts} attempt(s)"
                     self.store.update_deployment(d.push_id, now, state="failed", detail=why)
                 else:
-                    self._send_manifest(rollout, d, device.protocol, now)
+                    self._send_manifest(rollout, d, device, now)
 
     def _due(self, d: Deployment, now: float) -> bool:
         """Send the manifest again?  After a restart, or after retry_s of silence (measured on
@@ -341,19 +290,41 @@ class Deployer:
 
     # -- sending --------------------------------------------------------------------
 
-    def manifest_for(self, rollout: Rollout, push_id: str) -> Manifest:
+    def manifest_for(self, rollout: Rollout, push_id: str, device: OnlineDevice) -> Manifest:
+        """The manifest of ``rollout`` for ``device``, sealed for it.  Its release number is
+        the rollout's creation time in microseconds: it grows with every rollout of a name,
+        including one that goes back to an older model."""
         manifest = Manifest(
             push_id=push_id, name=rollout.name, version=rollout.version, format=rollout.format,  # type: ignore[arg-type]
             size=rollout.size, sha256=rollout.sha256, chunk_bytes=self.config.push.chunk_bytes,
             smoke_runs=self.config.push.smoke_runs, max_latency_ms=rollout.max_latency_ms,
+            release=round(rollout.created_at * 1_000_000), chunk_digests=self._chunk_digests(rollout),
         )  # fmt: skip
-        return sign(manifest, self.key)
+        return self.signer.manifest(manifest, device)
 
-    def _send_manifest(self, rollout: Rollout, d: Deployment, version: int, now: float) -> None:
-        manifest = self.manifest_for(rollout, d.push_id)
+    def _chunk_digests(self, rollout: Rollout) -> Optional[bytes]:
+        """Each chunk's digest, read once per rollout (None for a push of more than MAX_CHUNKS:
+        its device checks the whole file's sha256 only)."""
+        if rollout.rollout_id not in self._digests:
+            chunk_bytes = self.config.push.chunk_bytes
+            digests = None
+            if -(-rollout.size // chunk_bytes) <= MAX_CHUNKS:
+                try:
+                    with open(rollout.blob, "rb") as fh:
+                        digests = chunk_digests(fh.read(), chunk_bytes)
+                except OSError as err:
+                    raise CoordinatorError(
+                        f"the model file {rollout.blob} cannot be read: {err.strerror}"
+                    ) from None
+                assert len(digests) == -(-rollout.size // chunk_bytes) * DIGEST_BYTES
+            self._digests[rollout.rollout_id] = digests
+        return self._digests[rollout.rollout_id]
+
+    def _send_manifest(self, rollout: Rollout, d: Deployment, device: OnlineDevice, now: float) -> None:
+        manifest = self.manifest_for(rollout, d.push_id, device)
         attempts = d.attempts + 1
         msg = make(PushManifestMessage, d.device_id, manifest, f"manifest:{d.push_id}:{attempts}")
-        self._queue.put((DeviceTopics(d.device_id).models, encode(msg, version)))
+        self._queue.put((DeviceTopics(d.device_id).models, encode(msg, device.protocol)))
         self.store.update_deployment(d.push_id, now, state="sending", attempts=attempts, sent_at=now)
         logger.info("push %s: manifest sent (attempt %d)", d.push_id, attempts)
 

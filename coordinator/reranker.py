@@ -40,6 +40,7 @@ from agent.protocol.topics import DeviceTopics
 from coordinator.config import CoordinatorConfig
 from coordinator.deploy import create_rollout
 from coordinator.errors import CoordinatorError
+from coordinator.keys import Signer
 from coordinator.ranking.decision import Decision, decide, plan_samples
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import LatencyTable, read_accuracy, read_table
@@ -95,8 +96,10 @@ class Reranker:
         client: Any,
         clock: Callable[[], float] = time.time,
         build: Callable[[str, str, str], str] = build_model,
+        signer: Optional[Signer] = None,
     ) -> None:
         self.store, self.config, self.client, self.clock, self.build = store, config, client, clock, build
+        self.signer = signer or Signer(config.key_file, config.command_ttl_s, clock)
         self.space = get_space(config.rerank.space)
         self.reference = reference_table(config)
         self.accuracy = accuracy_table(config)
@@ -161,6 +164,12 @@ class Reranker:
             architectures=tuple(ArchItem(space=r.space, arch=a, format=r.format) for a in self.plan),  # type: ignore[arg-type]
             settings=JobSettings(runs=r.runs, warmup_runs=3, min_time_s=0.0, threads=1),
         )
+        try:
+            spec = self.signer.job(spec, device)
+        except CoordinatorError as err:  # no signing key yet: try again after job_timeout_s
+            self.store.set_rerank(device_id, now, state="failed", rounds=rounds, detail=str(err))
+            logger.error("cannot re-rank %s: %s", device_id, err)
+            return
         msg = make(JobMessage, device_id, spec, msg_id=job_id)
         self.client.publish(DeviceTopics(device_id).jobs, encode(msg, device.protocol), qos=1)
         self.store.set_rerank(

@@ -33,8 +33,10 @@ from agent.common.logs import WarnOnce
 from agent.common.sdnotify import Notifier
 from agent.protocol.topics import all_devices
 from agent.transport.mqtt import BrokerSettings, start_network_thread
+from coordinator.commands import Commands
 from coordinator.config import CoordinatorConfig
 from coordinator.deploy import Deployer
+from coordinator.keys import Signer
 from coordinator.reranker import Reranker
 from coordinator.store import Message, Store
 from coordinator.store.ingest import Refusal
@@ -223,8 +225,12 @@ class Coordinator:
         self.config = config
         self.store = store
         self.ingestor = Ingestor(settings, store, client_id=config.client_id, group=config.group)
-        self.deployer = Deployer(store, config, self.ingestor.client)
-        self.reranker = Reranker(store, config, self.ingestor.client) if config.rerank.enabled else None
+        client = self.ingestor.client
+        #: one signer for every loop: one sequence clock, one view of the keys
+        self.signer = Signer(config.key_file, config.command_ttl_s)
+        self.deployer = Deployer(store, config, client, signer=self.signer)
+        self.reranker = Reranker(store, config, client, signer=self.signer) if config.rerank.enabled else None
+        self.commands = Commands(store, config, client, self.signer)
         self.failure: Optional[str] = None
         self.notifier = Notifier()
         self._stop: Optional[asyncio.Event] = None
@@ -240,6 +246,7 @@ class Coordinator:
         if self.reranker is not None:
             self.reranker.tick()
         self.deployer.tick()
+        self.commands.tick()
 
     async def run(self, install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()

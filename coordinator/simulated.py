@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import threading
+from concurrent.futures import Future
 from typing import Any, Callable, Literal, Optional, cast
 
 import numpy as np
@@ -29,6 +30,7 @@ from agent.collectors.degradation import DegradationState
 from agent.common.errors import BenchmarkError
 from agent.deploy import PushReceiver, SmokeResult
 from agent.device.publisher import Publisher
+from agent.device.trust import Trust
 from agent.modelstore import ModelStore
 from agent.protocol.errors import ProtocolError
 from agent.protocol.jobs import JobSpec
@@ -45,6 +47,7 @@ from agent.protocol.messages import (
     make,
 )
 from agent.protocol.reports import Conditions, HealthData, JobAck, ResultData, Simulation, StatusData
+from agent.protocol.signing import TrustError
 from agent.protocol.topics import DeviceTopics, Topic
 from agent.transport.mqtt import BrokerSettings
 
@@ -73,8 +76,11 @@ class SimulatedDevice:
         self.latency_ms, self.drift, self.noise = latency_ms, drift, noise
         self.topics = DeviceTopics(device_id)
         os.makedirs(state_dir, exist_ok=True)
-        store = ModelStore(os.path.join(state_dir, "models"), state_dir, public_key, 256 * 1024 * 1024)
-        self.pushes = PushReceiver(store, _Direct(self), self._smoke, state_dir)
+        store = ModelStore(os.path.join(state_dir, "models"), state_dir, 256 * 1024 * 1024)
+        #: it checks commands as an agent does (a demo pins the coordinator's key in each)
+        self.trust = Trust(state_dir, public_key, allow_unsigned=not public_key)
+        self.pushes = PushReceiver(store, _Direct(self), self._smoke, state_dir, self.trust,
+                                   lambda: self.device_id)  # fmt: skip
         self._loop = asyncio.new_event_loop()  # PushReceiver's installs run on it, as in the agent
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"sim-{device_id}", daemon=True)
         self.rng = np.random.default_rng(seed)
@@ -128,6 +134,7 @@ class SimulatedDevice:
             sku=self.sku,
             version="simulated",
             simulation=simulation,
+            key=self.trust.fingerprint,
         )
         return encode(make(StatusMessage, self.device_id, data))
 
@@ -150,8 +157,8 @@ class SimulatedDevice:
         except ProtocolError:
             return
         try:
-            if isinstance(message, JobMessage):
-                self._on_job(message.data)
+            if isinstance(message, JobMessage):  # on the loop, as pushes: one thread takes sequence numbers
+                self._loop.call_soon_threadsafe(self._on_job, message.data)
             else:
                 self._loop.call_soon_threadsafe(self._on_push, message)
         except Exception:  # a simulator bug must not kill paho's thread
@@ -159,6 +166,12 @@ class SimulatedDevice:
 
     def _on_job(self, job: JobSpec) -> None:
         job_id = job.job_id
+        try:
+            self.trust.check(job, self.device_id, f"job {job_id}")
+            self.trust.consume(job.seq, f"job {job_id}")
+        except TrustError as err:
+            self.send(JobAckMessage, JobAck(job_id=job_id, state="rejected", error=str(err)))
+            return
         self.send(
             JobAckMessage,
             JobAck(job_id=job_id, state="accepted", architectures=len(job.architectures)),
@@ -205,9 +218,9 @@ class _Direct(Publisher):
     def __init__(self, device: SimulatedDevice) -> None:
         self.device = device
 
-    def send(self, cls: type[Envelope], data: Any, msg_id: Optional[str] = None) -> Optional[str]:
+    def send(self, cls: type[Envelope], data: Any, msg_id: Optional[str] = None) -> Optional[Future[str]]:
         self.device.send(cls, data, msg_id)
-        return msg_id
+        return None
 
 
 def simulated_result(name: str, ms: float, samples: int = 1) -> BenchResult:

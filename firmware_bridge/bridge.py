@@ -147,7 +147,7 @@ class Bridge(DeviceDaemon):
 
     def _announce(self, state: str) -> None:
         if self.link is not None:
-            self.link.announce(state, self._birth)
+            self.link.announce(state, self.announced(self._birth) if self._birth is not None else None)
 
     # -- jobs ---------------------------------------------------------------------------
 

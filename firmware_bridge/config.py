@@ -3,8 +3,8 @@
 The bridge reads the agent's file (``/etc/fleetbench/agent.toml``, or ``--config``):
 a host with boards on its USB ports usually runs an agent too, and both speak to the
 same broker.  ``[bridge]`` (or ``FLEETBENCH_BRIDGE_*``) is the bridge's own section;
-the agent's own sections (``[degradation]``, ``[models]``, ``[homeassistant]``) are
-left to the agent.
+the agent's own sections (``[degradation]``, ``[homeassistant]``) are left to the
+agent; ``[models] public_key``, the coordinator's key, guards the bridge's boards too.
 
     [bridge]
     baud = 921600
@@ -45,7 +45,7 @@ class BridgeDaemonConfig(DeviceConfig):
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
 
     #: the agent's sections of the shared file: the agent checks them
-    FOREIGN_SECTIONS: ClassVar[tuple[str, ...]] = ("degradation", "models", "homeassistant")
+    FOREIGN_SECTIONS: ClassVar[tuple[str, ...]] = ("degradation", "homeassistant")
 
     def replace(self, **changes: Any) -> BridgeDaemonConfig:
         return dataclasses.replace(self, **changes)

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Optional
 
+from keys import FLEET_PUBLIC
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIT = os.path.join(REPO, "systemd", "fleetbench-agent.service")
 
@@ -46,6 +48,7 @@ def write_config(path: str, broker_url: Optional[str], extra: str = "") -> str:
             (f'[broker]\nurl = "{broker_url}"\nkeepalive_s = 5\n' if broker_url else "")
             + '[health]\ninterval_s = 1\n[discovery]\ninterfaces = ["127.0.0.1"]\n'
             + "[degradation]\nenabled = false\n"
+            + ("" if "[models]" in extra else f'[models]\npublic_key = "{FLEET_PUBLIC}"\n')
             + extra
         )
     return path

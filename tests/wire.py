@@ -6,6 +6,9 @@ import json
 from types import SimpleNamespace
 from typing import Any, Optional
 
+import msgspec
+from keys import sealed
+
 from agent.bench.results import BenchResult
 from agent.protocol import messages as m
 from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LutItem
@@ -35,16 +38,34 @@ def result(device: str, job_id: str = "j", model: str = "m.onnx", p50_ms: float 
 
 
 def job(device: str, job_id: str, models: tuple[str, ...] = (), settings: Optional[dict[str, Any]] = None,
-        architectures: tuple[ArchItem, ...] = (), lut: Optional[LutItem] = None) -> m.JobMessage:  # fmt: skip
+        architectures: tuple[ArchItem, ...] = (), lut: Optional[LutItem] = None,
+        sign: bool = True) -> m.JobMessage:  # fmt: skip
+    """A job for ``device``, sealed and signed by the tests' fleet key unless ``sign`` is False."""
     spec = JobSpec(job_id=job_id, models=models, architectures=architectures, lut=lut,
                    settings=JobSettings(**(settings or {})))  # fmt: skip
-    return m.make(m.JobMessage, device, spec)
+    return m.make(m.JobMessage, device, sealed(spec, device) if sign else spec)
+
+
+def signed_job(device: str, data: dict[str, Any], **seal: Any) -> bytes:
+    """The wire bytes of the job ``data`` (a dict, as a person writes it), sealed for ``device``
+    and signed by the tests' fleet key, as the coordinator sends it."""
+    spec = msgspec.convert(data, JobSpec)
+    return m.encode(m.make(m.JobMessage, device, sealed(spec, device, **seal)))
 
 
 def job_ack(
     device: str, job_id: Optional[str], state: str, msg_id: Optional[str] = None, **fields: Any
 ) -> m.JobAckMessage:
     return m.make(m.JobAckMessage, device, JobAck(job_id=job_id, state=state, **fields), msg_id)  # type: ignore[arg-type]
+
+
+def command(device: str, data: Any) -> bytes:
+    """A job as a coordinator sends it: sealed and signed when ``data`` is a valid job, and as it
+    is (to be refused for what is wrong with it) when it is not."""
+    try:
+        return signed_job(device, data)
+    except (msgspec.ValidationError, ValueError, TypeError):
+        return raw_job(device, data)
 
 
 def raw_job(device: str, data: Any, v: int = 2) -> bytes:

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from agent.common.args import EXIT_NOT_RUNNING, EXIT_OK, add_config_args, ago, seconds
+from agent.common.config import redact_url
 from agent.common.errors import UsageError
 from agent.common.logs import daemon_logging
 from agent.config import DEFAULT_PATH, SERVICE_STATE_DIR
@@ -146,7 +147,9 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
         f"battery {battery['percent']:.0f} %" if battery.get("percent") is not None else "",
     ]
     deg, job = status.get("degradation") or {}, status.get("job")
-    broker = (status.get("broker") or "none yet") + (" (connected)" if status.get("connected") else "")
+    broker = (redact_url(status.get("broker")) or "none yet") + (
+        " (connected)" if status.get("connected") else ""
+    )
     return [
         ("device", f"{status['sku']} ({status['platform']}), fleetbench {status['version']}"),
         ("broker", broker),

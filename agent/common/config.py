@@ -47,6 +47,35 @@ class BrokerConfig:
     max_backoff_s: float = 60.0
 
 
+def redact_url(url: Optional[str]) -> Optional[str]:
+    """``url`` with its password (if any) replaced, for status files, logs and listings.
+
+    >>> redact_url("mqtts://pi:s3cret@hub.example.org:8883")
+    'mqtts://pi:***@hub.example.org:8883'
+    """
+    if not url or "@" not in url:
+        return url
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+
+
+def redacted(config: Any) -> Any:
+    """A configuration (a frozen dataclass with a ``broker`` section) fit to show: its broker
+    password and the password in its broker URL replaced."""
+    broker = getattr(config, "broker", None)
+    if broker is None:
+        return config
+    broker = dataclasses.replace(
+        broker, url=redact_url(broker.url), password="***" if broker.password else broker.password
+    )
+    return dataclasses.replace(config, broker=broker)
+
+
 def check(where: str, checks: list[tuple[bool, str]]) -> None:
     """ConfigError naming ``where`` (the file, or "configuration") and the first failed check."""
     for ok, message in checks:

@@ -19,6 +19,7 @@ which jobs it can run (``check_job``), and measures one item (``measure``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import signal
@@ -30,7 +31,7 @@ import msgspec
 
 from agent import __version__
 from agent.common.args import EXIT_FAILED, EXIT_OK
-from agent.common.config import ConfigError
+from agent.common.config import ConfigError, redact_url
 from agent.common.errors import FleetbenchError, WorkerCancelledError
 from agent.common.files import write_bytes_atomic
 from agent.common.logs import WarnOnce
@@ -39,11 +40,13 @@ from agent.common.tasks import Supervised
 from agent.config import DeviceConfig
 from agent.device.jobs import Job, JobError, JobInbox, JobStore
 from agent.device.publisher import Publisher
+from agent.device.trust import Trust
 from agent.protocol.errors import ProtocolError
 from agent.protocol.jobs import JobSpec
-from agent.protocol.messages import Envelope, HealthMessage, JobMessage, PushAckMessage, salvage
+from agent.protocol.messages import Envelope, HealthMessage, JobMessage, KeyMessage, PushAckMessage, salvage
 from agent.protocol.push import PushAck
 from agent.protocol.reports import Conditions, CurrentJob, HealthData, OutboxState, ResultData, StatusData
+from agent.protocol.signing import TrustError
 from agent.protocol.topics import DeviceTopics
 from agent.transport import discovery
 from agent.transport.mqtt import BrokerSettings, MqttLink
@@ -77,7 +80,9 @@ class DeviceDaemon(Supervised):
         self._cancel = threading.Event()  # set on stop: running measurements end
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stop: Optional[asyncio.Event] = None
-        self._jobs: Optional[asyncio.Queue[Job]] = None
+        #: accepted jobs waiting their turn, oldest first (at most jobs.max_waiting)
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._job_ready: Optional[asyncio.Event] = None
         self._busy: Optional[asyncio.Lock] = None  # one measurement at a time
 
     # -- what a plug-in provides ----------------------------------------------------
@@ -131,7 +136,7 @@ class DeviceDaemon(Supervised):
         """Run until stopped; 0 if stopped on request, 1 if the daemon failed."""
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()  # made here: on Python 3.9 they bind to the loop they are made in
-        self._jobs = asyncio.Queue()
+        self._job_ready = asyncio.Event()
         self._busy = asyncio.Lock()
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if install_signals else ()
         for sig in signals:
@@ -154,8 +159,12 @@ class DeviceDaemon(Supervised):
             return EXIT_FAILED
         return EXIT_OK
 
+    def announced(self, birth: StatusData) -> StatusData:
+        """The birth as the retained status says it: with the key this device checks commands by."""
+        return msgspec.structs.replace(birth, key=self.trust.fingerprint)
+
     def ready_text(self) -> str:
-        return f"device {self.device_id}, broker {self.broker_url or 'searching'}"
+        return f"device {self.device_id}, broker {redact_url(self.broker_url) or 'searching'}"
 
     @property
     def device_id(self) -> Optional[str]:
@@ -178,16 +187,24 @@ class DeviceDaemon(Supervised):
 
     async def _start(self) -> None:
         cfg = self.config
+        # Nothing the daemon writes is for other users (keys, the outbox, jobs): the group
+        # (the service's, so an operator in it can run `fleetbench status`) may read.
+        os.umask(0o027)
         try:
-            os.makedirs(cfg.state_dir, exist_ok=True)
+            os.makedirs(cfg.state_dir, mode=0o750, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"state_dir {cfg.state_dir!r} cannot be created: {err.strerror}") from None
         if not os.access(cfg.state_dir, os.W_OK):
             raise ConfigError(f"state_dir {cfg.state_dir!r} is not writable by this user")
+        private_to_group(cfg.state_dir)
+        self.trust = Trust(cfg.state_dir, cfg.models.public_key, cfg.jobs.allow_unsigned)
+        log = logger.warning if self.trust.key is None else logger.info
+        log("%s", self.trust.describe())
         self.outbox = Outbox(
             os.path.join(cfg.state_dir, "outbox.sqlite"),
             cfg.outbox.max_messages,
             cfg.outbox.max_age_days * 86400,
+            cfg.outbox.max_bytes,
         )
         self.publisher = Publisher(self.outbox)
         self.store = JobStore(os.path.join(cfg.state_dir, "jobs"))
@@ -197,7 +214,7 @@ class DeviceDaemon(Supervised):
             logger.info(
                 "resuming job %s (%d of %d items left)", job.job_id, len(job.remaining), len(job.items)
             )
-            self._jobs.put_nowait(job)  # type: ignore[union-attr]
+            self.enqueue(job)
         if self.broker_url:
             self.connect_when_ready()
         else:
@@ -214,6 +231,7 @@ class DeviceDaemon(Supervised):
         if self.link is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.link.stop)
         if hasattr(self, "outbox"):
+            self.publisher.close()
             self.write_status("stopped")
             self.outbox.close()
         self.notifier.close()
@@ -234,7 +252,7 @@ class DeviceDaemon(Supervised):
         assert self.topics is not None
         settings = BrokerSettings.from_config(self.config.broker, url)
         options = {"on_message": self._on_message_thread, "on_malformed": self._on_malformed_thread,
-                   "birth": self.birth(), **self.link_options()}  # fmt: skip
+                   "birth": self.announced(self.birth()), **self.link_options()}  # fmt: skip
         self.link = MqttLink(settings, self.topics, self.outbox, **options)
         self.publisher.wake = self.link.wake
         self.broker_url = url
@@ -267,12 +285,45 @@ class DeviceDaemon(Supervised):
 
     def _on_command(self, msg: Envelope) -> None:
         if isinstance(msg, JobMessage):
-            job = self.inbox.receive(msg.data, msg.id, self.check_job)
+            spec = msg.data
+            what = f"job {spec.job_id}"
+            try:
+                self.trust.check(spec, self.device_id, what)
+            except TrustError as err:
+                self.inbox.refuse(spec.job_id, msg.id, str(err))
+                return
+
+            def admit(spec: JobSpec) -> None:
+                try:
+                    self.trust.consume(spec.seq, what)
+                except TrustError as err:
+                    raise JobError(str(err)) from None
+                self.check_job(spec)
+
+            job = self.inbox.receive(spec, msg.id, admit)
             if job is not None:
-                assert self._jobs is not None
-                self._jobs.put_nowait(job)
+                self.enqueue(job)
+        elif isinstance(msg, KeyMessage):
+            try:
+                self.trust.rotate(msg.data, self.device_id)
+            except TrustError as err:
+                self.inbox.refuse(None, msg.id, str(err))
+                return
+            if self.link is not None:  # the retained status says which key it pins now
+                self.link.announce(self.link.state, self.announced(self.birth()))
         else:
             self.on_push(msg)
+
+    def enqueue(self, job: Job) -> None:
+        """Queue an accepted job; past jobs.max_waiting waiting, the oldest waiting is dropped."""
+        self._jobs.append(job)
+        limit = self.config.jobs.max_waiting
+        while len(self._jobs) > limit:
+            oldest = self._jobs.popleft()
+            why = f"dropped unstarted: {limit} newer jobs arrived while it waited (jobs.max_waiting)"
+            self._spawn(self.inbox.finish(oldest, "rejected", error=why))
+        if self._job_ready is not None:
+            self._job_ready.set()
 
     def _on_malformed(self, kind: str, error: str, raw: bytes) -> None:
         if kind == "jobs":
@@ -321,9 +372,12 @@ class DeviceDaemon(Supervised):
     # -- jobs -------------------------------------------------------------------------
 
     async def _job_loop(self) -> None:
-        assert self._jobs is not None and self._busy is not None
+        assert self._job_ready is not None and self._busy is not None
         while True:
-            job = await self._jobs.get()
+            while not self._jobs:
+                self._job_ready.clear()
+                await self._job_ready.wait()
+            job = self._jobs.popleft()
             async with self._busy:
                 await self._run_job(job)
 
@@ -334,11 +388,18 @@ class DeviceDaemon(Supervised):
         except WorkerCancelledError:
             return
         except JobError as err:
-            self._finish(job, "failed", error=str(err))
+            await self._finish(job, "failed", error=str(err))
             return
         total = len(job.items)
+        budget_s = self.config.jobs.max_job_s
         for name in job.remaining:
             index = job.items.index(name) + 1
+            if job.spent_s >= budget_s:
+                await self._finish(job, "failed", error=(
+                    f"the job's device-time budget is spent ({job.spent_s:.0f} s, jobs.max_job_s = "
+                    f"{budget_s:g}) with {len(job.remaining)} of {total} items left"))  # fmt: skip
+                return
+            started = time.monotonic()
             self.current = CurrentJob(job.job_id, name, index, total)
             self.write_status("running")
             self.inbox.ack(job.job_id, "running", model=name, index=index, total=total)
@@ -355,7 +416,7 @@ class DeviceDaemon(Supervised):
                 return
             except JobAbort as err:
                 self.current = None
-                self._finish(job, "failed", error=str(err))
+                await self._finish(job, "failed", error=str(err))
                 return
             except FleetbenchError as err:
                 logger.warning("job %s: %s failed: %s", job.job_id, name, err)
@@ -363,21 +424,23 @@ class DeviceDaemon(Supervised):
                 self.inbox.ack(job.job_id, "model_failed", model=name, error=str(err))
             else:
                 try:
-                    self.inbox.send_result(result)
+                    sent = self.inbox.send_result(result)
+                    if sent is not None:  # on disk before the job file says the item is done
+                        await asyncio.wrap_future(sent)
                 except ProtocolError as err:  # e.g. a runtime that reported NaN: the item fails, not the job
                     logger.error("job %s: the result of %s cannot be sent: %s", job.job_id, name, err)
                     failed.append(name)
                     self.inbox.ack(
                         job.job_id, "model_failed", model=name, error=f"the result cannot be sent: {err}"
                     )
-            job = job.finished(name)
+            job = job.finished(name, time.monotonic() - started)
             self.store.save(job)
         self.current = None
         state = "failed" if failed and len(failed) == total else "done"
-        self._finish(job, state, measured=total - len(failed), failed=tuple(failed))
+        await self._finish(job, state, measured=total - len(failed), failed=tuple(failed))
 
-    def _finish(self, job: Job, state: str, **fields: Any) -> None:
-        self.inbox.finish(job, state, **fields)
+    async def _finish(self, job: Job, state: str, **fields: Any) -> None:
+        await self.inbox.finish(job, state, **fields)
         self.jobs_done += 1
         self.write_status("running")
 
@@ -393,11 +456,12 @@ class DeviceDaemon(Supervised):
             "started_at": self.started_at,
             "updated_at": time.time(),
             "health_interval_s": self.config.health.interval_s,
-            "broker": self.broker_url,
+            "broker": redact_url(self.broker_url),
             "connected": bool(self.link and self.link.connected.is_set()),
             "outbox": {"pending": len(self.outbox), "dropped_total": self.outbox.dropped_total},
             "job": msgspec.to_builtins(self.current),
-            "jobs_waiting": self._jobs.qsize() if self._jobs else 0,
+            "jobs_waiting": len(self._jobs),
+            "trust": self.trust.describe() if hasattr(self, "trust") else None,
             "jobs_done": self.jobs_done,
             **self.status_fields(),
         }
@@ -409,6 +473,19 @@ class DeviceDaemon(Supervised):
             )
         except FleetbenchError as err:
             logger.warning("%s", err)
+
+
+def private_to_group(directory: str) -> None:
+    """Take every permission for other users off ``directory`` and what is in it (files an
+    older release, or a daemon started with a lax umask, left world-readable)."""
+    for root, _dirs, files in os.walk(directory):
+        for name in [root, *(os.path.join(root, f) for f in files)]:
+            try:
+                mode = os.lstat(name).st_mode
+                if mode & 0o007 and not os.path.islink(name):
+                    os.chmod(name, mode & 0o7770)
+            except OSError:
+                pass
 
 
 def read_status(state_dir: str) -> Optional[dict[str, Any]]:

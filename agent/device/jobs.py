@@ -15,15 +15,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 import msgspec
 
 from agent.common.errors import FleetbenchError
-from agent.common.files import write_bytes_atomic
+from agent.common.files import child_path, write_bytes_atomic
 from agent.device.publisher import Publisher
 from agent.protocol.errors import ProtocolError
 from agent.protocol.jobs import JobSpec
@@ -47,6 +49,8 @@ class Job(msgspec.Struct, frozen=True):
 
     spec: JobSpec
     done: tuple[str, ...] = ()
+    #: device time spent measuring it so far (jobs.max_job_s bounds it)
+    spent_s: float = 0.0
 
     @property
     def job_id(self) -> str:
@@ -60,8 +64,8 @@ class Job(msgspec.Struct, frozen=True):
     def remaining(self) -> tuple[str, ...]:
         return tuple(i for i in self.items if i not in self.done)
 
-    def finished(self, item: str) -> Job:
-        return Job(self.spec, (*self.done, item))
+    def finished(self, item: str, took_s: float = 0.0) -> Job:
+        return Job(self.spec, (*self.done, item), self.spent_s + took_s)
 
 
 class JobStore:
@@ -93,7 +97,7 @@ class JobStore:
         )
 
     def _path(self, job_id: str) -> str:
-        return os.path.join(self.directory, f"{job_id}.json")
+        return child_path(self.directory, f"{job_id}.json", "job id")
 
     def has(self, job_id: str) -> bool:
         return os.path.exists(self._path(job_id))
@@ -160,30 +164,33 @@ class JobInbox:
     def __init__(self, store: JobStore, publisher: Publisher) -> None:
         self.store, self.publisher = store, publisher
 
-    def ack(self, job_id: Optional[str], state: str, **fields: Any) -> None:
+    def ack(self, job_id: Optional[str], state: str, **fields: Any) -> Optional[Future[str]]:
         """Say ``state`` about a job.  Never raises: an answer that cannot be sent is logged."""
         msg_id = f"ack:{job_id}:{state}" if job_id and state in self.STAGES else None
         fields = {k: clip(v) if isinstance(v, str) and k in TEXT_FIELDS else v for k, v in fields.items()}
         try:
-            self.publisher.send(JobAckMessage, JobAck(job_id=job_id, state=state, **fields), msg_id)  # type: ignore[arg-type]
+            return self.publisher.send(JobAckMessage, JobAck(job_id=job_id, state=state, **fields), msg_id)  # type: ignore[arg-type]
         except ProtocolError as err:  # a bug if it happens; the job goes on, and the log says why
             logger.error("the %s ack of job %s cannot be sent: %s", state, job_id, err)
+            return None
 
     def refuse(self, job_id: Optional[str], message_id: Optional[str], error: str) -> None:
         logger.warning("refused job %s: %s", job_id or message_id or "(unreadable)", error)
         self.ack(job_id, "rejected", message_id=message_id, error=error)
 
     def receive(self, spec: JobSpec, message_id: str, check: Callable[[JobSpec], None]) -> Optional[Job]:
-        """The job if it is new and this device can run it (saved, then acknowledged), else None."""
-        try:
-            check(spec)
-        except JobError as err:
-            self.refuse(spec.job_id, message_id, str(err))
-            return None
+        """The job if it is new and this device can run it (saved, then acknowledged), else None.
+        A job id seen before is answered ``duplicate`` before ``check`` (which takes the job's
+        sequence number: a QoS 1 redelivery is a duplicate, not a replay)."""
         if self.store.seen(spec.job_id):
             logger.info("job %s arrived again; it is already accepted", spec.job_id)
             why = "this job id was already accepted; send new work under a new job_id"
             self.ack(spec.job_id, "duplicate", message_id=message_id, message=why)
+            return None
+        try:
+            check(spec)
+        except JobError as err:
+            self.refuse(spec.job_id, message_id, str(err))
             return None
         job = Job(spec)
         self.store.save(job)  # on disk before we say so
@@ -191,22 +198,27 @@ class JobInbox:
                  architectures=len(spec.architectures))  # fmt: skip
         return job
 
-    def send_result(self, data: ResultData) -> None:
-        """One item's result; if its samples make it too big for the hubs' 128 KiB, the summary."""
+    def send_result(self, data: ResultData) -> Optional[Future[str]]:
+        """One item's result; if its samples make it too big for the hubs' 128 KiB, the summary.
+        The future is done once it is on disk."""
         msg_id = f"result:{data.job_id}:{data.model}"
         try:
-            self.publisher.send(ResultMessage, data, msg_id)
+            return self.publisher.send(ResultMessage, data, msg_id)
         except MessageTooLarge:
             assert data.result is not None
             omitted = len(data.result.samples_ns)
             import dataclasses
 
             summary = dataclasses.replace(data.result, samples_ns=())
-            self.publisher.send(
+            return self.publisher.send(
                 ResultMessage, msgspec.structs.replace(data, result=summary, samples_omitted=omitted), msg_id
             )
 
-    def finish(self, job: Job, state: str, **fields: Any) -> None:
-        self.ack(job.job_id, state, **fields)
+    async def finish(self, job: Job, state: str, **fields: Any) -> None:
+        """Say how the job ended (on disk first), then forget it."""
+        sent = self.ack(job.job_id, state, **fields)
+        if sent is not None:
+            with contextlib.suppress(Exception):  # (logged by the publisher) the job ends anyway
+                await asyncio.wrap_future(sent)
         self.store.finish(job.job_id)
         logger.info("job %s %s", job.job_id, state)

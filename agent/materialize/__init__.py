@@ -77,6 +77,18 @@ def model_bytes(net: Any, fmt: str) -> bytes:
     return to_tflite(net)
 
 
+def parameter_bytes(net: Any) -> int:
+    """The bytes of a network's weights: what its model file will hold, near enough."""
+    import numpy as np
+
+    return sum(
+        value.nbytes
+        for layer in net.layers
+        for value in vars(layer).values()
+        if isinstance(value, np.ndarray)
+    )
+
+
 def format_for(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:

@@ -27,6 +27,7 @@ V1_KIND = {
     "job_ack": "acks",
     "push_ack": "acks",
     "job": "jobs",
+    "key": "jobs",
     "push_manifest": "models",
     "push_chunk": "models",
 }

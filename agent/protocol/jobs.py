@@ -3,7 +3,9 @@
     {"job_id": "j-42",
      "models": ["mobilenet_v2.tflite", "example:squeezenet"],
      "architectures": [{"space": "nas-bench-201", "arch": "|nor_conv_3x3~0|+|...|", "seed": 0}],
-     "settings": {"runs": 100, "warmup_runs": 10, "threads": 1}}
+     "settings": {"runs": 100, "warmup_runs": 10, "threads": 1},
+     "device_id": "shed-pi-3", "seq": 1764240000000000, "expires_at": 1764326400.0,
+     "signature": "<base64 Ed25519 by the coordinator's key>"}
 
 These classes check everything a job can get wrong without knowing the device: types,
 ranges, unknown fields (refused: a typo must not silently change a measurement), the
@@ -18,7 +20,8 @@ from typing import Annotated, Literal, Optional
 import msgspec
 from msgspec import Meta
 
-from agent.protocol.types import ItemName, JobId, Seed
+from agent.protocol.signing import Seq, Signature, canonical
+from agent.protocol.types import DeviceId, ItemName, JobId, Seed, Timestamp
 
 #: models and architectures one job may name
 MAX_ITEMS = 100
@@ -95,6 +98,15 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     architectures: tuple[ArchItem, ...] = ()
     lut: Optional[LutItem] = None
     settings: JobSettings = JobSettings()
+    #: the seal (agent.protocol.signing): the one device it is for, its sequence number, its
+    #: expiry, the coordinator's signature; a device that pins a key refuses a job without it
+    device_id: Optional[DeviceId] = None
+    seq: Optional[Seq] = None
+    expires_at: Optional[Timestamp] = None
+    signature: Optional[Signature] = None
+
+    def signed_bytes(self) -> bytes:
+        return canonical(self)
 
     def __post_init__(self) -> None:
         total = len(self.models) + len(self.architectures)

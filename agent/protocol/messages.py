@@ -9,7 +9,8 @@
     result         results  ResultData      a device, one per measured job item
     job_ack        acks     JobAck          a device, about a job
     push_ack       acks     PushAck         a device, about a model push
-    job            jobs     JobSpec         the coordinator
+    job            jobs     JobSpec         the coordinator (signed)
+    key            jobs     KeyGrant        the coordinator: a new key, signed by the old one
     push_manifest  models   Manifest        the coordinator (signed)
     push_chunk     models   Chunk           the coordinator
 
@@ -50,6 +51,7 @@ from agent.protocol.errors import ProtocolError
 from agent.protocol.jobs import JobSpec
 from agent.protocol.push import Chunk, Manifest, PushAck
 from agent.protocol.reports import HealthData, JobAck, ResultData, StatusData
+from agent.protocol.signing import KeyGrant
 from agent.protocol.topics import Topic
 from agent.protocol.types import JOB_ID_PATTERN, DeviceId, MessageId, Timestamp
 
@@ -114,6 +116,11 @@ class JobMessage(Envelope, frozen=True, kw_only=True, tag="job", forbid_unknown_
     TOPIC: ClassVar[str] = "jobs"
 
 
+class KeyMessage(Envelope, frozen=True, kw_only=True, tag="key", forbid_unknown_fields=True):
+    data: KeyGrant
+    TOPIC: ClassVar[str] = "jobs"
+
+
 class PushManifestMessage(
     Envelope, frozen=True, kw_only=True, tag="push_manifest", forbid_unknown_fields=True
 ):
@@ -127,7 +134,7 @@ class PushChunkMessage(Envelope, frozen=True, kw_only=True, tag="push_chunk", fo
 
 
 REPORTS = (StatusMessage, HealthMessage, ResultMessage, JobAckMessage, PushAckMessage)
-COMMANDS = (JobMessage, PushManifestMessage, PushChunkMessage)
+COMMANDS = (JobMessage, KeyMessage, PushManifestMessage, PushChunkMessage)
 CLASSES: tuple[type[Envelope], ...] = REPORTS + COMMANDS
 BY_KIND: dict[str, type[Envelope]] = {kind_of(cls): cls for cls in CLASSES}
 Message = Union[
@@ -137,6 +144,7 @@ Message = Union[
     JobAckMessage,
     PushAckMessage,
     JobMessage,
+    KeyMessage,
     PushManifestMessage,
     PushChunkMessage,
 ]

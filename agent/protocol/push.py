@@ -2,13 +2,19 @@
 
     push_manifest  {"push_id": "...", "name": "classifier", "version": "3", "format": "onnx",
                     "size": 5242880, "sha256": "...", "chunk_bytes": 65536, "smoke_runs": 20,
-                    "max_latency_ms": null, "signature": "<base64 Ed25519>"}
+                    "device_id": "shed-pi-3", "seq": 1764240000000000, "expires_at": 1764326400.0,
+                    "release": 1764240000000000, "chunk_digests": "<base64, 16 bytes a chunk>",
+                    "signature": "<base64 Ed25519>"}
     push_chunk     {"push_id": "...", "index": 7, "data": "<base64 of at most chunk_bytes>"}
 
 The signature covers every manifest field but itself, serialized canonically (sorted
-keys, no spaces), and the manifest names the content's sha256: a signed manifest
-vouches for every byte.  Chunks are at most 64 KiB before base64, so a chunk message
-stays under the 128 KiB that AWS IoT Core accepts.
+keys, no spaces), and the manifest names the content's sha256 and each chunk's digest:
+a signed manifest vouches for every byte, and a chunk that is not the signed one is
+dropped when it arrives.  The seal (``agent.protocol.signing``) binds the manifest to
+one device and an expiry; ``release`` grows with every push of a name, and a device
+refuses a release that is not above the highest it has installed (anti-rollback, as
+TUF and Uptane do).  Chunks are at most 64 KiB before base64, so a chunk message stays
+under the 128 KiB that AWS IoT Core accepts.
 
 The device answers on ``acks`` with ``push_id`` and a state: ``receiving`` (with the
 chunk ranges it still misses, so a transfer interrupted by either side resumes),
@@ -19,8 +25,7 @@ public key the device pins in its configuration, written ``ed25519:<base64>``.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Optional
@@ -29,19 +34,27 @@ import msgspec
 from msgspec import Meta
 
 from agent.common.errors import FleetbenchError
-from agent.protocol.types import Count, Ms, Name, Positive, PushId, Short, Text
+from agent.protocol.signing import Seq, canonical
+from agent.protocol.types import Count, DeviceId, Ms, Name, Positive, PushId, Short, Text, Timestamp
 
 MAX_CHUNK_BYTES = 64 * 1024
+#: a push with chunk digests has at most this many chunks (256 MiB at 64 KiB a chunk)
+MAX_CHUNKS = 4096
+#: bytes of each chunk's digest in ``chunk_digests``: the start of its sha256
+DIGEST_BYTES = 16
 FORMATS = ("onnx", "tflite")
-KEY_PREFIX = "ed25519:"
+#: the fields fleetbench 0.3 added; left out of what is signed while unset, so a 0.2 device
+#: checks the signature of a manifest written for it exactly as before
+SEAL_FIELDS = ("device_id", "seq", "expires_at", "release", "chunk_digests")
 
 
 class PushError(FleetbenchError):
     """A push is not signed by the pinned key, breaks a device's limit, or cannot be stored."""
 
 
-class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What the coordinator signs: the model's name, version and exact bytes (size, sha256)."""
+class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What the coordinator signs: the model's name, version and exact bytes (size, sha256),
+    the device it is for, when it expires, and its release number."""
 
     push_id: PushId
     #: the model's name in the device's store: one current version per name
@@ -55,6 +68,23 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: the smoke run fails (and the device rolls back) when its median is slower than this
     max_latency_ms: Optional[Annotated[float, Meta(gt=0)]] = None
     signature: Annotated[str, Meta(max_length=200, description="base64 Ed25519 signature")] = ""
+    #: the seal (agent.protocol.signing): the one device it is for, its sequence number, expiry
+    device_id: Optional[DeviceId] = None
+    seq: Optional[Seq] = None
+    expires_at: Optional[Timestamp] = None
+    #: grows with every push of this name: a device refuses a release not above the highest it
+    #: installed (anti-rollback); going back to an older model is a new push with a new release
+    release: Optional[Seq] = None
+    #: the first 16 bytes of each chunk's sha256, in order: a chunk that does not match is
+    #: dropped on arrival, so a forged chunk cannot spoil a genuine push
+    chunk_digests: Optional[Annotated[bytes, Meta(max_length=MAX_CHUNKS * DIGEST_BYTES)]] = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_digests is not None and len(self.chunk_digests) != self.chunks * DIGEST_BYTES:
+            raise ValueError(
+                f"chunk_digests holds {len(self.chunk_digests) // DIGEST_BYTES} digests; the push has "
+                f"{self.chunks} chunks"
+            )
 
     @property
     def chunks(self) -> int:
@@ -63,13 +93,41 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def chunk_size(self, index: int) -> int:
         return min(self.chunk_bytes, self.size - index * self.chunk_bytes)
 
+    def digest_ok(self, index: int, data: bytes) -> bool:
+        """Is ``data`` chunk ``index`` as signed?  (True when the manifest lists no digests.)"""
+        if self.chunk_digests is None:
+            return True
+        wanted = self.chunk_digests[index * DIGEST_BYTES : (index + 1) * DIGEST_BYTES]
+        return hashlib.sha256(data).digest()[:DIGEST_BYTES] == wanted
+
     def signed_bytes(self) -> bytes:
-        """What the signature covers: every field but the signature, canonically."""
-        fields = {k: v for k, v in msgspec.structs.asdict(self).items() if k != "signature"}
+        """What the signature covers: the manifest as it travels, without its signature, keys
+        sorted, no spaces (``agent.protocol.signing.canonical``).  A manifest without a seal
+        is signed in fleetbench 0.2's form, which 0.2 devices check: every 0.2 field, the
+        defaults included."""
+        if self.device_id is not None:
+            return canonical(self)
+        fields = {k: v for k, v in msgspec.structs.asdict(self).items()
+                  if k != "signature" and k not in SEAL_FIELDS}  # fmt: skip
         return json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+    def same_push(self, other: Manifest) -> bool:
+        """The same transfer, whatever its seal: a retry is signed again with a new sequence
+        number and expiry, and resumes what the first one started."""
+        again = msgspec.structs.replace(other, signature=self.signature, seq=self.seq,
+                                        expires_at=self.expires_at)  # fmt: skip
+        return again == self
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.structs.asdict(self)
+
+
+def chunk_digests(data: bytes, chunk_bytes: int) -> bytes:
+    """The ``chunk_digests`` of a model file cut into ``chunk_bytes`` pieces."""
+    return b"".join(
+        hashlib.sha256(data[i : i + chunk_bytes]).digest()[:DIGEST_BYTES]
+        for i in range(0, len(data), chunk_bytes)
+    )
 
 
 class Chunk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -115,50 +173,6 @@ class PushAck(msgspec.Struct, frozen=True, omit_defaults=True):
         if any(last >= chunks for _, last in self.missing):
             raise ValueError(f"push {self.push_id}: missing chunks beyond the {chunks} of the push")
         return expand(self.missing)
-
-
-# -- keys and signatures (cryptography, imported only when a push is signed or checked) --
-
-
-def public_key_text(raw: bytes) -> str:
-    """The one-line form a device pins: ``ed25519:`` and the base64 of the 32 raw bytes."""
-    return KEY_PREFIX + base64.b64encode(raw).decode()
-
-
-def parse_public_key(text: str) -> bytes:
-    """The 32 raw bytes of an ``ed25519:<base64>`` key; PushError if it is not one."""
-    if not isinstance(text, str) or not text.startswith(KEY_PREFIX):
-        raise PushError(
-            f"public key {text!r} must look like 'ed25519:<base64>' (fleetbench keygen prints it)"
-        )
-    try:
-        raw = base64.b64decode(text[len(KEY_PREFIX) :].encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise PushError(f"public key {text!r} is not valid base64") from None
-    if len(raw) != 32:
-        raise PushError(f"public key {text!r} is {len(raw)} bytes; an Ed25519 key is 32")
-    return raw
-
-
-def verify(manifest: Manifest, public_key: str) -> None:
-    """PushError unless ``manifest`` carries a valid signature by ``public_key``."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    key = Ed25519PublicKey.from_public_bytes(parse_public_key(public_key))
-    try:
-        signature = base64.b64decode(manifest.signature.encode("ascii"), validate=True)
-        key.verify(signature, manifest.signed_bytes())
-    except (binascii.Error, UnicodeEncodeError, InvalidSignature):
-        raise PushError(
-            f"push {manifest.push_id}: the manifest's signature is not the pinned coordinator key's"
-        ) from None
-
-
-def sign(manifest: Manifest, private_key: Any) -> Manifest:
-    """``manifest`` with its signature by ``private_key`` (a cryptography Ed25519PrivateKey)."""
-    signature = private_key.sign(msgspec.structs.replace(manifest, signature="").signed_bytes())
-    return msgspec.structs.replace(manifest, signature=base64.b64encode(signature).decode())
 
 
 def ranges(indices: Iterable[int]) -> list[list[int]]:

@@ -89,6 +89,10 @@ class StatusData(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     simulation: Optional[Simulation] = None
     #: the health collectors the device has (the sensors it reports)
     collectors: tuple[Short, ...] = ()
+    #: the fingerprint of the coordinator key the device checks commands against (fleetbench
+    #: 0.3+); none: it checks no seal (an older release, or a lab's jobs.allow_unsigned), and
+    #: the coordinator writes its commands without one
+    key: Optional[Annotated[str, Meta(pattern=r"^[0-9a-f]{16}$")]] = None
 
 
 # -- health ----------------------------------------------------------------------------

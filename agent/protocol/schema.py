@@ -44,8 +44,11 @@ PURPOSE = {
     "job_ack": "the device's answers to a job: accepted or rejected (with the reason), progress, the end",
     "push_ack": "the device's answers to a model push: what it still misses, installed, rolled back, "
     "rejected",
-    "job": "work for one device: models, search-space architectures, a layer lookup table, settings",
-    "push_manifest": "a model push: what the coordinator signed (name, version, size, sha256)",
+    "job": "work for one device: models, search-space architectures, a layer lookup table, settings; "
+    "sealed for the device (device_id, seq, expires_at) and signed by the coordinator's key",
+    "key": "a new coordinator key, sealed for the device and signed by the key it pins now: a key rotation",
+    "push_manifest": "a model push: what the coordinator signed (name, version, size, sha256, each "
+    "chunk's digest, the release, the device it is for, its expiry)",
     "push_chunk": "a piece of a pushed model file, at most 64 KiB before base64",
 }
 #: (QoS, retained) per topic kind

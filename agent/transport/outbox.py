@@ -6,8 +6,12 @@ the broker has acknowledged it (``ack``), so a broker outage of hours or a reboo
 loses nothing; a message may be sent twice (after a reconnect), never zero times, and
 its id lets the receiver drop the duplicate.
 
-The outbox is bounded by count and by age.  When a bound is hit the oldest messages
-go first; how many were dropped is counted on disk, logged, and reported in health.
+The outbox is bounded by count, by bytes and by age.  When a bound is hit, messages
+marked ``droppable`` (health samples: the next one says the same, newer) go first,
+oldest first, then the oldest of the rest; how many were dropped is counted on disk,
+logged, and reported in health.  ``put`` costs the same at any size: the count and
+the bytes are kept in memory (read once at open), and dropping takes the oldest rows
+through the index, never a scan.
 """
 
 from __future__ import annotations
@@ -32,10 +36,15 @@ CREATE TABLE IF NOT EXISTS messages (
     payload    BLOB NOT NULL,
     qos        INTEGER NOT NULL,
     retain     INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    droppable  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+#: made after the column exists (an outbox of fleetbench 0.2 gets the column first)
+_INDEX = "CREATE INDEX IF NOT EXISTS ix_droppable ON messages (droppable, seq)"
+#: how often (puts) the age bound is looked at
+AGE_CHECK_EVERY = 1000
 
 
 class OutboxError(FleetbenchError):
@@ -56,21 +65,39 @@ class Pending:
 class Outbox:
     """A bounded on-disk FIFO queue, safe to use from several threads."""
 
-    def __init__(self, path: str, max_messages: int = 100_000, max_age_s: float = 7 * 86400) -> None:
-        if max_messages < 1 or max_age_s <= 0:
+    def __init__(
+        self,
+        path: str,
+        max_messages: int = 100_000,
+        max_age_s: float = 7 * 86400,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        if max_messages < 1 or max_age_s <= 0 or max_bytes < 1:
             raise OutboxError("outbox bounds must be positive")
         self.path = path
         self.max_messages = max_messages
         self.max_age_s = max_age_s
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._puts = 0
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+            if "droppable" not in columns:  # an outbox written by fleetbench 0.2
+                self._db.execute("ALTER TABLE messages ADD COLUMN droppable INTEGER NOT NULL DEFAULT 0")
+            self._db.execute(_INDEX)
+            count, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages"
+            ).fetchone()
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
         except (OSError, sqlite3.Error) as err:
             raise OutboxError(f"outbox {path!r} cannot be opened: {err}") from err
+        self._count, self._bytes = int(count), int(size)
+        self._dropped = int(row[0]) if row else 0
 
     def close(self) -> None:
         with self._lock:
@@ -84,19 +111,34 @@ class Outbox:
 
     # -- writing ------------------------------------------------------------------
 
-    def put(self, msg_id: str, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
-        """Store a message durably; False if a message with this id is already queued."""
+    def put(
+        self,
+        msg_id: str,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        droppable: bool = False,
+    ) -> bool:
+        """Store a message durably; False if a message with this id is already queued.
+        ``droppable``: dropped before the others when a bound is hit (health samples)."""
         with self._lock:
             try:
                 cur = self._db.execute(
-                    "INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (msg_id, topic, payload, qos, int(retain), time.time()),
+                    "INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, created_at, droppable) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (msg_id, topic, payload, qos, int(retain), time.time(), int(droppable)),
                 )
             except sqlite3.Error as err:
                 raise OutboxError(f"outbox {self.path!r} cannot store a message: {err}") from err
             added = cur.rowcount == 1
-        if added:
+            if added:
+                self._count += 1
+                self._bytes += len(payload)
+                self._puts += 1
+            over = self._count > self.max_messages or self._bytes > self.max_bytes
+            aged = self._puts % AGE_CHECK_EVERY == 0
+        if added and (over or aged):
             self.enforce_bounds()
         return added
 
@@ -106,40 +148,76 @@ class Outbox:
             return 0
         with self._lock:
             self._db.execute("BEGIN")
-            n = 0
+            n = freed = 0
             for i in range(0, len(msg_ids), 500):
                 chunk = msg_ids[i : i + 500]
-                cur = self._db.execute(
-                    f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})", chunk
-                )
-                n += cur.rowcount
+                rows = self._db.execute(
+                    f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))}) "
+                    "RETURNING LENGTH(payload)",
+                    chunk,
+                ).fetchall()
+                n += len(rows)
+                freed += sum(size for (size,) in rows)
             self._db.execute("COMMIT")
+            self._count -= n
+            self._bytes -= freed
             return n
 
+    def _drop_oldest(self, droppable_only: bool, limit: int) -> tuple[int, int]:
+        """Delete up to ``limit`` of the oldest messages (droppable ones only, if asked): (count, bytes)."""
+        where = "WHERE droppable = 1 " if droppable_only else ""
+        rows = self._db.execute(
+            f"DELETE FROM messages WHERE seq IN (SELECT seq FROM messages {where}ORDER BY seq LIMIT ?) "
+            "RETURNING LENGTH(payload)",
+            (limit,),
+        ).fetchall()
+        return len(rows), sum(size for (size,) in rows)
+
     def enforce_bounds(self) -> int:
-        """Drop the oldest messages beyond the count bound and older than the age bound."""
+        """Drop what is older than the age bound, then, while over the count or byte bound,
+        the oldest droppable messages, then the oldest of the rest."""
         with self._lock:
             self._db.execute("BEGIN")
-            old = self._db.execute(
-                "DELETE FROM messages WHERE created_at < ?", (time.time() - self.max_age_s,)
-            ).rowcount
-            over = self._db.execute(
-                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq DESC "
-                "LIMIT -1 OFFSET ?)",
-                (self.max_messages,),
-            ).rowcount
-            dropped = old + over
+            # age: only the oldest rows can be too old (seq follows time): look at those
+            old_rows = self._db.execute(
+                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE created_at < ? "
+                "ORDER BY seq LIMIT 10000) RETURNING LENGTH(payload)",
+                (time.time() - self.max_age_s,),
+            ).fetchall()
+            old = len(old_rows)
+            self._count -= old
+            self._bytes -= sum(size for (size,) in old_rows)
+            health = over = 0
+            for droppable_only in (True, False):
+                while self._count > self.max_messages or self._bytes > self.max_bytes:
+                    # as many as the count is over, or as the bytes over are at the average size
+                    average = max(1, self._bytes // max(1, self._count))
+                    excess = max(
+                        self._count - self.max_messages, -(-(self._bytes - self.max_bytes) // average), 1
+                    )
+                    n, size = self._drop_oldest(droppable_only, min(excess, 10_000))
+                    if n == 0:
+                        break
+                    self._count -= n
+                    self._bytes -= size
+                    if droppable_only:
+                        health += n
+                    else:
+                        over += n
+            dropped = old + health + over
             if dropped:
                 self._db.execute(
                     "INSERT INTO meta (key, value) VALUES ('dropped', ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
                     (dropped,),
                 )
+                self._dropped += dropped
             self._db.execute("COMMIT")
         if dropped:
             logger.warning(
-                "outbox %s dropped %d message(s): %d older than %.0f s, %d beyond %d queued",
-                self.path, dropped, old, self.max_age_s, over, self.max_messages,
+                "outbox %s dropped %d message(s): %d older than %.0f s, %d health samples and %d others "
+                "beyond %d messages or %d bytes",
+                self.path, dropped, old, self.max_age_s, health, over, self.max_messages, self.max_bytes,
             )  # fmt: skip
         return dropped
 
@@ -163,11 +241,13 @@ class Outbox:
         return out
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        return self._count
+
+    @property
+    def bytes(self) -> int:
+        """The payload bytes queued."""
+        return self._bytes
 
     @property
     def dropped_total(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
-        return int(row[0]) if row else 0
+        return self._dropped

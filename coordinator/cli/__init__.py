@@ -2,7 +2,8 @@
 ``fleetbench.commands`` entry point (the agent's CLI never imports the coordinator).
 
     ranking  monotonicity, plan-samples, predict, rank
-    service  coordinator, fleet, keygen, push, rollouts, explain
+    service  coordinator, fleet, push, rollouts, explain
+    trust    keygen, job, revoke, broker-config, enroll
     demo     demo
     format   tables and decisions in words (the demo's report uses it too)
 
@@ -17,8 +18,9 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add the coordinator's commands to the ``fleetbench`` subparsers."""
-    from coordinator.cli import demo, ranking, service
+    from coordinator.cli import demo, ranking, service, trust
 
     service.register(sub)
+    trust.register(sub)
     demo.register(sub)
     ranking.register(sub)

@@ -1,4 +1,4 @@
-"""The coordinator service's commands: coordinator, fleet, keygen, push, rollouts, explain.
+"""The coordinator service's commands: coordinator, fleet, push, rollouts, explain.
 
 Each reads the coordinator's configuration (``--config``, else
 ``/etc/fleetbench/coordinator.toml`` if it exists, then ``FLEETBENCH_COORDINATOR_*``),
@@ -58,20 +58,6 @@ def register(sub: Any) -> None:
     _common(fleet)
     fleet.add_argument("--format", choices=["table", "json"], default="table")
     fleet.set_defaults(func=cmd_fleet)
-
-    keygen = sub.add_parser(
-        "keygen",
-        help="make the coordinator's signing key; print the public key agents pin",
-        description=(
-            "Write a new Ed25519 private key (mode 0600) to --key (default: STATE_DIR/coordinator.key) "
-            "and print its public key.  Put that line in every agent's config, under [models] "
-            "public_key: agents accept only pushes this key signed."
-        ),
-    )
-    _common(keygen)
-    keygen.add_argument("--key", metavar="FILE", help="where to write the private key (push.key_file)")
-    keygen.add_argument("--show", action="store_true", help="print the public key of the existing key")
-    keygen.set_defaults(func=cmd_keygen)
 
     push = sub.add_parser(
         "push",
@@ -196,21 +182,6 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         newest = ago(now - last.at)
         print(f"\n{total} message(s) refused and kept as dead letters; the newest {newest} ago on "
               f"{last.topic}: {last.reason}", file=sys.stderr)  # fmt: skip
-    return 0
-
-
-def cmd_keygen(args: argparse.Namespace) -> int:
-    need("cryptography", "signing model pushes")
-    from coordinator.deploy import generate_key, load_key, public_key_of
-
-    config = _config(args, **{"push.key_file": args.key})
-    if args.show:
-        print(public_key_of(load_key(config.key_file)))
-        return 0
-    public = generate_key(config.key_file)
-    print(f"fleetbench: wrote the signing key {config.key_file}; keep it private", file=sys.stderr)
-    print("fleetbench: put this in every agent's config (e.g. /etc/fleetbench/agent.toml):", file=sys.stderr)
-    print(f'[models]\npublic_key = "{public}"')
     return 0
 
 

@@ -33,7 +33,7 @@ from agent.protocol.messages import (
     decode,
 )
 from agent.protocol.topics import parse_topic
-from coordinator.store.schema import acks, dead_letters, devices, health, results
+from coordinator.store.schema import acks, dead_letters, devices, health, results, revoked
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +89,15 @@ class Batch:
             refused.extend(Refusal(d["topic"], d["device_id"], d["reason"]) for d in self.dead)
 
 
-def plan(msg: Message, batch: Batch) -> None:
-    """Decode one message into its row (or its dead letter) in ``batch``."""
+def plan(msg: Message, batch: Batch, revoked: frozenset[str] = frozenset()) -> None:
+    """Decode one message into its row (or its dead letter) in ``batch``; a device in
+    ``revoked`` is no longer one of the fleet, and what it sends is refused."""
     topic = parse_topic(msg.topic)
     if topic is None or not topic.is_report:
         batch.add_dead(msg, None, None, "not a topic fleetbench devices report on")
+        return
+    if topic.device_id in revoked:
+        batch.add_dead(msg, topic.device_id, topic.kind, f"device {topic.device_id} is revoked")
         return
     try:
         m = decode(msg.payload, topic)
@@ -129,6 +133,11 @@ class Ingesting:
     engine: sa.Engine
     _insert: Any
 
+    def revoked_ids(self) -> frozenset[str]:
+        """The revoked devices (a short table, read once per batch)."""
+        with self.engine.connect() as conn:
+            return frozenset(d for (d,) in conn.execute(sa.select(revoked.c.device_id)))
+
     @property
     def _sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
@@ -139,8 +148,9 @@ class Ingesting:
 
         ``refused``, if given, gets what became a dead letter, for the caller to report."""
         batch = Batch()
+        revoked = self.revoked_ids()
         for msg in messages:
-            plan(msg, batch)
+            plan(msg, batch, revoked)
         try:
             with self.engine.begin() as conn:
                 added = self._write(conn, batch)
@@ -157,9 +167,10 @@ class Ingesting:
 
     def _ingest_each(self, messages: Sequence[Message], refused: Optional[list[Refusal]]) -> dict[str, int]:
         total: dict[str, int] = {}
+        revoked = self.revoked_ids()
         for msg in messages:
             one = Batch()
-            plan(msg, one)
+            plan(msg, one, revoked)
             try:
                 with self.engine.begin() as conn:
                     added = self._write(conn, one)
@@ -238,7 +249,7 @@ class Ingesting:
         # connected (the payload is fixed then), not when the broker published it.
         now = time.time()
         d = status.data
-        values: dict[str, Any] = {"state": d.state, "state_at": now, "protocol": d.protocol}
+        values: dict[str, Any] = {"state": d.state, "state_at": now, "protocol": d.protocol, "key": d.key}
         for key in ("platform", "sku", "version"):
             if getattr(d, key):
                 values[key] = getattr(d, key)

@@ -33,6 +33,7 @@ class Device:
     sku: Optional[str] = None
     version: Optional[str] = None
     protocol: Optional[int] = None
+    key: Optional[str] = None
     capabilities: Optional[dict[str, Any]] = None
     health: Optional[dict[str, Any]] = None
     health_at: Optional[float] = None
@@ -57,6 +58,8 @@ class OnlineDevice:
     degradation_index: Optional[float]
     #: the message version to write to it (1 for a device whose status said none)
     protocol: int = 1
+    #: the fingerprint of the coordinator key it checks commands by; None: it takes them unsealed
+    key: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,29 @@ class JobEnding:
 
     state: str
     error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class OutgoingJob:
+    """A job an operator asked for (``fleetbench job``), to be signed and sent by the coordinator."""
+
+    job_id: str
+    device_id: str
+    spec: str  # JSON of the JobSpec, unsealed
+    state: str  # queued -> sent | failed
+    created_at: float
+    sent_at: Optional[float] = None
+    detail: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """What a device said about a job: an ack (``state`` and its fields) or a result."""
+
+    device_id: str
+    ts: float
+    kind: str  # job_ack / result
+    data: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ devices = sa.Table(
     sa.Column("degradation_index", sa.Float),
     #: the newest message version the device reads (its status says; none said means 1)
     sa.Column("protocol", sa.Integer),
+    #: the fingerprint of the coordinator key it checks commands by (none: it checks no seal)
+    sa.Column("key", sa.String(16)),
 )
 
 # Reports are keyed by (device, message id): ids are unique per sender, not across the
@@ -161,6 +163,28 @@ decisions = sa.Table(
     sa.Column("inputs", sa.Text, nullable=False),  # JSON: the Decision, the reference, the job
 )
 
+#: devices removed from the fleet (`fleetbench revoke`): whatever they send is refused
+revoked = sa.Table(
+    "revoked",
+    metadata,
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text),
+)
+
+#: jobs an operator asked for (`fleetbench job`): the running coordinator signs and sends them
+outgoing_jobs = sa.Table(
+    "outgoing_jobs",
+    metadata,
+    sa.Column("job_id", sa.String(128), primary_key=True),
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),  # JSON of the JobSpec, unsealed
+    sa.Column("state", sa.String(16), nullable=False),  # queued -> sent | failed
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("sent_at", sa.Float),
+    sa.Column("detail", sa.Text),
+)
+
 # Version 1's deployments table (never written by any release): version 2 replaced it.
 _deployments_v1 = sa.Table("deployments", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
 
@@ -204,6 +228,13 @@ def _v3(conn: sa.Connection) -> None:
     dead_letters.create(conn, checkfirst=True)
 
 
+def _v4(conn: sa.Connection) -> None:
+    """The key each device checks commands by; revoked devices; operators' jobs."""
+    conn.execute(sa.text("ALTER TABLE devices ADD COLUMN key VARCHAR(16)"))
+    revoked.create(conn, checkfirst=True)
+    outgoing_jobs.create(conn, checkfirst=True)
+
+
 #: (version, what it does, how); version 1 is the first schema, which no database needs
 #: migrating to (a new database is made at the latest version)
 MIGRATIONS: tuple[tuple[int, str, Optional[Callable[[sa.Connection], None]]], ...] = (
@@ -211,5 +242,6 @@ MIGRATIONS: tuple[tuple[int, str, Optional[Callable[[sa.Connection], None]]], ..
     (2, "rollouts, deployments per push, the re-ranking state, decisions", _v2),
     (3, "reports keyed by (device, message id), job and push acks apart, device protocol, dead letters",
      _v3),
+    (4, "the key each device checks commands by, revoked devices, operators' jobs", _v4),
 )  # fmt: skip
 LATEST = MIGRATIONS[-1][0]

@@ -8,6 +8,7 @@ records of ``coordinator.store.records``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,7 +28,9 @@ from coordinator.store.records import (
     Deployment,
     Device,
     JobEnding,
+    JobReport,
     OnlineDevice,
+    OutgoingJob,
     ReceivedPushAck,
     RerankState,
     ResultRow,
@@ -43,8 +46,10 @@ from coordinator.store.schema import (
     deployments,
     devices,
     metadata,
+    outgoing_jobs,
     rerank_state,
     results,
+    revoked,
     rollouts,
     schema_version,
 )
@@ -138,10 +143,87 @@ class Store(Ingesting):
     def online(self) -> list[OnlineDevice]:
         """The online devices' id, SKU, degradation index and message version: what the loops
         look at every tick (``fleet()`` also decodes every health sample and counts results)."""
-        cols = (devices.c.device_id, devices.c.sku, devices.c.degradation_index, devices.c.protocol)
+        cols = (devices.c.device_id, devices.c.sku, devices.c.degradation_index, devices.c.protocol,
+                devices.c.key)  # fmt: skip
         with self.engine.connect() as conn:
             q = sa.select(*cols).where(devices.c.state == "online").order_by(devices.c.device_id)
-            return [OnlineDevice(d, sku, index, protocol or 1) for d, sku, index, protocol in conn.execute(q)]
+            return [OnlineDevice(d, sku, index, protocol or 1, key)
+                    for d, sku, index, protocol, key in conn.execute(q)]  # fmt: skip
+
+    def device(self, device_id: str) -> Optional[OnlineDevice]:
+        """One device's id, SKU, degradation, message version and key, online or not."""
+        cols = (devices.c.device_id, devices.c.sku, devices.c.degradation_index, devices.c.protocol,
+                devices.c.key)  # fmt: skip
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(*cols).where(devices.c.device_id == device_id)).first()
+        return OnlineDevice(row[0], row[1], row[2], row[3] or 1, row[4]) if row else None
+
+    # -- revocation -----------------------------------------------------------------
+
+    def revoke(self, device_id: str, now: float, reason: str) -> bool:
+        """Take a device out of the fleet: what it sends from now on is refused, its pushes in
+        flight are cancelled, its jobs not yet sent dropped.  False if it was already revoked."""
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(revoked.c.device_id).where(revoked.c.device_id == device_id)).first():
+                return False
+            conn.execute(revoked.insert().values(device_id=device_id, at=now, reason=reason))
+            conn.execute(devices.delete().where(devices.c.device_id == device_id))
+            conn.execute(rerank_state.delete().where(rerank_state.c.device_id == device_id))
+            conn.execute(deployments.update().where(
+                deployments.c.device_id == device_id, deployments.c.state.in_(("pending", "sending"))
+            ).values(state="cancelled", updated_at=now, detail="the device was revoked"))  # fmt: skip
+            conn.execute(outgoing_jobs.update().where(
+                outgoing_jobs.c.device_id == device_id, outgoing_jobs.c.state == "queued"
+            ).values(state="failed", detail="the device was revoked"))  # fmt: skip
+        return True
+
+    def reinstate(self, device_id: str) -> bool:
+        """A revoked device may join again (enrolled anew); False if it was not revoked."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(revoked.delete().where(revoked.c.device_id == device_id)).rowcount)
+
+    # -- operators' jobs ------------------------------------------------------------
+
+    def queue_jobs(self, jobs: Sequence[OutgoingJob]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(outgoing_jobs.insert(), [dataclasses.asdict(job) for job in jobs])
+
+    def queued_jobs(self) -> list[OutgoingJob]:
+        with self.engine.connect() as conn:
+            q = outgoing_jobs.select().where(outgoing_jobs.c.state == "queued").order_by(
+                outgoing_jobs.c.created_at)  # fmt: skip
+            return [_record(OutgoingJob, r) for r in conn.execute(q)]
+
+    def outgoing_jobs(self, job_id: str) -> list[OutgoingJob]:
+        """An operator's job, one row per device it went to."""
+        with self.engine.connect() as conn:
+            q = (
+                outgoing_jobs.select()
+                .where(outgoing_jobs.c.job_id == job_id)
+                .order_by(outgoing_jobs.c.device_id)
+            )
+            return [_record(OutgoingJob, r) for r in conn.execute(q)]
+
+    def job_sent(
+        self, job: OutgoingJob, now: float, state: str = "sent", detail: Optional[str] = None
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(outgoing_jobs.update().where(
+                outgoing_jobs.c.job_id == job.job_id, outgoing_jobs.c.device_id == job.device_id
+            ).values(state=state, sent_at=now, detail=detail))  # fmt: skip
+
+    def job_reports(self, job_ids: Sequence[str], after: float = 0.0) -> list[JobReport]:
+        """What devices said about these jobs (acks and results) after ``after``, oldest first."""
+        out: list[JobReport] = []
+        with self.engine.connect() as conn:
+            for kind, table in (("job_ack", acks), ("result", results)):
+                q = sa.select(table.c.device_id, table.c.ts, table.c.data).where(
+                    table.c.job_id.in_(list(job_ids)), table.c.ts > after)  # fmt: skip
+                if table is acks:
+                    q = q.where(acks.c.kind == "job_ack")
+                for device_id, ts, data in conn.execute(q):
+                    out.append(JobReport(device_id, ts, kind, json.loads(data)["data"]))
+        return sorted(out, key=lambda r: r.ts)
 
     def devices_of_sku(self, sku: str) -> list[str]:
         with self.engine.connect() as conn:

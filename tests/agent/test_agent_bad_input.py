@@ -3,18 +3,21 @@
 - 100,000 ``[`` on its jobs topic used to raise RecursionError in paho's network thread: the
   agent stayed "up", deaf to every later job.  Now it is refused, and the agent keeps working.
 - A refused job's ack names its job id whenever the id can be read.
-- The README's job example (copied from here, and checked to be there) is accepted and runs.
+- The README's job example (copied from here, and checked to be there) runs: the coordinator
+  signs it.  The same job published by hand, unsigned, is refused and never runs.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 
 import pytest
 from broker import Receiver
-from daemon_proc import AgentProcess, write_config
-from wire import raw_job, received
+from daemon_proc import AgentProcess, eventually, fleetbench, start_configured_coordinator, stop, write_config
+from keys import write_private
+from wire import command, raw_job, received
 
 DEVICE = "shed-pi-3"
 JOBS = f"fleetbench/v1/devices/{DEVICE}/jobs"
@@ -23,7 +26,9 @@ README = os.path.join(
 )
 
 #: the README's example, verbatim ("Jobs" in "The device agent"): keep the two the same
-README_JOB = """{"kind": "job", "v": 2, "id": "j-42", "device_id": "shed-pi-3", "ts": 1795000000.0,
+README_JOB = "fleetbench job --device shed-pi-3 conv.onnx --runs 20"
+#: the same job as a person used to publish it by hand (fleetbench 0.2's README example)
+HAND_JOB = """{"kind": "job", "v": 2, "id": "j-42", "device_id": "shed-pi-3", "ts": 1795000000.0,
  "data": {"job_id": "j-42", "models": ["conv.onnx"], "settings": {"runs": 20}}}"""
 
 
@@ -66,7 +71,7 @@ def test_a_deeply_nested_message_leaves_the_agent_receiving_jobs(agent):
     assert all("not a valid job message" in a["error"] for a in refused)
     proc.notes.clear()
     assert proc.wait_note("WATCHDOG=1")  # the supervisor still sees every thread alive
-    publish(rx, raw_job(DEVICE, {"job_id": "after", "models": ["conv.onnx"], "settings": {"runs": 3}}))
+    publish(rx, command(DEVICE, {"job_id": "after", "models": ["conv.onnx"], "settings": {"runs": 3}}))
     assert wait_ack(rx, "after", "done")["measured"] == 1
     assert proc.proc.poll() is None and "Traceback" not in proc.read_log()
 
@@ -79,17 +84,33 @@ def test_a_refused_job_is_answered_with_its_job_id(agent):
     )
     assert "unknown field `setings`" in wait_ack(rx, "typo", "rejected")["error"]
     assert "settings.min_time_s" in wait_ack(rx, "nan", "rejected")["error"]
-    # a job in the previous release's format (message version 1) is read, as the rule for upgrades says
+    # a job in the previous release's format (message version 1) is read, as the rule for upgrades
+    # says, and refused: nobody signed it
     publish(rx, raw_job(DEVICE, {"job_id": "old", "models": ["conv.onnx"], "settings": {"runs": 3}}, v=1))
-    assert wait_ack(rx, "old", "done")["measured"] == 1
+    assert "not signed" in wait_ack(rx, "old", "rejected")["error"]
 
 
-def test_the_readme_job_example_runs(agent):
+def test_the_readme_job_example_runs_and_the_same_job_unsigned_is_refused(agent, tmp_path, mosquitto):
     with open(README, encoding="utf-8") as fh:
         assert README_JOB in fh.read(), "README.md must show README_JOB as it is here"
     _, rx = agent
-    publish(rx, README_JOB.encode())
-    assert wait_ack(rx, "j-42", "accepted")["models"] == 1
-    assert wait_ack(rx, "j-42", "done")["failed"] == []
+    publish(rx, HAND_JOB.encode())
+    assert "not signed" in wait_ack(rx, "j-42", "rejected")["error"]
+    config = tmp_path / "coordinator.toml"
+    config.write_text(
+        f'db = "{tmp_path / "fleet.sqlite"}"\nstate_dir = "{tmp_path / "coord"}"\ntick_s = 0.2\n'
+        f'[broker]\nurl = "{mosquitto.url}"\n[rerank]\nenabled = false\n'
+    )
+    write_private(str(tmp_path / "coord" / "coordinator.key"))  # the key the agent pins
+    coord = start_configured_coordinator(str(config))
+    try:
+        eventually(lambda: fleetbench("fleet", "--config", str(config)).stdout.count(DEVICE) == 1)
+        out = fleetbench(
+            *shlex.split(README_JOB)[1:], "--config", str(config), "--timeout", "120", timeout_s=200
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"{DEVICE}: done" in out.stderr and "conv.onnx" in out.stdout
+    finally:
+        stop(coord)
     (result,) = [r.data for r in received(rx.payloads, "results")]
-    assert result["job_id"] == "j-42" and result["result"]["protocol"]["runs"] == 20
+    assert result["result"]["protocol"]["runs"] == 20 and result["job_id"].startswith("op-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from keys import FLEET_PUBLIC
 
 from agent import config
 from agent.common.config import ConfigError
@@ -120,16 +121,18 @@ def test_config_is_frozen(tmp_path):
 
 
 def test_the_agent_and_the_bridge_share_one_file_each_checking_its_own_sections(tmp_path):
-    """[bridge] belongs to the bridge, [models] to the agent: each ignores the other's, and
-    checks its own."""
+    """[bridge] belongs to the bridge, [degradation] to the agent: each ignores the other's, and
+    checks its own; [jobs] and [models] (the coordinator's key) are both's."""
     from firmware_bridge import config as bridge_config
 
     path = tmp_path / "agent.toml"
-    path.write_text("[models]\nmax_bytes = 1000\n[bridge]\nbaud = 921600\n[jobs]\nmax_runs = 50\n")
+    path.write_text("[degradation]\ninterval_s = 600\n[bridge]\nbaud = 921600\n[jobs]\nmax_runs = 50\n"
+                    f'[models]\npublic_key = "{FLEET_PUBLIC}"\n')  # fmt: skip
     agent_cfg = config.load(str(path), env={})
     bridge_cfg = bridge_config.load(str(path), env={})
-    assert agent_cfg.models.max_bytes == 1000 and not hasattr(agent_cfg, "bridge")
-    assert bridge_cfg.bridge.baud == 921600 and not hasattr(bridge_cfg, "models")
+    assert agent_cfg.degradation.interval_s == 600 and not hasattr(agent_cfg, "bridge")
+    assert bridge_cfg.bridge.baud == 921600 and not hasattr(bridge_cfg, "degradation")
+    assert agent_cfg.models.public_key == bridge_cfg.models.public_key == FLEET_PUBLIC
     assert agent_cfg.jobs.max_runs == bridge_cfg.jobs.max_runs == 50  # a shared section
     path.write_text("[bridge]\nbaud = 10\n")
     config.load(str(path), env={})  # not the agent's to judge

@@ -15,7 +15,7 @@ import time
 import pytest
 from broker import Receiver
 from daemon_proc import AgentProcess, fleetbench, write_config
-from wire import raw_job, received
+from wire import command, received
 
 DEVICE = "test-agent"
 TOPICS = f"fleetbench/v1/devices/{DEVICE}/#"
@@ -23,7 +23,7 @@ TOPICS = f"fleetbench/v1/devices/{DEVICE}/#"
 
 def send_job(rx: Receiver, data, raw: bytes = b"") -> None:
     """A job as the JSON a coordinator (or a person) publishes: the envelope around ``data``."""
-    payload = raw or raw_job(DEVICE, data)
+    payload = raw or command(DEVICE, data)
     rx.client.publish(f"fleetbench/v1/devices/{DEVICE}/jobs", payload, qos=1).wait_for_publish(10)
 
 

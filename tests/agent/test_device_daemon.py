@@ -112,8 +112,8 @@ def test_the_cli_exit_status_is_the_daemons(tmp_path, monkeypatch, exit_code):
 class Measuring(Plugin):
     """Measures "good" and "nan" (a runtime that reported NaN); "boom" fails with pages of text."""
 
-    def _finish(self, job, state, **fields):
-        super()._finish(job, state, **fields)
+    async def _finish(self, job, state, **fields):
+        await super()._finish(job, state, **fields)
         self.finished.set()
 
     async def measure(self, job, item, conditions):
@@ -143,7 +143,7 @@ def test_an_item_whose_result_or_error_breaks_the_contract_fails_alone(tmp_path)
     try:
         assert daemon.up.wait(30)
         spec = JobSpec(job_id="j-edge", models=("nan", "boom", "good"))
-        daemon._loop.call_soon_threadsafe(daemon._jobs.put_nowait, Job(spec))
+        daemon._loop.call_soon_threadsafe(daemon.enqueue, Job(spec))
         assert daemon.finished.wait(60)
         queued = [messages.decode(p.payload) for p in daemon.outbox.peek(1000)]
     finally:

@@ -7,17 +7,20 @@ import hashlib
 import json
 import os
 
+import msgspec
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
-from keys import key_pair
+from keys import key_pair, sealed
 
 from agent.modelstore import ModelStore
-from agent.protocol import messages, push
+from agent.protocol import messages, push, signing
 from agent.protocol.errors import ProtocolError
 from agent.protocol.push import Chunk, Manifest, PushError
+
+RELEASE = [0]
 
 
 def read_bytes(path: str) -> bytes:
@@ -25,10 +28,14 @@ def read_bytes(path: str) -> bytes:
         return fh.read()
 
 
-def signed(private: Ed25519PrivateKey, data: bytes, **fields) -> Manifest:
+def signed(private: Ed25519PrivateKey, data: bytes, digests: bool = True, **fields) -> Manifest:
+    """A manifest as the coordinator sends it: a new release, each chunk's digest, sealed."""
+    RELEASE[0] += 1
+    chunk_digests = push.chunk_digests(data, fields.get("chunk_bytes", 1000)) if digests else None
     base = dict(push_id="p1", name="clf", version="1", format="onnx", size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(), chunk_bytes=1000)  # fmt: skip
-    return push.sign(Manifest(**{**base, **fields}), private)
+                sha256=hashlib.sha256(data).hexdigest(), chunk_bytes=1000, release=RELEASE[0],
+                chunk_digests=chunk_digests)  # fmt: skip
+    return sealed(Manifest(**{**base, **fields}), "d1", key=private)
 
 
 def send_all(store: ModelStore, manifest: Manifest, data: bytes) -> None:
@@ -44,7 +51,7 @@ def keys():
 
 @pytest.fixture
 def store(tmp_path, keys):
-    return ModelStore(str(tmp_path / "models"), str(tmp_path / "state"), keys[1], max_bytes=100_000)
+    return ModelStore(str(tmp_path / "models"), str(tmp_path / "state"), max_bytes=100_000)
 
 
 def test_install_then_second_version_keeps_the_first_as_previous(store, keys):
@@ -69,11 +76,28 @@ def test_install_then_second_version_keeps_the_first_as_previous(store, keys):
     assert not os.path.isdir(store._dir("p2")), "a finished transfer leaves nothing in incoming/"
 
 
-def test_a_tampered_chunk_is_rejected_at_install_and_the_current_model_stays(store, keys):
+def test_a_tampered_chunk_is_dropped_on_arrival_and_the_genuine_one_still_installs(store, keys):
+    """A forged chunk sent ahead of the genuine one is not the signed one: it is dropped, the
+    genuine one is still wanted, and the push installs (it used to spoil the push for good)."""
+    data = os.urandom(2000)
+    manifest = signed(keys[0], data)
+    assert store.offer(manifest) == [0, 1]
+    forged = bytearray(data[1000:])
+    forged[500] ^= 0xFF
+    with pytest.raises(PushError, match="not the signed one"):
+        store.add_chunk("p1", 1, bytes(forged))
+    assert store.missing("p1") == [0, 1]
+    assert store.add_chunk("p1", 0, data[:1000]) is None
+    assert store.add_chunk("p1", 1, data[1000:]) == manifest
+    assert read_bytes(store.install("p1").path) == data
+
+
+def test_without_digests_a_tampered_chunk_is_rejected_at_install_and_the_current_model_stays(store, keys):
+    """A 0.2 coordinator's manifest lists no chunk digests: the whole file's sha256 catches it."""
     good, new = os.urandom(2000), os.urandom(2000)
     send_all(store, signed(keys[0], good), good)
     store.install("p1")
-    m2 = signed(keys[0], new, push_id="p2", version="2")
+    m2 = signed(keys[0], new, digests=False, push_id="p2", version="2")
     missing = store.offer(m2)
     tampered = bytearray(new)
     tampered[1500] ^= 0xFF
@@ -86,36 +110,37 @@ def test_a_tampered_chunk_is_rejected_at_install_and_the_current_model_stays(sto
     assert store.pending() == []
 
 
-def test_wrong_signature_unsigned_and_unpinned_are_refused_before_anything_is_written(store, tmp_path):
-    data = os.urandom(500)
-    other, _ = key_pair()
-    with pytest.raises(PushError, match="signature is not the pinned coordinator key"):
-        store.offer(signed(other, data))
-    manifest = signed(other, data)
-    forged = Manifest(**{**manifest.to_dict(), "size": 400})  # altered after signing
-    with pytest.raises(PushError, match="signature"):
-        store.offer(forged)
-    unpinned = ModelStore(str(tmp_path / "m2"), str(tmp_path / "s2"), None, 100_000)
-    with pytest.raises(PushError, match=r"pins no coordinator key \(models.public_key\)"):
-        unpinned.offer(manifest)
-    assert store.pending() == [] and not os.path.exists(store.incoming)
+def test_an_older_release_is_refused_and_an_operators_revert_is_a_new_release(store, keys):
+    v1, v2 = os.urandom(1500), os.urandom(1500)
+    old = signed(keys[0], v1)
+    new = signed(keys[0], v2, push_id="p2", version="2")
+    send_all(store, new, v2)
+    store.install("p2")
+    with pytest.raises(
+        PushError, match=rf"release {old.release} of clf is not newer than release {new.release}"
+    ):
+        store.offer(old)  # a replay of the older push: a downgrade
+    revert = signed(keys[0], v1, push_id="p3", version="1")  # the same model, pushed again
+    send_all(store, revert, v1)
+    assert store.install("p3").version == "1"
+    assert store.current("clf")["release"] == revert.release
 
 
 def test_oversized_manifest_is_refused(store, keys):
     with pytest.raises(PushError, match="over this device's limit of 100000"):
-        store.offer(signed(keys[0], b"x", size=100_001))
+        store.offer(signed(keys[0], b"x", digests=False, size=100_001))
 
 
 def test_an_interrupted_transfer_resumes_with_only_the_missing_chunks(tmp_path, keys):
     data = os.urandom(4500)
     manifest = signed(keys[0], data)
-    store = ModelStore(str(tmp_path / "m"), str(tmp_path / "s"), keys[1], 100_000)
+    store = ModelStore(str(tmp_path / "m"), str(tmp_path / "s"), 100_000)
     missing = store.offer(manifest)
     assert missing == [0, 1, 2, 3, 4]
     for i in (0, 3):
         store.add_chunk("p1", i, data[i * 1000 : (i + 1) * 1000])
     # the device restarts: a new store over the same directories
-    store = ModelStore(str(tmp_path / "m"), str(tmp_path / "s"), keys[1], 100_000)
+    store = ModelStore(str(tmp_path / "m"), str(tmp_path / "s"), 100_000)
     assert [m.push_id for m in store.pending()] == ["p1"]
     missing = store.offer(manifest)
     assert missing == [1, 2, 4]
@@ -152,7 +177,7 @@ def test_chunks_of_wrong_length_or_index_or_push_are_refused(store, keys):
 )
 def test_manifest_fields_are_checked(keys, change, message):
     """A manifest is checked when its message is decoded, before anything touches the disk."""
-    fields = {**signed(keys[0], b"abc").to_dict(), **change}
+    fields = {**msgspec.to_builtins(signed(keys[0], b"abc")), **change}
     raw = json.dumps(
         {"kind": "push_manifest", "v": 2, "id": "m1", "device_id": "d1", "ts": 1.0, "data": fields}
     )
@@ -165,18 +190,22 @@ def test_signature_covers_a_canonical_form_a_firmware_author_can_rebuild(keys):
     what another implementation computes from the JSON it received, whatever the order."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    wire = json.loads(json.dumps(dict(reversed(list(signed(keys[0], b"abc").to_dict().items())))))
+    msg = messages.make(messages.PushManifestMessage, "d1", signed(keys[0], b"abc"))
+    data = json.loads(messages.encode(msg))["data"]
+    wire = json.loads(json.dumps(dict(reversed(list(data.items())))))
     signature = base64.b64decode(wire.pop("signature"))
     rebuilt = json.dumps(wire, sort_keys=True, separators=(",", ":")).encode()
-    Ed25519PublicKey.from_public_bytes(push.parse_public_key(keys[1])).verify(signature, rebuilt)
+    Ed25519PublicKey.from_public_bytes(signing.parse_public_key(keys[1])).verify(signature, rebuilt)
     with pytest.raises(InvalidSignature):
-        Ed25519PublicKey.from_public_bytes(push.parse_public_key(keys[1])).verify(signature, rebuilt + b" ")
+        Ed25519PublicKey.from_public_bytes(signing.parse_public_key(keys[1])).verify(
+            signature, rebuilt + b" "
+        )
 
 
 @pytest.mark.parametrize("text", ["", "ssh-ed25519 AAAA", "ed25519:!!!", "ed25519:" + "QUFB" * 4])
 def test_bad_public_keys_are_named(text):
-    with pytest.raises(PushError, match="public key"):
-        push.parse_public_key(text)
+    with pytest.raises(signing.TrustError, match="public key"):
+        signing.parse_public_key(text)
 
 
 @given(st.sets(st.integers(min_value=0, max_value=500)))

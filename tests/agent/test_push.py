@@ -1,7 +1,8 @@
 """Model pushes into a real agent process over a real mosquitto: the test plays the coordinator,
-signing with its own key.  A good push installs and smoke-runs; a tampered chunk, a wrong
-signature, an oversized manifest and a model that fails its smoke run each end in rejection or
-rollback, and the previous model stays current."""
+signing with its own key.  A good push installs and smoke-runs; a tampered chunk is dropped and
+the push goes on; a wrong signature, a manifest for another device, an older release, an
+unsigned or oversized manifest, and a model that fails its smoke run each end in rejection or
+rollback, and the model installed last stays current."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import hashlib
 import json
 import os
 
+import msgspec
 import pytest
 from broker import Receiver
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from daemon_proc import AgentProcess, write_config
-from keys import key_pair
+from keys import key_pair, sealed
 
 from agent.protocol import messages, push
 from agent.protocol.push import Chunk, Manifest
@@ -27,6 +29,7 @@ class Coordinator:
 
     def __init__(self, broker, key: Ed25519PrivateKey) -> None:
         self.key = key
+        self.release = 0
         # everything the device says: its acks, and status + health to know it is subscribed
         self.acks = Receiver(broker, f"fleetbench/v1/devices/{DEVICE}/#", client_id="push-test-acks")
         self.acks.wait_subscribed()
@@ -56,10 +59,15 @@ class Coordinator:
     def publish_chunk(self, push_id: str, index: int, data: bytes) -> None:
         self.publish(messages.PushChunkMessage, Chunk(push_id=push_id, index=index, data=data))
 
-    def manifest(self, push_id: str, data: bytes, **fields) -> Manifest:
+    def manifest(self, push_id: str, data: bytes, digests: bool = True, device: str = DEVICE, key=None,
+                 **fields) -> Manifest:  # fmt: skip
+        """As the coordinator sends it: a new release, each chunk's digest, sealed for ``device``."""
+        self.release += 1
         base = dict(push_id=push_id, name="clf", version=push_id, format="onnx", size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(), chunk_bytes=CHUNK, smoke_runs=3)  # fmt: skip
-        return push.sign(Manifest(**{**base, **fields}), self.key)
+                    sha256=hashlib.sha256(data).hexdigest(), chunk_bytes=CHUNK, smoke_runs=3,
+                    release=self.release,
+                    chunk_digests=push.chunk_digests(data, CHUNK) if digests else None)  # fmt: skip
+        return sealed(Manifest(**{**base, **fields}), device, key=key or self.key)
 
     def send(self, manifest: Manifest, data: bytes, alter=None) -> None:
         self.publish_manifest(manifest)
@@ -122,24 +130,39 @@ def test_pushes_install_and_every_bad_push_leaves_the_previous_model(pushing, on
     assert installed["p50_ms"] > 0 and installed.get("previous") is None
     assert deployed_bytes(agent) == good
 
-    # A chunk altered in transit: the bytes are not the signed ones.
+    # A chunk altered in transit (or forged by another client) is not the signed one: dropped,
+    # and the push goes on; the genuine chunk, sent again, completes it.
     def flip(i, chunk):
         return bytes([chunk[0] ^ 0xFF]) + chunk[1:] if i == 1 else chunk
 
     coord.send(coord.manifest("v2", good), good, alter=flip)
+    coord.publish_chunk("v2", 1, good[CHUNK : 2 * CHUNK])
     ack = coord.wait_state("v2", ("installed", "rolled_back", "rejected"))
+    assert ack["state"] == "installed" and ack["previous"] == "v1", ack
+    # Without chunk digests (a manifest as fleetbench 0.2 signed it), the whole file's sha256
+    # catches the altered chunk at install.
+    coord.send(coord.manifest("v2b", good, digests=False), good, alter=flip)
+    ack = coord.wait_state("v2b", ("installed", "rolled_back", "rejected"))
     assert ack["state"] == "rejected" and "sha256 is not the signed one" in ack["error"]
-    assert current(agent)["version"] == "v1" and deployed_bytes(agent) == good
+    assert current(agent)["version"] == "v2" and deployed_bytes(agent) == good
 
-    # Signed by another key.
+    # Signed by another key; sealed for another device (a capture replayed here); unsigned;
+    # an older release than the one installed (a downgrade): each refused, nothing written.
     other, _ = key_pair()
-    forged = push.sign(coord.manifest("v3", good), other)
-    coord.publish_manifest(forged)
-    ack = coord.wait_state("v3", ("receiving", "rejected"))
-    assert ack["state"] == "rejected" and "not the pinned coordinator key" in ack["error"]
+    refused = {
+        "v3": (coord.manifest("v3", good, key=other), "not by the coordinator key this device pins"),
+        "v3b": (coord.manifest("v3b", good, device="other-pi"), "is for device 'other-pi'"),
+        "v3c": (Manifest(**{**msgspec.structs.asdict(coord.manifest("v3c", good)), "signature": ""}),
+                "is not signed"),
+        "v3d": (coord.manifest("v3d", good, release=1), "is not newer than release"),
+    }  # fmt: skip
+    for push_id, (manifest, why) in refused.items():
+        coord.publish_manifest(manifest)
+        ack = coord.wait_state(push_id, ("receiving", "rejected"))
+        assert ack["state"] == "rejected" and why in ack["error"], ack
 
     # Larger than the device's limit (models.max_bytes = 200000).
-    coord.publish_manifest(coord.manifest("v4", good, size=300_000))
+    coord.publish_manifest(coord.manifest("v4", good, digests=False, size=300_000))
     ack = coord.wait_state("v4", ("receiving", "rejected"))
     assert ack["state"] == "rejected" and "over this device's limit of 200000" in ack["error"]
 
@@ -148,10 +171,10 @@ def test_pushes_install_and_every_bad_push_leaves_the_previous_model(pushing, on
     coord.send(coord.manifest("v5", garbage), garbage)
     ack = coord.wait_state("v5", ("installed", "rolled_back", "rejected"))
     assert ack["state"] == "rolled_back" and ack["error"].startswith("smoke run failed"), ack
-    assert ack["current"] == "v1"
-    assert current(agent)["version"] == "v1" and deployed_bytes(agent) == good
+    assert ack["current"] == "v2"
+    assert current(agent)["version"] == "v2" and deployed_bytes(agent) == good
     versions = sorted(os.listdir(os.path.join(agent.state_dir, "models", "deployed", "clf")))
-    assert versions == ["v1.onnx"], "the failed version's file is gone"
+    assert versions == ["v2.onnx"], "the failed version's file is gone (and v1, two versions back)"
 
     # The same manifest again (a coordinator that missed the ending) gets the ending again.
     coord.publish_manifest(coord.manifest("v1", good))

@@ -10,10 +10,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.protocol import messages as m
-from agent.protocol.push import PushAck, parse_public_key
+from agent.protocol.push import PushAck
 from agent.protocol.reports import StatusData
+from agent.protocol.signing import parse_public_key
 from coordinator.config import CoordinatorConfig, PushConfig
-from coordinator.deploy import Deployer, create_rollout, generate_key
+from coordinator.deploy import Deployer, create_rollout
+from coordinator.keys import generate_key
 from coordinator.store import Message, open_store
 
 SKU = "Board X"

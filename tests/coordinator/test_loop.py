@@ -17,6 +17,7 @@ from keys import key_pair
 from wire import examples_of, schema_errors
 
 from agent.materialize import materialize, write_model
+from agent.protocol.signing import fingerprint
 from agent.transport.mqtt import BrokerSettings
 from coordinator.simulated import SimulatedDevice
 from coordinator.store import open_store
@@ -97,6 +98,22 @@ def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_pa
         assert "installed, smoke run p50" in explained.stdout
         link = os.path.join(agent.state_dir, "models", "deployed", "fleetbench-model.onnx")
         assert os.path.islink(link) and os.path.getsize(link) > 0
+
+        # an operator's job: queued with `fleetbench job`, signed and sent by the coordinator
+        job = ("job", "--device", "loop-pi", "example:squeezenet", "--runs", "3", "--min-time", "0",
+               "--config", config, "--timeout", "120")  # fmt: skip
+        out = fleetbench(*job, timeout_s=200)
+        assert out.returncode == 0, out.stderr
+        assert "loop-pi" in out.stdout and "example:squeezenet" in out.stdout and "p50 ms" in out.stdout
+
+        # the key rotated while the agent runs: it is told the new key under the old one's
+        # signature, says so in its status, and takes the next job signed by the new key
+        rotated = fleetbench("keygen", "--rotate", "--config", config)
+        assert rotated.returncode == 0, rotated.stderr
+        new = rotated.stdout.split('public_key = "')[1].split('"')[0]
+        eventually(lambda: store.device("loop-pi").key == fingerprint(new), 60)
+        out = fleetbench(*job, timeout_s=200)
+        assert out.returncode == 0, out.stderr
     finally:
         agent.close()
         stop(coord)
@@ -106,7 +123,7 @@ def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_pa
     assert not invalid, invalid[:3]
     examples = examples_of(seen)
     assert set(examples) == {"status", "health", "job", "job_ack", "result", "push_manifest", "push_chunk",
-                             "push_ack"}, set(examples)  # fmt: skip
+                             "push_ack", "key"}, set(examples)  # fmt: skip
     if os.environ.get("FLEETBENCH_CAPTURE_EXAMPLES"):  # docs/protocol.md shows these (agent.protocol.schema)
         with open(os.environ["FLEETBENCH_CAPTURE_EXAMPLES"], "w") as fh:
             json.dump(examples, fh, indent=1)

@@ -23,7 +23,7 @@ from daemon_proc import (
     unit_command,
     write_config,
 )
-from wire import raw_job
+from wire import command
 
 from firmware_bridge.emulator import BoardSpec, EmulatedBoard
 
@@ -48,7 +48,7 @@ def setup(tmp_path, mosquitto):
 
 
 def send_job(pub, job: dict) -> None:
-    pub.publish(f"fleetbench/v1/devices/{DEVICE}/jobs", raw_job(DEVICE, job), qos=1).wait_for_publish(10)
+    pub.publish(f"fleetbench/v1/devices/{DEVICE}/jobs", command(DEVICE, job), qos=1).wait_for_publish(10)
 
 
 def acks(db: str, job_id) -> list[dict]:

@@ -30,6 +30,7 @@ link = MqttLink(BrokerSettings.from_url(url, keepalive_s=5), DeviceTopics(device
 publisher = Publisher(outbox, DeviceTopics(device))
 for i in range(n):
     publisher.send(ResultMessage, result_data(model=f"m{i}"), msg_id=f"m{i}")
+publisher.flush()
 link.start()
 link.connected.wait(30)
 print("connected", flush=True)

@@ -69,7 +69,7 @@ def test_birth_results_and_graceful_offline(mosquitto, tmp_path, protocol):
         try:
             assert link.connected.wait(10)
             pub = publisher(box, link)
-            sent = [pub.send(ResultMessage, result_data(model=f"m{i}")) for i in range(200)]
+            sent = [pub.send(ResultMessage, result_data(model=f"m{i}")).result() for i in range(200)]
             got = rx.wait_ids("results", set(sent))
         finally:
             link.stop()
@@ -88,12 +88,12 @@ def test_outage_and_broker_restart_lose_nothing(mosquitto, tmp_path):
         link = MqttLink(BrokerSettings.from_url(mosquitto.url, max_backoff_s=2), DeviceTopics("dev2"), box)
         link.start()  # the broker is down: the link keeps trying
         pub = publisher(box, link)
-        first = [pub.send(ResultMessage, result_data(model=f"m{i}")) for i in range(50)]
+        first = [pub.send(ResultMessage, result_data(model=f"m{i}")).result() for i in range(50)]
         assert len(box) == 50
         mosquitto.start()
         rx.wait_ids("results", set(first))
         mosquitto.stop()  # and again, with the receiver's session kept by the broker
-        second = [pub.send(ResultMessage, result_data(model=f"m{i}")) for i in range(50, 100)]
+        second = [pub.send(ResultMessage, result_data(model=f"m{i}")).result() for i in range(50, 100)]
         mosquitto.start()
         got = rx.wait_ids("results", set(first + second))
         assert set(got) == set(first + second)  # duplicates, if any, carry the same ids

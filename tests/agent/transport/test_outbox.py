@@ -102,3 +102,41 @@ def test_model_based(tmp_path_factory, ops):
                 assert b.ack([key]) == (1 if key in model else 0)
                 model.pop(key, None)
         assert [p.id for p in b.peek(100)] == list(model)
+
+
+def test_byte_bound_drops_health_samples_before_results(tmp_path):
+    """Over its bytes, the outbox gives up the oldest health samples (the next one says the
+    same, newer) before any result; the running totals match what is on disk."""
+    with Outbox(str(tmp_path / "o.sqlite"), max_bytes=10_000) as b:
+        b.put("r0", "results", b"r" * 3000)
+        for i in range(4):
+            b.put(f"h{i}", "health", b"h" * 1000, droppable=True)
+        b.put("r1", "results", b"r" * 3000)
+        b.put("r2", "results", b"r" * 3000)  # 13,000 bytes queued: 3,000 must go
+        assert [p.id for p in b.peek(10)] == ["r0", "h3", "r1", "r2"]
+        assert b.dropped_total == 3 and len(b) == 4 and b.bytes == 10_000
+        b.put("r3", "results", b"r" * 3000)  # no health left to give: the oldest result goes
+        assert [p.id for p in b.peek(10)] == ["r1", "r2", "r3"]
+    with Outbox(str(tmp_path / "o.sqlite"), max_bytes=10_000) as again:
+        assert len(again) == 3 and again.bytes == 9000  # the totals are read again at open
+        assert again.ack(["r1", "nope"]) == 1 and len(again) == 2 and again.bytes == 6000
+
+
+def test_an_outbox_of_the_previous_release_opens_and_keeps_its_messages(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "old.sqlite")
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+        "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, "
+        "created_at REAL NOT NULL); CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        "INSERT INTO messages (id, topic, payload, qos, retain, created_at) "
+        "VALUES ('old', 't', x'00', 1, 0, 1e12);"
+    )
+    db.commit()
+    db.close()
+    with Outbox(path) as b:
+        assert [p.id for p in b.peek(5)] == ["old"] and len(b) == 1
+        b.put("new", "health", b"h", droppable=True)
+        assert len(b) == 2
