@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-from agent.common.config import BrokerConfig, ConfigError, check, default_state_dir, layered
+from agent.common.config import BrokerConfig, ConfigError, check, check_tls_files, default_state_dir, layered
 from agent.common.errors import UsageError
 
 DEFAULT_PATH = "/etc/fleetbench/agent.toml"
@@ -96,6 +96,9 @@ class DiscoveryConfig:
     enabled: bool = True
     #: addresses to advertise and browse on (default: all); tests use ["127.0.0.1"]
     interfaces: tuple[str, ...] = ()
+    #: with no broker.url, use a broker announced as plain _mqtt._tcp (anyone on the LAN can
+    #: announce one); without this, only _secure-mqtt._tcp over TLS with broker.ca_file
+    allow_plain: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ def validate_device(config: DeviceConfig) -> None:
             BrokerSettings.from_url(config.broker.url)
         except UsageError as err:
             raise ConfigError(f"{where}: {err}") from None
+    check_tls_files(config.broker, where)
     if config.models.public_key:
         from agent.protocol.signing import TrustError, parse_public_key
 

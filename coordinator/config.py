@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from agent.common.config import BrokerConfig, ConfigError, check, default_state_dir, layered
+from agent.common.config import BrokerConfig, ConfigError, check, check_tls_files, default_state_dir, layered
 from agent.common.errors import UsageError
 
 DEFAULT_PATH = "/etc/fleetbench/coordinator.toml"
@@ -135,6 +135,7 @@ def validate(config: CoordinatorConfig) -> CoordinatorConfig:
             BrokerSettings.from_url(config.broker.url)
         except UsageError as err:
             raise ConfigError(f"{where}: {err}") from None
+    check_tls_files(config.broker, where)
     r, p = config.rerank, config.push
     checks = [
         (config.broker.protocol in ("3.1.1", "5"), 'broker.protocol must be "3.1.1" or "5"'),

@@ -76,6 +76,26 @@ def redacted(config: Any) -> Any:
     return dataclasses.replace(config, broker=broker)
 
 
+def check_tls_files(broker: BrokerConfig, where: str) -> None:
+    """ConfigError if a TLS file the broker settings name cannot be read: a daemon must not start
+    and then fail at every reconnect, saying so only in its log."""
+    url = broker.url or ""
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(broker, key)
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                fh.read(1)
+        except OSError as err:
+            raise ConfigError(f"{where}: broker.{key} {path!r} cannot be read: {err.strerror}") from None
+    if url.startswith("mqtts://") and (broker.cert_file is None) != (broker.key_file is None):
+        raise ConfigError(f"{where}: broker.cert_file and broker.key_file go together (a client certificate "
+                          "and its key)")  # fmt: skip
+    if broker.cert_file and not url.startswith("mqtts://") and url:
+        raise ConfigError(f"{where}: broker.cert_file is set but broker.url {url!r} is not mqtts://")
+
+
 def check(where: str, checks: list[tuple[bool, str]]) -> None:
     """ConfigError naming ``where`` (the file, or "configuration") and the first failed check."""
     for ok, message in checks:

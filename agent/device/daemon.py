@@ -267,7 +267,11 @@ class DeviceDaemon(Supervised):
             await asyncio.get_running_loop().run_in_executor(None, link.stop)
 
     async def _search_broker(self) -> None:
-        url = await discovery.search_broker(self.config.discovery.interfaces, self._sleep)
+        cfg = self.config
+        tls = bool(cfg.broker.ca_file)
+        url = await discovery.search_broker(
+            cfg.discovery.interfaces, self._sleep, tls=tls, allow_plain=cfg.discovery.allow_plain
+        )
         if url is not None:
             self.broker_url = url
             self.connect_when_ready()

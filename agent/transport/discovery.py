@@ -2,8 +2,11 @@
 
 Each agent advertises ``_fleetbench._tcp`` with TXT records a person or the
 coordinator can read without connecting: id, sku, platform, version, backends.
-An agent with no broker configured browses ``_mqtt._tcp`` (what mosquitto's Avahi
-service file and Home Assistant's add-on announce) and uses the first it finds.
+An agent with no broker configured browses ``_secure-mqtt._tcp`` and connects over TLS,
+checking the broker's certificate against ``broker.ca_file``: anyone on a LAN can
+announce a broker, and a plain one would receive everything the device says.  Only an
+operator who allows it (``discovery.allow_plain``) gets the first plain ``_mqtt._tcp``
+(what mosquitto's Avahi service file and Home Assistant's add-on announce).
 
 Interfaces are configurable: an empty list means every interface; the tests bind
 to 127.0.0.1 only, which mDNS over loopback supports.
@@ -25,12 +28,13 @@ logger = logging.getLogger(__name__)
 
 FLEETBENCH = "_fleetbench._tcp.local."
 MQTT = "_mqtt._tcp.local."
+MQTTS = "_secure-mqtt._tcp.local."
 _TXT_MAX = 200  # a TXT string is at most 255 bytes with its key; keep well inside
 
 
 @dataclass(frozen=True)
 class Peer:
-    service: str  # FLEETBENCH or MQTT
+    service: str  # FLEETBENCH, MQTT or MQTTS
     name: str  # instance name, e.g. "rpi4-shed-03"
     addresses: tuple[str, ...]
     port: int
@@ -39,7 +43,7 @@ class Peer:
     @property
     def url(self) -> str:
         host = self.addresses[0] if self.addresses else self.name
-        return f"mqtt://{host}:{self.port}"
+        return f"{'mqtts' if self.service == MQTTS else 'mqtt'}://{host}:{self.port}"
 
 
 class DiscoveryError(FleetbenchError):
@@ -186,8 +190,10 @@ async def browse(
     return sorted(found.values(), key=lambda p: (p.service, p.name))
 
 
-async def find_broker(timeout_s: float, interfaces: Sequence[str] = ()) -> Optional[Peer]:
-    peers = await browse((MQTT,), timeout_s, interfaces, first=True)
+async def find_broker(
+    timeout_s: float, interfaces: Sequence[str] = (), services: Sequence[str] = (MQTT,)
+) -> Optional[Peer]:
+    peers = await browse(tuple(services), timeout_s, interfaces, first=True)
     return peers[0] if peers else None
 
 
@@ -196,19 +202,31 @@ BROKER_SEARCH_S = 60.0
 
 
 async def search_broker(
-    interfaces: Sequence[str], sleep: Callable[[float], Awaitable[bool]], retry_s: float = BROKER_SEARCH_S
+    interfaces: Sequence[str],
+    sleep: Callable[[float], Awaitable[bool]],
+    retry_s: float = BROKER_SEARCH_S,
+    tls: bool = False,
+    allow_plain: bool = False,
 ) -> Optional[str]:
-    """Look for an MQTT broker on the LAN until one answers: its URL.  None if ``sleep``
-    (a daemon's stoppable sleep) says it is stopping, or zeroconf cannot run here."""
+    """Look for an MQTT broker on the LAN until one answers: its URL.  Over TLS (``tls``: a
+    CA to check it against is configured) and, if ``allow_plain``, plain.  None if neither
+    is allowed, if ``sleep`` (a daemon's stoppable sleep) says it is stopping, or if zeroconf
+    cannot run here."""
+    services = ((MQTTS,) if tls else ()) + ((MQTT,) if allow_plain else ())
+    if not services:
+        logger.error("no broker configured (broker.url); a discovered one is used only over TLS, "
+                     "with broker.ca_file to check it, or with discovery.allow_plain = true")  # fmt: skip
+        return None
     while True:
         try:
-            peer = await find_broker(5.0, interfaces)
+            peer = await find_broker(5.0, interfaces, services)
         except DiscoveryError as err:
             logger.error("no broker configured, and %s; set broker.url", err)
             return None
         if peer is not None:
             logger.info("found broker %s (%s) on the LAN", peer.name, peer.url)
             return peer.url
-        logger.warning("no broker configured and none announced (_mqtt._tcp); results wait in the outbox")
+        logger.warning("no broker configured and none announced (%s); results wait in the outbox",
+                       " or ".join(s.split(".")[0] + "._tcp" for s in services))  # fmt: skip
         if await sleep(retry_s):
             return None

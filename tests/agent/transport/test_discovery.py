@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from broker import Receiver
-from daemon_proc import REPO, AgentProcess, fleetbench, write_config
+from daemon_proc import REPO, AgentProcess, eventually, fleetbench, write_config
 
 from agent.transport import discovery
 
@@ -104,7 +104,24 @@ def test_agent_without_a_broker_finds_one_on_the_lan_and_advertises_itself(tmp_p
     zc.register_service(service(discovery.MQTT, "test-broker", mosquitto.port))
     rx = Receiver(mosquitto, "fleetbench/v1/devices/found-it/#")
     rx.wait_subscribed()
-    agent = AgentProcess(str(tmp_path), write_config(str(tmp_path / "agent.toml"), None), "found-it")
+    config = write_config(str(tmp_path / "agent.toml"), None)
+    # Anyone on a LAN can announce a broker: a plain one is not used unless the operator allows it.
+    wary = AgentProcess(str(tmp_path / "wary"), config, "found-it")
+    os.makedirs(wary.workdir)
+    wary.start()
+    try:
+        wary.wait_note("READY=1")
+        eventually(lambda: "a discovered one is used only over TLS" in wary.read_log(), 30)
+        assert wary.status()["broker"] is None and not wary.status()["connected"]
+    finally:
+        wary.close()
+    with open(config) as fh:
+        text = fh.read().replace(
+            'interfaces = ["127.0.0.1"]\n', 'interfaces = ["127.0.0.1"]\nallow_plain = true\n'
+        )
+    with open(config, "w") as fh:
+        fh.write(text)
+    agent = AgentProcess(str(tmp_path), config, "found-it")
     agent.start()
     try:
         agent.wait_note("READY=1")
