@@ -7,8 +7,13 @@ batched commits, PUBACK after commit) stores them in a SQLite file.  Prints resu
 the first publish to the last row committed, and whether any was lost.  The messages are
 what a real agent sends: a result record with ``--samples`` samples (200: about 3 KB).
 
-    python benchmarks/coordinator_ingest.py [--agents 100] [--per-agent 200] [--backlog]
+    python benchmarks/coordinator_ingest.py [--agents 100] [--per-agent 200] [--backlog] [--tls]
     python benchmarks/coordinator_ingest.py --backlog --compare 200cfce [--rounds 3]
+    python benchmarks/coordinator_ingest.py --backlog --compare-tls [--rounds 3]
+
+``--tls`` runs the broker from the shipped profile (``fleetbench broker-config``: mutual
+TLS, a certificate per agent, the ACL) and every agent and the coordinator with its own
+identity; ``--compare-tls`` measures plain TCP and the profile alternating, in one run.
 
 ``--compare BASE`` measures the previous code (a git worktree of BASE) and this code side
 by side, alternating, in one run: the same messages (the previous release's version 1 for
@@ -61,12 +66,19 @@ def build_payloads(n_agents: int, per_agent: int, samples: int, version: int, ma
     return out
 
 
-def simulate(port: int, payloads: list, go: Any, started: Any, done: Any) -> None:
-    """Child process: one connection per agent, each publishing its results with QoS 1."""
+def simulate(port: int, payloads: list, go: Any, started: Any, done: Any, tls_dir: str = "") -> None:
+    """Child process: one connection per agent, each publishing its results with QoS 1
+    (over TLS with the agent's own certificate, from the profile in ``tls_dir``)."""
     clients = []
     connected = threading.Semaphore(0)
     for a in range(len(payloads)):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{a:03d}")
+        name = f"sim-{a:03d}"
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+        if tls_dir:
+            d = os.path.join(tls_dir, "clients", name)
+            c.tls_set(
+                os.path.join(d, "ca.crt"), os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key")
+            )
         c.max_inflight_messages_set(100)
         c.on_connect = lambda *args: connected.release()
         c.connect("127.0.0.1", port)
@@ -106,10 +118,19 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
     print(f"code: {os.path.dirname(os.path.dirname(os.path.abspath(coordinator.__file__)))}", file=sys.stderr)
     total = sum(len(p) for p in payloads)
     with tempfile.TemporaryDirectory() as tmp:
-        broker = load_test_helper("broker").Mosquitto(tmp)
-        broker.start()
+        tls_dir = os.path.join(tmp, "profile") if args.tls else ""
+        if tls_dir:  # the shipped profile, every agent and the coordinator with its own identity
+            broker = _profile_broker(tls_dir, len(payloads))
+            d = os.path.join(tls_dir, "clients", "bench-coordinator")
+            settings = BrokerSettings.from_url(f"mqtts://127.0.0.1:{broker.port}", protocol=args.protocol,
+                                               ca_file=os.path.join(d, "ca.crt"),
+                                               cert_file=os.path.join(d, "bench-coordinator.crt"),
+                                               key_file=os.path.join(d, "bench-coordinator.key"))  # fmt: skip
+        else:
+            broker = load_test_helper("broker").Mosquitto(tmp)
+            broker.start()
+            settings = BrokerSettings.from_url(broker.url, protocol=args.protocol)
         store = open_store(os.path.join(tmp, "fleet.sqlite"))
-        settings = BrokerSettings.from_url(broker.url, protocol=args.protocol)
         ingestor = Ingestor(settings, store, client_id="bench-coordinator")
         if not args.publish_only:
             ingestor.start()
@@ -122,7 +143,7 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
         # in this one they would compete with the coordinator for the interpreter lock.
         ctx = multiprocessing.get_context("spawn")
         go, started, done = ctx.Event(), ctx.Event(), ctx.Event()
-        agents = ctx.Process(target=simulate, args=(broker.port, payloads, go, started, done))
+        agents = ctx.Process(target=simulate, args=(broker.port, payloads, go, started, done, tls_dir))
         agents.start()
         assert started.wait(120), "the simulated agents did not connect"
         start = time.perf_counter()
@@ -131,7 +152,7 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
         published = time.perf_counter() - start
         if args.publish_only:
             agents.join(300)
-            broker.stop()
+            _stop(broker)
             print(f"{total} results published by {len(payloads)} agents in {published:.2f} s: "
                   f"{total / published:,.0f} results/s into the broker (no coordinator)")  # fmt: skip
             return 0
@@ -145,11 +166,71 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
         stored = store.count("results")
         ingestor.stop()
         agents.join(300)
-        broker.stop()
-    print(f"{len(payloads)} agents, {total} messages ({expected} results): published in {published:.2f} s, "
+        _stop(broker)
+    how = "TLS profile" if args.tls else "plain TCP"
+    print(f"{how}: {len(payloads)} agents, {total} messages ({expected} results): "
+          f"published in {published:.2f} s, "
           f"all stored after {elapsed:.2f} s: {stored / elapsed:,.0f} results/s; {stored} stored, "
           f"{expected - stored} lost")  # fmt: skip
     return 0 if stored == expected else 1
+
+
+def _profile_broker(directory: str, agents: int) -> Any:
+    """mosquitto from the profile ``fleetbench broker-config`` writes, with the agents and the
+    coordinator enrolled (certificates are made before anything is timed)."""
+    from coordinator.broker import enroll, make_profile
+
+    port = load_test_helper("broker").free_port()
+    user = "root" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    make_profile(directory, ("127.0.0.1",), port, bind="127.0.0.1", user=user)
+    enroll(directory, "bench-coordinator", "coordinator")
+    for a in range(agents):
+        enroll(directory, f"sim-{a:03d}")
+    return load_test_helper("tls").ProfileBroker(os.path.join(directory, "mosquitto.conf"), port)
+
+
+def _stop(broker: Any) -> None:
+    (broker.close if hasattr(broker, "close") else broker.stop)()
+
+
+def compare_tls(args: argparse.Namespace) -> int:
+    """Plain TCP and the TLS profile, alternating, on the same messages and code."""
+    with tempfile.TemporaryDirectory() as tmp:
+        payloads = build_payloads(args.agents, args.per_agent, args.samples, 2, 0.0)
+        path = os.path.join(tmp, "payloads.pickle")
+        with open(path, "wb") as fh:
+            pickle.dump((payloads, sum(len(p) for p in payloads)), fh)
+        rates: dict[str, list[float]] = {"plain TCP": [], "TLS profile": []}
+        for r in range(args.rounds):
+            order = list(rates) if r % 2 == 0 else list(reversed(rates))
+            for label in order:
+                argv = [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--payloads",
+                    path,
+                    "--protocol",
+                    args.protocol,
+                ]
+                argv += (["--backlog"] if args.backlog else []) + (
+                    ["--tls"] if label == "TLS profile" else []
+                )
+                out = subprocess.run(argv, capture_output=True, text=True, timeout=1200,
+                                     env={**os.environ, "PYTHONPATH": REPO})  # fmt: skip
+                line = (out.stdout.strip().splitlines() or [out.stderr[-500:]])[-1]
+                found = re.search(r"([\d,]+) results/s", line)
+                if out.returncode != 0 or not found:
+                    print(f"{label}: failed: {line}", file=sys.stderr)
+                    return 1
+                rates[label].append(float(found.group(1).replace(",", "")))
+                print(f"round {r + 1} {line}", flush=True)
+    base = statistics.median(rates["plain TCP"])
+    print()
+    for label, values in rates.items():
+        runs = "; ".join(f"{v:,.0f}" for v in values)
+        print(f"{label:<12} median {statistics.median(values):>8,.0f} results/s  (runs: {runs})  "
+              f"ratio to plain TCP {statistics.median(values) / base:.2f}")  # fmt: skip
+    return 0
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -240,10 +321,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="with --compare: rounds of each (default 3)")
     ap.add_argument("--malformed", type=float, default=0.0, metavar="SHARE",
                     help="with --compare: also this code with this share of malformed messages")  # fmt: skip
+    ap.add_argument("--tls", action="store_true", help="through the shipped broker profile (mutual TLS, ACL)")
+    ap.add_argument("--compare-tls", action="store_true", help="plain TCP and the TLS profile, side by side")
     ap.add_argument("--payloads", help=argparse.SUPPRESS)  # --compare's children: messages made by the parent
     args = ap.parse_args()
     if args.compare:
         return compare(args)
+    if args.compare_tls:
+        return compare_tls(args)
     if args.payloads:
         with open(args.payloads, "rb") as fh:
             payloads, expected = pickle.load(fh)

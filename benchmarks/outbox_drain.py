@@ -18,6 +18,8 @@ import time
 
 from _helpers import load_test_helper
 
+from agent.device.publisher import Publisher
+from agent.protocol.messages import ResultMessage
 from agent.protocol.topics import DeviceTopics
 from agent.transport.mqtt import BrokerSettings, MqttLink
 from agent.transport.outbox import Outbox
@@ -44,9 +46,12 @@ def main() -> int:
         link = MqttLink(BrokerSettings.from_url(broker.url, max_backoff_s=1), DeviceTopics("bench"), box,
                         max_inflight=args.inflight)  # fmt: skip
         link.start()
-        payload = {"stats": {"p50_ms": 12.345, "p90_ms": 13.0}, "pad": "x" * 400}  # about a result summary
+        publisher = Publisher(box, DeviceTopics("bench"))
+        publisher.wake = link.wake
+        data = load_test_helper("wire").result_data("drain", "m.onnx")  # a result summary, about 2 KB
         t0 = time.perf_counter()
-        sent = [link.send("results", payload) for _ in range(args.messages)]
+        queued = [publisher.send(ResultMessage, data, f"r{i}") for i in range(args.messages)]
+        sent = [future.result() for future in queued if future is not None]
         queued_s = time.perf_counter() - t0
         assert len(box) == args.messages
         t0 = time.perf_counter()

@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # for tests/modelgen.py
 import modelgen
 from broker import mosquitto  # noqa: F401  (a fixture: a real broker on 127.0.0.1)
 from ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (hooks)
+from tls import profile  # noqa: F401  (a fixture: the shipped broker profile, running)
 
 
 @pytest.fixture(scope="session")

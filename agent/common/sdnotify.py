@@ -38,6 +38,10 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never block the event loop on a notify socket nobody reads (a supervisor that
+                # stopped reading, a test harness): its queue fills after a few hundred pings, and
+                # a blocking sendto would freeze the whole daemon.  A ping lost is only a ping.
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(lines).encode(), self.address)
             return True
         except OSError as err:

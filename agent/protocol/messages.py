@@ -20,7 +20,8 @@ The rules, in one place:
   (device, id): delivery is at least once.
 - ``device_id`` is the device a message is from (reports) or for (commands); it must be
   the device its topic names.
-- A message is at most ``MAX_BYTES`` (128 KiB, AWS IoT Core's limit; Azure's is 256).
+- A message is at most ``MAX_BYTES`` (128 KiB, AWS IoT Core's limit; Azure's is 256); a
+  status at most 16 KiB and a health sample 32 KiB (``KIND_MAX_BYTES``).
 - Numbers are finite (JSON has no NaN; a number too large for a float is refused).
 - Unknown fields: reports ignore them (a device one release newer may add optional
   fields); commands refuse them (a typo must not silently change what a device does).
@@ -59,6 +60,9 @@ VERSION: Literal[2] = 2
 #: the message versions this release reads (1 is converted on arrival)
 READS = (1, 2)
 MAX_BYTES = 128 * 1024
+#: smaller limits for the kinds a device sends all the time and a coordinator keeps per
+#: device: a status or health sample is a few KiB; more is a mistake or an attack
+KIND_MAX_BYTES = {"status": 16 * 1024, "health": 32 * 1024}
 
 
 class MessageTooLarge(ProtocolError):
@@ -243,6 +247,11 @@ def _decode(raw: Any, topic: Union[Topic, str, None]) -> Message:
         msg = decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as err:
         msg = _other_version(raw, kind, topic, err)
+    limit = KIND_MAX_BYTES.get(msg.kind, MAX_BYTES)
+    if len(raw) > limit:
+        raise ProtocolError(
+            f"{msg.kind} message of {len(raw)} bytes is over the {limit}-byte limit of its kind"
+        )
     if isinstance(topic, Topic) and msg.device_id != topic.device_id:
         raise ProtocolError(
             f"{msg.kind} message {msg.id} names device {msg.device_id!r} but came on the topic of "

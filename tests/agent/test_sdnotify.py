@@ -38,3 +38,15 @@ def test_outside_systemd_nothing_happens():
 def test_watchdog_meant_for_another_process_is_ignored():
     assert Notifier({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}).watchdog_s is None
     assert Notifier({"WATCHDOG_USEC": "0"}).watchdog_s is None
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_daemon(tmp_path):
+    """A supervisor that stopped reading: its queue fills, and notify must return (False), not
+    block the event loop (an agent froze mid-job this way under a test harness)."""
+    path = str(tmp_path / "full.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        n = Notifier({"NOTIFY_SOCKET": path})
+        sent = [n.watchdog() for _ in range(5000)]  # far more than any queue holds
+        assert sent[0] and not sent[-1]
+        n.close()
