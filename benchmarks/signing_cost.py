@@ -72,7 +72,8 @@ def main() -> int:
             received = messages.decode(wire, cls.TOPIC).data
             rows.append((f"check a {what} (device: signature, device, expiry)", *per_call_us(
                 lambda r=received, w=what: trust.check(r, "shed-pi-3", w), args.n)))  # fmt: skip
-            fresh = iter(range(10**15, 10**15 + 10 * args.n))
+            base = 10**15 * (1 + commands.index((what, cmd, cls)))  # above every number taken before
+            fresh = iter(range(base, base + 10 * args.n))
             rows.append(("take its sequence number (device: replay window, trust file)", *per_call_us(
                 lambda f=fresh, w=what: trust.consume(next(f), w), args.n)))  # fmt: skip
             print(f"{what}: {len(wire)} bytes on the wire", file=sys.stderr)

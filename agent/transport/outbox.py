@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 _INDEX = "CREATE INDEX IF NOT EXISTS ix_droppable ON messages (droppable, seq)"
 #: how often (puts) the age bound is looked at
 AGE_CHECK_EVERY = 1000
+#: drops are logged at most this often (the first at once)
+REPORT_EVERY_S = 60.0
 
 
 class OutboxError(FleetbenchError):
@@ -98,6 +100,7 @@ class Outbox:
             raise OutboxError(f"outbox {path!r} cannot be opened: {err}") from err
         self._count, self._bytes = int(count), int(size)
         self._dropped = int(row[0]) if row else 0
+        self._unreported, self._reported_at = [0, 0, 0, 0], 0.0
 
     def close(self) -> None:
         with self._lock:
@@ -139,7 +142,7 @@ class Outbox:
             over = self._count > self.max_messages or self._bytes > self.max_bytes
             aged = self._puts % AGE_CHECK_EVERY == 0
         if added and (over or aged):
-            self.enforce_bounds()
+            self.enforce_bounds(age=aged)
         return added
 
     def ack(self, msg_ids: list[str]) -> int:
@@ -173,20 +176,24 @@ class Outbox:
         ).fetchall()
         return len(rows), sum(size for (size,) in rows)
 
-    def enforce_bounds(self) -> int:
-        """Drop what is older than the age bound, then, while over the count or byte bound,
-        the oldest droppable messages, then the oldest of the rest."""
+    def enforce_bounds(self, age: bool = True) -> int:
+        """Drop what is older than the age bound (``age``), then, while over the count or byte
+        bound, the oldest droppable messages, then the oldest of the rest."""
         with self._lock:
             self._db.execute("BEGIN")
-            # age: only the oldest rows can be too old (seq follows time): look at those
-            old_rows = self._db.execute(
-                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE created_at < ? "
-                "ORDER BY seq LIMIT 10000) RETURNING LENGTH(payload)",
-                (time.time() - self.max_age_s,),
-            ).fetchall()
-            old = len(old_rows)
-            self._count -= old
-            self._bytes -= sum(size for (size,) in old_rows)
+            old = 0
+            cutoff = time.time() - self.max_age_s
+            oldest = self._db.execute("SELECT created_at FROM messages ORDER BY seq LIMIT 1").fetchone()
+            if age and oldest is not None and oldest[0] < cutoff:
+                # seq follows time: the too-old rows are the first ones (a bounded look, never a scan)
+                old_rows = self._db.execute(
+                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM (SELECT seq, created_at "
+                    "FROM messages ORDER BY seq LIMIT 10000) WHERE created_at < ?) RETURNING LENGTH(payload)",
+                    (cutoff,),
+                ).fetchall()
+                old = len(old_rows)
+                self._count -= old
+                self._bytes -= sum(size for (size,) in old_rows)
             health = over = 0
             for droppable_only in (True, False):
                 while self._count > self.max_messages or self._bytes > self.max_bytes:
@@ -214,12 +221,24 @@ class Outbox:
                 self._dropped += dropped
             self._db.execute("COMMIT")
         if dropped:
-            logger.warning(
-                "outbox %s dropped %d message(s): %d older than %.0f s, %d health samples and %d others "
-                "beyond %d messages or %d bytes",
-                self.path, dropped, old, self.max_age_s, health, over, self.max_messages, self.max_bytes,
-            )  # fmt: skip
+            self._report(dropped, old, health, over)
         return dropped
+
+    def _report(self, dropped: int, old: int, health: int, over: int) -> None:
+        """Warn of drops at once, then at most once a minute with the sums (an outbox held at
+        its bound drops on every put: one line each would flood the journal)."""
+        self._unreported = [a + b for a, b in zip(self._unreported, (dropped, old, health, over))]
+        now = time.monotonic()
+        if now - self._reported_at < REPORT_EVERY_S:
+            return
+        dropped, old, health, over = self._unreported
+        logger.warning(
+            "outbox %s dropped %d message(s)%s: %d older than %.0f s, %d health samples and %d others "
+            "beyond %d messages or %d bytes",
+            self.path, dropped, " in the last minute" if self._reported_at else "", old, self.max_age_s,
+            health, over, self.max_messages, self.max_bytes,
+        )  # fmt: skip
+        self._unreported, self._reported_at = [0, 0, 0, 0], now
 
     # -- reading ------------------------------------------------------------------
 

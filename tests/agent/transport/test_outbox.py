@@ -140,3 +140,11 @@ def test_an_outbox_of_the_previous_release_opens_and_keeps_its_messages(tmp_path
         assert [p.id for p in b.peek(5)] == ["old"] and len(b) == 1
         b.put("new", "health", b"h", droppable=True)
         assert len(b) == 2
+
+
+def test_an_outbox_held_at_its_bound_warns_once_not_on_every_put(tmp_path, caplog):
+    with Outbox(str(tmp_path / "o.sqlite"), max_messages=5) as b:
+        for i in range(100):
+            b.put(f"m{i}", "results", b"r")
+        assert len(b) == 5 and b.dropped_total == 95
+    assert len([r for r in caplog.records if "dropped" in r.getMessage()]) == 1
