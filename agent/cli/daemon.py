@@ -153,6 +153,7 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("device", f"{status['sku']} ({status['platform']}), fleetbench {status['version']}"),
         ("broker", broker),
+        ("commands", status.get("trust") or "?"),
         ("outbox", f"{out.get('pending', 0)} waiting, {out.get('dropped_total', 0)} dropped by bounds"),
         ("health", ", ".join(part for part in sensors if part) or "no sensors"),
         (

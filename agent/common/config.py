@@ -64,18 +64,6 @@ def redact_url(url: Optional[str]) -> Optional[str]:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
 
 
-def redacted(config: Any) -> Any:
-    """A configuration (a frozen dataclass with a ``broker`` section) fit to show: its broker
-    password and the password in its broker URL replaced."""
-    broker = getattr(config, "broker", None)
-    if broker is None:
-        return config
-    broker = dataclasses.replace(
-        broker, url=redact_url(broker.url), password="***" if broker.password else broker.password
-    )
-    return dataclasses.replace(config, broker=broker)
-
-
 def check_tls_files(broker: BrokerConfig, where: str) -> None:
     """ConfigError if a TLS file the broker settings name cannot be read: a daemon must not start
     and then fail at every reconnect, saying so only in its log."""

@@ -51,7 +51,9 @@ def register(sub: Any) -> None:
         help="list the devices the coordinator knows",
         description=(
             "Every device in --db: online or offline, SKU, latest health and degradation index, results "
-            "stored, and messages refused from it (kept as dead letters: they could not be read or stored)."
+            "stored, messages refused from it (kept as dead letters: they could not be read or stored), "
+            "and the coordinator key it checks commands by (its fingerprint; 'unsigned': it checks none, "
+            "an older release or a lab device with jobs.allow_unsigned)."
         ),
         epilog=EPILOG_CONFIG,
     )
@@ -142,6 +144,9 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     config = _config(args, **{"broker.url": args.broker, "client_id": args.client_id, "group": args.group})
     if not config.broker.url:
         raise ConfigError("the coordinator needs a broker: --broker URL, or [broker] url in --config")
+    # Nothing the coordinator writes is for other users, whoever starts it (the unit's UMask
+    # says the same): its key, its database, the models it pushes.
+    os.umask(0o077)
     store = _open(config, must_exist=False)
     if config.push.key_file is None and not os.path.exists(config.key_file):
         print(f"fleetbench: note: no signing key at {config.key_file}; pushes wait until "
@@ -174,8 +179,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             f"{d.degradation_index:.3f}" if d.degradation_index is not None else "-",
             str(d.results),
             str(d.dead_letters) if d.dead_letters else "-",
+            d.key[:8] if d.key else "unsigned",
         ))  # fmt: skip
-    print_table(("device", "state", "sku", "seen", "hottest C", "degradation", "results", "refused"), rows)
+    print_table(
+        ("device", "state", "sku", "seen", "hottest C", "degradation", "results", "refused", "key"), rows
+    )
     if dead:
         total = store.count("dead_letters")
         last = dead[0]

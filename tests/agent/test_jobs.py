@@ -209,3 +209,17 @@ def test_a_job_accepted_by_the_previous_release_resumes_after_the_upgrade(tmp_pa
     (tmp_path / "jobs" / "j-old.json").write_text(old)
     (job,) = store.pending()
     assert job.job_id == "j-old" and job.spec.settings.runs == 10 and len(job.items) == 2
+
+
+def test_the_model_cache_keeps_the_newest_within_its_bytes(tmp_path):
+    import time
+
+    from agent.measure import prune_cache
+
+    for i in range(5):
+        path = tmp_path / f"m{i}.onnx"
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (time.time() - 100 + i, time.time() - 100 + i))  # m0 used longest ago
+    assert prune_cache(str(tmp_path), 2500, keep=str(tmp_path / "m0.onnx")) == 3000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m0.onnx", "m4.onnx"]  # the one in use stays
+    assert prune_cache(str(tmp_path / "nothing"), 0) == 0

@@ -69,3 +69,36 @@ def test_service_commands_fail_clearly(tmp_path):
     assert nothing.returncode == 2 and "no decision was made for device 'nobody'" in nothing.stderr
     both = fleetbench("push", "m.onnx", "--device", "x", "--sku", "y", "--config", config)
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_the_trust_commands_fail_clearly(tmp_path):
+    """An unreadable CA or key stops the coordinator and the agent at start, in one sentence; the
+    trust commands name what is wrong with their input."""
+    missing = tmp_path / "nope" / "ca.crt"
+    config = write(
+        tmp_path, f'state_dir = "{tmp_path}"\n[broker]\nurl = "mqtts://127.0.0.1:1"\nca_file = "{missing}"\n'
+    )
+    out = fleetbench("coordinator", "--config", config)
+    assert out.returncode == 2 and f"broker.ca_file '{missing}' cannot be read" in out.stderr
+    agent_config = tmp_path / "agent.toml"
+    agent_config.write_text(
+        f'[broker]\nurl = "mqtts://127.0.0.1:1"\ncert_file = "{missing}"\nkey_file = "{missing}"\n'
+    )
+    out = fleetbench("agent", "--config", str(agent_config), "--state-dir", str(tmp_path / "s"))
+    assert out.returncode == 2 and f"broker.cert_file '{missing}' cannot be read" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    plain = write(tmp_path, f'state_dir = "{tmp_path}"\n')
+    out = fleetbench("enroll", "shed-pi-3", "--config", plain)
+    assert (
+        out.returncode == 2
+        and "holds no broker profile; make one with `fleetbench broker-config`" in out.stderr
+    )
+    out = fleetbench("enroll", "../evil", "--config", plain)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert fleetbench("broker-config", "--config", plain, "--host", "127.0.0.1").returncode == 0
+    again = fleetbench("broker-config", "--config", plain)
+    assert again.returncode == 2 and "already holds a broker profile" in again.stderr
+    out = fleetbench("job", "--device", "x", "m.onnx", "--config", plain)
+    assert out.returncode == 2 and "does not exist (the coordinator creates it)" in out.stderr
+    out = fleetbench("keygen", "--rotate", "--config", plain)
+    assert out.returncode == 2 and "does not exist; make one with `fleetbench keygen`" in out.stderr

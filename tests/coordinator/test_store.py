@@ -240,3 +240,20 @@ def test_bad_database_arguments(tmp_path):
         open_store(str(tmp_path / "missing" / "fleet.sqlite"))
     with pytest.raises(StoreError, match=r"not supported|driver|cannot be opened|not a database"):
         open_store("mysql://nobody@127.0.0.1/fleet")
+
+
+def test_a_revoked_device_leaves_the_fleet_and_what_it_sends_is_refused(store):
+    from coordinator.store.records import OutgoingJob
+
+    store.ingest([status("pi-1", "online", key="0123456789abcdef"), wire(result("pi-1", msg_id="r1"))])
+    assert store.device("pi-1").key == "0123456789abcdef" and store.online()[0].key == "0123456789abcdef"
+    store.queue_jobs([OutgoingJob("op-1", "pi-1", "{}", "queued", 1.0)])
+    assert store.revoke("pi-1", 2.0, "stolen") and not store.revoke("pi-1", 3.0, "again")
+    assert store.fleet() == [] and store.queued_jobs() == []
+    assert store.outgoing_jobs("op-1")[0].detail == "the device was revoked"
+    added = store.ingest([status("pi-1", "online"), wire(result("pi-1", msg_id="r2"))])
+    assert added["dead"] == 2 and store.fleet() == []
+    assert {d.reason for d in store.dead_letters()} == {"device pi-1 is revoked"}
+    assert store.reinstate("pi-1") and not store.reinstate("pi-1")
+    store.ingest([status("pi-1", "online")])
+    assert [d.device_id for d in store.fleet()] == ["pi-1"] and store.device("pi-1").key is None
