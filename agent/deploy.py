@@ -135,7 +135,7 @@ class PushReceiver:
             # Not a chunk of the signed push (forged, or of a push whose manifest never came):
             # dropped, and the push goes on; the genuine chunk is still wanted, and the
             # coordinator's retry asks for what is missing.
-            self._warn(push_id, "dropped a chunk: %s", err)
+            self._warn("chunk", "dropped a chunk (said once; then at debug level): %s", err)
             return
         except OSError as err:
             self.store.discard(push_id)

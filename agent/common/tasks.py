@@ -9,6 +9,7 @@ daemon is stopping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Optional
 
@@ -35,6 +36,8 @@ class Supervised:
         self._tasks.append(task)
 
     def _task_done(self, task: asyncio.Task) -> None:
+        with contextlib.suppress(ValueError):  # short-lived tasks must not pile up in a long-running daemon
+            self._tasks.remove(task)
         if not task.cancelled() and task.exception() is not None:
             # A dead task would leave a half-working daemon: stop, and let systemd restart it.
             logger.error("%s task failed; stopping", self.name, exc_info=task.exception())
