@@ -270,6 +270,10 @@ def render(examples: dict[str, Any]) -> str:
         "",
         f"Versions this release reads: {', '.join(map(str, READS))}.",
         "",
+        "## Signed commands",
+        "",
+        *_signing_text(),
+        "",
         "## Messages",
         "",
     ]
@@ -283,6 +287,19 @@ def render(examples: dict[str, Any]) -> str:
             out += ["A real one:", "", "```json", _show(example), "```", ""]
         out += _tables(data_name, components, described)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _signing_text() -> list[str]:
+    """How commands are sealed and signed, from ``agent.protocol.signing``'s own words."""
+    import inspect
+
+    from agent.protocol import signing
+    from agent.protocol.push import Manifest
+
+    intro = (signing.__doc__ or "").split("\n", 1)[1].strip()
+    covered = inspect.getdoc(signing.canonical) or ""
+    manifest = inspect.getdoc(Manifest.signed_bytes) or ""
+    return [intro, "", covered, "", "A push manifest: " + manifest[0].lower() + manifest[1:]]
 
 
 def _tables(name: str, components: dict[str, Any], described: set[str]) -> list[str]:
