@@ -79,6 +79,7 @@ class Agent(DeviceDaemon):
         self._run_helper = run_helper
         self.last_health: Optional[HealthSample] = None
         self._advertiser: Optional[discovery.Advertiser] = None
+        self.probe_postponed: Optional[str] = None
 
     # -- the plug-in --------------------------------------------------------------------
 
@@ -163,6 +164,8 @@ class Agent(DeviceDaemon):
             "sku": self.identity.sku if hasattr(self, "identity") else None,
             "health": msgspec.to_builtins(self.last_health),
             "degradation": msgspec.to_builtins(degradation),
+            #: why the degradation probe waits (too busy, too hot, a job running), if it does
+            "probe_postponed": self.probe_postponed,
         }
 
     # -- zeroconf and Home Assistant ------------------------------------------------------
@@ -214,7 +217,8 @@ class Agent(DeviceDaemon):
                 reason = self.degradation.blocked_by(sample, self.capabilities.cores_logical)
                 assert self._busy is not None
                 if reason or self._busy.locked():
-                    logger.info("degradation probe postponed: %s", reason or "a job is running")
+                    self.probe_postponed = reason or "a job is running"
+                    logger.info("degradation probe postponed: %s", self.probe_postponed)
                 else:
                     async with self._busy:
                         from agent.bench.worker import call_in_worker
@@ -235,6 +239,7 @@ class Agent(DeviceDaemon):
                         except FleetbenchError as err:
                             logger.warning("degradation probe failed: %s", err)
                         else:
+                            self.probe_postponed = None
                             state = self.degradation.record(measured)
                             logger.info(
                                 "degradation index %.3f (reference workload %.3f ms, baseline %.3f ms)",

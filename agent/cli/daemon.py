@@ -136,6 +136,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if status["alive"] else EXIT_NOT_RUNNING
 
 
+def _link_text(status: dict[str, Any]) -> str:
+    """ " (connected for 5 min)", or " (NOT connected for 25 s: connection refused: ...)"."""
+    import time
+
+    link = status.get("link") or {}
+    since = link.get("since")
+    took = f" for {ago(time.time() - since)}" if isinstance(since, (int, float)) else ""
+    if status.get("connected"):
+        return f" (connected{took})"
+    if not status.get("broker"):
+        return ""
+    why = link.get("error") or "connecting"
+    return f" (NOT connected{took}: {why})"
+
+
 def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
     out = status.get("outbox") or {}
     health = status.get("health") or {}
@@ -147,9 +162,7 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
         f"battery {battery['percent']:.0f} %" if battery.get("percent") is not None else "",
     ]
     deg, job = status.get("degradation") or {}, status.get("job")
-    broker = (redact_url(status.get("broker")) or "none yet") + (
-        " (connected)" if status.get("connected") else ""
-    )
+    broker = (redact_url(status.get("broker")) or "none yet") + _link_text(status)
     return [
         ("device", f"{status['sku']} ({status['platform']}), fleetbench {status['version']}"),
         ("broker", broker),
@@ -162,6 +175,10 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
             f"baseline {deg['baseline_ms']:.3f} ms)"
             if deg.get("index") is not None
             else "no baseline yet",
+        ),
+        (
+            "probe",
+            f"postponed: {status['probe_postponed']}" if status.get("probe_postponed") else "not waiting",
         ),
         (
             "job",

@@ -7,7 +7,9 @@ command line answers every mistake the same way: one line, exit status 2.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
+import re
 from typing import Callable, NoReturn
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -16,7 +18,21 @@ EXIT_NOT_RUNNING = 3  # `fleetbench status`, as `systemctl status` says "inactiv
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, like our own usage errors
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {suggest(message)}\n")
+
+
+def suggest(message: str) -> str:
+    """argparse's "invalid choice" with the nearest choice offered.
+
+    >>> suggest("argument command: invalid choice: 'bnech' (choose from 'bench', 'agent')")
+    "argument command: invalid choice: 'bnech' (choose from 'bench', 'agent'); did you mean 'bench'?"
+    """
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return message
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    close = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.6)
+    return f"{message}; did you mean {close[0]!r}?" if close else message
 
 
 def whole(minimum: int) -> Callable[[str], int]:

@@ -462,6 +462,8 @@ class DeviceDaemon(Supervised):
             "health_interval_s": self.config.health.interval_s,
             "broker": redact_url(self.broker_url),
             "connected": bool(self.link and self.link.connected.is_set()),
+            #: connected or not, since when, and why not
+            "link": self.link.state_of_link.fields() if self.link is not None else None,
             "outbox": {"pending": len(self.outbox), "dropped_total": self.outbox.dropped_total},
             "job": msgspec.to_builtins(self.current),
             "jobs_waiting": len(self._jobs),

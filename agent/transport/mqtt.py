@@ -102,7 +102,9 @@ class BrokerSettings:
         import paho.mqtt.client as mqtt
 
         proto = mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **options)
+        client = _client_class()(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **options
+        )
         client.suppress_exceptions = True  # a callback's exception is logged, never the loop's end
         client.reconnect_delay_set(min_delay=1, max_delay=int(self.max_backoff_s))
         if self.username:
@@ -110,6 +112,101 @@ class BrokerSettings:
         if self.tls:
             client.tls_set(ca_certs=self.ca_file, certfile=self.cert_file, keyfile=self.key_file)
         return client
+
+
+_CLIENT: Any = None
+
+
+def _client_class() -> Any:
+    """paho's Client, keeping why the last connection attempt failed (paho swallows it)."""
+    global _CLIENT
+    if _CLIENT is None:
+        import paho.mqtt.client as mqtt
+
+        class Client(mqtt.Client):
+            #: the OSError of the last failed connection attempt (refused, TLS, DNS, timeout)
+            last_error: Optional[OSError] = None
+
+            def reconnect(self) -> Any:
+                try:
+                    result = super().reconnect()
+                except OSError as err:
+                    self.last_error = err
+                    raise
+                self.last_error = None
+                return result
+
+        _CLIENT = Client
+    return _CLIENT
+
+
+def describe_failure(err: Optional[BaseException], host: str, port: int, tls: bool = False) -> str:
+    """Why a connection to the broker failed, in words an operator can act on.
+
+    >>> describe_failure(ConnectionRefusedError(111, "Connection refused"), "127.0.0.1", 1)
+    'connection refused: nothing listens on 127.0.0.1:1'
+    """
+    import socket
+    import ssl
+
+    if err is None:
+        return "the connection failed (no reason given)"
+    if isinstance(err, ConnectionRefusedError):
+        return f"connection refused: nothing listens on {host}:{port}"
+    if isinstance(err, socket.gaierror):
+        return f"the name {host!r} does not resolve (DNS): {err.strerror}"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted ({err.verify_message}); check broker.ca_file"
+    if isinstance(err, ssl.SSLError):
+        return f"TLS handshake failed: {err.reason or err}"
+    if isinstance(err, ConnectionResetError) and tls:
+        return ("TLS handshake failed: the broker closed the connection (a plain mqtt:// listener, or it "
+                "refused this device's certificate)")  # fmt: skip
+    if isinstance(err, (TimeoutError, socket.timeout)):
+        return f"no answer from {host}:{port} (timed out)"
+    return f"{type(err).__name__}: {err.strerror or err}" if isinstance(err, OSError) else str(err)
+
+
+#: how often a link that keeps failing for the same reason says so again
+REPEAT_S = 300.0
+
+
+class LinkState:
+    """Whether the link is up, since when, and why not: for the log (a failure said once, then
+    at most every ``REPEAT_S`` with the count) and for ``fleetbench status``."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.connected = False
+        self.since = time.time()
+        self.error: Optional[str] = None
+        self._failures = 0
+        self._said_at = 0.0
+
+    def up(self) -> None:
+        if self._failures:
+            logger.info("connected to %s after %d failed attempt(s)", self.where, self._failures)
+        self.connected, self.since, self.error, self._failures = True, time.time(), None, 0
+
+    def down(self, why: str) -> None:
+        now = time.monotonic()
+        if self.connected or self.error is None:
+            self.since = time.time()
+        self.connected = False
+        self._failures += 1
+        if why != self.error or now - self._said_at >= REPEAT_S:
+            again = f" ({self._failures} attempts so far)" if why == self.error else ""
+            logger.warning("cannot reach the broker %s: %s%s; retrying with backoff", self.where, why, again)
+            self._said_at = now
+        self.error = why
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "since": self.since,
+            "error": self.error,
+            "failures": self._failures,
+        }
 
 
 #: a decoded message from the device's jobs or models topic (called in the network thread)
@@ -178,9 +275,12 @@ class MqttLink:
         self._client.max_queued_messages_set(0)
         self._client.will_set(topics.status, self._status("offline"), qos=1, retain=True)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
+        #: up or not, since when, and why not (``fleetbench status`` shows it)
+        self.state_of_link = LinkState(f"{settings.host}:{settings.port}")
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -289,9 +389,11 @@ class MqttLink:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            logger.warning("broker %s:%d refused the connection: %s", self.settings.host, self.settings.port,
-                           reason_code)  # fmt: skip
+            who = "the certificate or user name and password" if "authori" in str(reason_code).lower() or (
+                "password" in str(reason_code).lower()) else "the broker's settings"  # fmt: skip
+            self.state_of_link.down(f"the broker refused the connection: {reason_code} (check {who})")
             return
+        self.state_of_link.up()
         logger.info("connected to %s:%d", self.settings.host, self.settings.port)
         # Subscribe before saying "online": the broker handles one connection's packets in order,
         # so whoever sees "online" (the coordinator, about to send a job) reaches a subscribed agent.
@@ -323,12 +425,19 @@ class MqttLink:
         (Home Assistant discovery configs), never for results or health."""
         self._client.publish(topic, payload, qos=1, retain=retain)
 
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        why = describe_failure(
+            getattr(client, "last_error", None), self.settings.host, self.settings.port, self.settings.tls
+        )
+        self.state_of_link.down(why)
+
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
         if self.connected.is_set() and not self._stop.is_set():
             logger.warning("lost the broker %s:%d (%s); reconnecting with backoff", self.settings.host,
                            self.settings.port, reason_code)  # fmt: skip
+            self.state_of_link.down(f"lost the connection: {reason_code}")
         self.connected.clear()
         self._epoch += 1
 

@@ -1,4 +1,4 @@
-"""The coordinator service's commands: coordinator, fleet, push, rollouts, explain.
+"""The coordinator service's commands: coordinator, fleet, push, rollouts, export, explain.
 
 Each reads the coordinator's configuration (``--config``, else
 ``/etc/fleetbench/coordinator.toml`` if it exists, then ``FLEETBENCH_COORDINATOR_*``),
@@ -91,6 +91,29 @@ def register(sub: Any) -> None:
     rollouts.add_argument("--format", choices=["table", "json"], default="table")
     _common(rollouts)
     rollouts.set_defaults(func=cmd_rollouts)
+
+    export = sub.add_parser(
+        "export",
+        help="the fleet's measured latencies as a table monotonicity, predict and rank read",
+        description=(
+            "Write what the fleet measured as a wide latency table (arch, then one column per device, "
+            "or per SKU with --by sku): each device's median over its repeats (a SKU's column: the "
+            "median of its devices'). Rows are "
+            "architectures (their space's string) and models (their name); --space keeps one space's. "
+            "Then rank with the fleet's own data: fleetbench monotonicity latency.csv."
+        ),
+        epilog="Example: fleetbench export --space nas-bench-201 --by sku -o latency.csv\n" + EPILOG_CONFIG,
+    )
+    export.add_argument("-o", "--output", required=True, metavar="FILE", help="the CSV to write")
+    export.add_argument("--sku", metavar="SKU", help="only this SKU's devices")
+    export.add_argument("--space", metavar="NAME", help="only this search space's architectures")
+    export.add_argument(
+        "--by", choices=["device", "sku"], default="device", help="a column per (default: device)"
+    )
+    export.add_argument("--metric", choices=["p50_ms", "p90_ms", "mean_ms", "min_ms"], default="p50_ms",
+                        help="which of each result's statistics (default p50_ms)")  # fmt: skip
+    _common(export)
+    export.set_defaults(func=cmd_export)
 
     explain = sub.add_parser(
         "explain",
@@ -279,6 +302,44 @@ def cmd_rollouts(args: argparse.Namespace) -> int:
         for i in report
     ]
     print_table(("rollout", "name", "version", "target", "state", "installed", "devices"), rows)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import statistics
+
+    import numpy as np
+
+    from agent.common.files import check_writable
+    from coordinator.ranking.tables import LatencyTable, write_wide
+
+    check_writable(args.output)
+    store = _open(_config(args))
+    rows = store.latencies(args.metric, args.space, args.sku)
+    if not rows:
+        what = " and ".join(f"{k} {v!r}" for k, v in (("--sku", args.sku), ("--space", args.space)) if v)
+        raise UsageError(f"the fleet measured nothing{' for ' + what if what else ''} yet")
+    repeats: dict[tuple[str, str], list[float]] = {}
+    sku_of: dict[str, str] = {}
+    for device_id, sku, name, ms in rows:
+        repeats.setdefault((name, device_id), []).append(ms)
+        sku_of[device_id] = sku or f"{device_id} (no SKU)"
+    # each device's median over its repeats; a SKU's column is the median of its devices' (each
+    # device counts once, however often it measured)
+    cells: dict[tuple[str, str], list[float]] = {}
+    for (name, device_id), values in repeats.items():
+        column = device_id if args.by == "device" else sku_of[device_id]
+        cells.setdefault((name, column), []).append(statistics.median(values))
+    archs = sorted({a for a, _ in cells})
+    columns = sorted({c for _, c in cells})
+    row, col = {a: i for i, a in enumerate(archs)}, {c: j for j, c in enumerate(columns)}
+    ms = np.full((len(archs), len(columns)), np.nan)
+    for (a, c), values in cells.items():
+        ms[row[a], col[c]] = statistics.median(values)
+    write_wide(args.output, LatencyTable(tuple(archs), tuple(columns), ms, args.output))
+    print(f"wrote {args.output}: {len(archs)} architectures or models x {len(columns)} "
+          f"{'devices' if args.by == 'device' else 'SKUs'} ({len(rows)} results, medians of {args.metric})",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

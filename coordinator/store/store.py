@@ -253,6 +253,31 @@ class Store(Ingesting):
             rows = conn.execute(q).all()
         return {arch: float(ms) for arch, ms in rows if arch and ms is not None and ms > 0}
 
+    def latencies(
+        self, metric: str = "p50_ms", space: Optional[str] = None, sku: Optional[str] = None
+    ) -> list[tuple[str, Optional[str], str, float]]:
+        """Every measured latency: (device, its SKU, the architecture or model, ``metric`` in ms),
+        of ``space``'s architectures only if given, of ``sku``'s devices only if given."""
+        item = sa.func.coalesce(results.c.arch, results.c.model)
+        cols = [results.c.device_id, devices.c.sku, item]
+        cols.append(results.c.p50_ms if metric == "p50_ms" else results.c.data)
+        q = sa.select(*cols).select_from(
+            results.outerjoin(devices, devices.c.device_id == results.c.device_id)
+        )
+        if space is not None:
+            q = q.where(results.c.space == space)
+        if sku is not None:
+            q = q.where(devices.c.sku == sku)
+        out = []
+        with self.engine.connect() as conn:
+            for device_id, device_sku, name, value in conn.execute(q):
+                if metric != "p50_ms":  # from the result record as it arrived
+                    stats = ((json.loads(value).get("data") or {}).get("result") or {}).get("stats") or {}
+                    value = stats.get(metric)
+                if name and isinstance(value, (int, float)) and value > 0:
+                    out.append((device_id, device_sku, name, float(value)))
+        return out
+
     def dead_letters(self, limit: int = 100, device_id: Optional[str] = None) -> list[DeadLetter]:
         """The newest dead letters first."""
         q = sa.select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)

@@ -14,7 +14,7 @@ import shlex
 import shutil
 
 import pytest
-from broker import Receiver
+from broker import Receiver, free_port
 from daemon_proc import AgentProcess, eventually, fleetbench, start_configured_coordinator, stop, write_config
 from keys import write_private
 from wire import command, raw_job, received
@@ -114,3 +114,28 @@ def test_the_readme_job_example_runs_and_the_same_job_unsigned_is_refused(agent,
         stop(coord)
     (result,) = [r.data for r in received(rx.payloads, "results")]
     assert result["result"]["protocol"]["runs"] == 20 and result["job_id"].startswith("op-")
+
+
+@pytest.mark.parametrize("scheme", ["mqtt", "mqtts"])
+def test_an_agent_that_cannot_reach_its_broker_says_why_once_and_status_shows_it(tmp_path, mosquitto, scheme):
+    """Refused (nothing listens) and TLS (a plain broker spoken to over TLS): the log says why
+    once, not at every retry, and `fleetbench status` says not connected, since when and why."""
+    port = free_port() if scheme == "mqtt" else mosquitto.port
+    config = write_config(str(tmp_path / "agent.toml"), f"{scheme}://127.0.0.1:{port}")
+    with open(config) as fh:
+        text = fh.read().replace("keepalive_s = 5\n", "keepalive_s = 5\nmax_backoff_s = 1\n")
+    with open(config, "w") as fh:
+        fh.write(text)
+    proc = AgentProcess(str(tmp_path), config, DEVICE)
+    proc.start()
+    try:
+        proc.wait_note("READY=1")
+        eventually(lambda: ((proc.status().get("link") or {}).get("failures") or 0) >= 3, 60)
+        why = "connection refused: nothing listens" if scheme == "mqtt" else "TLS handshake failed"
+        assert why in proc.status()["link"]["error"]
+        said = [line for line in proc.read_log().splitlines() if "cannot reach the broker" in line]
+        assert len(said) == 1 and why in said[0], said
+        shown = fleetbench("status", "--state-dir", proc.state_dir)
+        assert "NOT connected for" in shown.stdout and why in shown.stdout, shown.stdout
+    finally:
+        proc.close()

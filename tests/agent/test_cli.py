@@ -93,6 +93,9 @@ def test_isolated_run(capsys, tflite_model):
     (["bench", "m.onnx", "--max-time", "inf"], 2, "'inf' is not a finite, non-negative number"),
     (["bench", "m.onnx", "--seed", "-1"], 2, "argument --seed: '-1' is negative"),
     (["bench", "m.onnx", "--profile-top", "0"], 2, "'0' is less than 1"),
+    (["bnech", "m.onnx"], 2, "invalid choice: 'bnech' (choose from 'bench', "),
+    (["bnech", "m.onnx"], 2, "; did you mean 'bench'?"),
+    (["bench", "m.onnx", "--backend", "onnxrt"], 2, "; did you mean 'onnxruntime'?"),
 ])  # fmt: skip
 def test_usage_errors(capsys, args, code, message):
     try:

@@ -184,3 +184,44 @@ def test_bad_budget(capsys, budget):
             "--metric", "cifar10_top1", "--budget-ms", budget]  # fmt: skip
     assert _code(args) == 2
     assert "is not a positive number of milliseconds" in capsys.readouterr().err
+
+
+def test_export_writes_the_fleets_measurements_as_a_table_the_ranking_commands_read(tmp_path, capsys):
+    """Results of three devices (two SKUs, one device measuring twice) become a wide table of
+    medians, per device or per SKU, that `monotonicity` reads."""
+    from wire import result
+
+    from agent.protocol import messages as m
+    from agent.protocol.jobs import ArchItem
+    from agent.protocol.reports import StatusData
+    from coordinator.store import Message, open_store
+
+    archs = read_table(NB201_LATENCY).archs[:6]
+    store = open_store(str(tmp_path / "fleet.sqlite"))
+    batch = []
+    for device, sku, scale in (("pi-a", "Pi 4", 1.0), ("pi-b", "Pi 4", 1.2), ("jet-a", "Jetson", 0.1)):
+        status = m.make(m.StatusMessage, device, StatusData(state="online", protocol=2, sku=sku))
+        batch.append(Message(f"fleetbench/v1/devices/{device}/status", m.encode(status)))
+        for i, arch in enumerate(archs):
+            for repeat, noise in enumerate((1.0, 1.1, 0.9) if device == "pi-a" else (1.0,)):
+                msg = result(device, "j", f"x{i}", (i + 1) * scale * noise, f"r{i}-{repeat}",
+                             ArchItem(space="nas-bench-201", arch=arch))  # fmt: skip
+                batch.append(Message(f"fleetbench/v1/devices/{device}/results", m.encode(msg)))
+    store.ingest(batch)
+    db = str(tmp_path / "fleet.sqlite")
+    out = str(tmp_path / "latency.csv")
+    assert _code(["export", "--db", db, "--space", "nas-bench-201", "-o", out]) == 0
+    table = read_table(out)
+    assert table.devices == ("jet-a", "pi-a", "pi-b") and set(table.archs) == set(archs)
+    assert table.column("pi-a")[table.archs.index(archs[2])] == pytest.approx(3.0)  # median of 3.3, 3.0, 2.7
+    assert _code(["export", "--db", db, "--by", "sku", "--sku", "Pi 4", "-o", out]) == 0
+    by_sku = read_table(out)
+    assert by_sku.devices == ("Pi 4",) and by_sku.column("Pi 4")[
+        by_sku.archs.index(archs[0])
+    ] == pytest.approx(1.1)  # pi-a 1.0 (median of 3), pi-b 1.2
+    assert _code(["export", "--db", db, "--by", "sku", "--space", "nas-bench-201", "-o", out]) == 0
+    capsys.readouterr()
+    assert _code(["monotonicity", out]) == 0
+    assert "Jetson" in capsys.readouterr().out
+    assert _code(["export", "--db", db, "--sku", "Coral", "-o", out]) == 2
+    assert "the fleet measured nothing for --sku 'Coral' yet" in capsys.readouterr().err
