@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
             "simulated devices that answer from published latencies (labelled simulated).  Each "
             "device is sampled, its latency column predicted, the best model under its budget "
             "chosen, pushed signed, installed and smoke-run.  Ends with a summary table and an HTML "
-            "report.  Takes a few minutes on a 2-core machine."
+            "report.  Takes well under a minute on a 2-core machine (about 16 s; benchmarks/RESULTS.md)."
         ),
         epilog="Example: fleetbench demo            (then open fleetbench-demo/report.html)",
     )

@@ -23,6 +23,10 @@ def test_sensors_only_for_what_the_device_has():
     assert temp["device_class"] == "temperature" and temp["unit_of_measurement"] == "°C"
     for topic, payload in configs.items():
         assert len(topic) < 256 and len(payload) < messages.MAX_BYTES  # AWS IoT / Azure limits
+        # every numeric sensor says its unit (issue 15: the degradation index had none)
+        assert json.loads(payload).get("unit_of_measurement"), topic
+        # availability from the JSON status: its state, as Home Assistant's template reads it
+        assert json.loads(payload)["availability_template"] == "{{ value_json.data.state }}"
 
 
 def _path(template: str) -> list[str]:
