@@ -47,7 +47,7 @@ _SENSORS = {
         None,
         "health",
         "{{ value_json.data.degradation.index }}",
-        "×",  # the reference workload's time now over when new: 1.00 as new
+        "\u00d7",  # x, the reference workload's time now over when new: 1.00 as new
         None,
     ),
     "last_p50": (
