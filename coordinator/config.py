@@ -86,6 +86,23 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    #: serve the dashboard and /metrics on HOST:PORT; empty: not at all
+    listen: Optional[str] = None
+    #: the bearer token every request needs (needed when listening beyond this host)
+    token: Optional[str] = None
+    #: /metrics without the token for clients on this host (a local Prometheus)
+    metrics_open: bool = True
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) of ``listen``; ValueError if it is not HOST:PORT."""
+        host, sep, port = (self.listen or "").rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(self.listen)
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class CoordinatorConfig:
     #: SQLite file or SQLAlchemy URL; empty: STATE_DIR/fleet.sqlite
     db: Optional[str] = None
@@ -101,6 +118,7 @@ class CoordinatorConfig:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     source: Optional[str] = field(default=None, compare=False)
 
     @property
@@ -136,6 +154,20 @@ def validate(config: CoordinatorConfig) -> CoordinatorConfig:
         except UsageError as err:
             raise ConfigError(f"{where}: {err}") from None
     check_tls_files(config.broker, where)
+    if config.http.listen:
+        import ipaddress
+
+        try:
+            host, _ = config.http.address()
+        except ValueError:
+            raise ConfigError(f"{where}: http.listen {config.http.listen!r} must be HOST:PORT") from None
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = host == "localhost"
+        if not local and not config.http.token:
+            raise ConfigError(f"{where}: http.listen {config.http.listen!r} reaches beyond this host; set "
+                              "http.token (the dashboard's bearer token) first")  # fmt: skip
     r, p = config.rerank, config.push
     checks = [
         (config.broker.protocol in ("3.1.1", "5"), 'broker.protocol must be "3.1.1" or "5"'),

@@ -147,6 +147,8 @@ class Deployer:
         self._sender = threading.Thread(target=self._send_loop, name="fleetbench-push", daemon=True)
         self._sender.start()
         self.chunks_sent = 0
+        #: bytes of push messages (manifests and chunks) handed to the broker since start
+        self.bytes_sent = 0
 
     def close(self) -> None:
         self._stop.set()
@@ -372,3 +374,4 @@ class Deployer:
                         inflight.pop(0)
             inflight.append(self.client.publish(topic, payload, qos=1))
             self.chunks_sent += 1
+            self.bytes_sent += len(payload)

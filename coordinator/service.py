@@ -135,6 +135,10 @@ class Ingestor:
         if self._writer is not None:
             self._writer.join(timeout_s)
 
+    def backlog(self) -> int:
+        """Messages received and not yet committed: the ingest's lag, in messages."""
+        return self._queue.qsize()
+
     def healthy(self) -> bool:
         """The writer and paho's network thread run (a dead one stops the ingest silently)."""
         writer = self._writer is not None and self._writer.is_alive()
@@ -252,6 +256,17 @@ class Coordinator:
         self.deployer.tick()
         self.commands.tick()
 
+    async def _serve(self) -> Any:
+        """The dashboard and /metrics, if ``http.listen`` asks for them (in this loop)."""
+        if not self.config.http.listen:
+            return None
+        from coordinator.web.app import Dashboard, serve
+
+        host, port = self.config.http.address()
+        runner = await serve(Dashboard(self.store, self.config, self), host, port)
+        logger.info("dashboard and /metrics on http://%s/", self.config.http.listen)
+        return runner
+
     async def run(self, install_signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -259,7 +274,10 @@ class Coordinator:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         self.ingestor.start()
-        self.notifier.ready("ingesting")
+        web = await self._serve()
+        self.notifier.ready(
+            "ingesting" + (f", dashboard on http://{self.config.http.listen}/" if web else "")
+        )
         last_ping = 0.0
         try:
             while not self._stop.is_set():
@@ -288,6 +306,8 @@ class Coordinator:
         finally:
             if self.reranker is not None:
                 await loop.run_in_executor(None, self.reranker.close)
+            if web is not None:
+                await web.cleanup()
             await loop.run_in_executor(None, self.deployer.close)
             await loop.run_in_executor(None, self.ingestor.stop)
             logger.info("coordinator stopped; stored %s, %d dead letter(s)", self.ingestor.stored,

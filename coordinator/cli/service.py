@@ -42,6 +42,11 @@ def register(sub: Any) -> None:
     _common(coord)
     coord.add_argument("--client-id", metavar="ID", help="MQTT client id; unique per instance")
     coord.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the dashboard and /metrics here (http.listen; 127.0.0.1:8080)",
+    )
+    coord.add_argument(
         "--group", metavar="NAME", help="shared-subscription group (default: coordinators; '' for none)"
     )
     coord.set_defaults(func=cmd_coordinator)
@@ -164,7 +169,8 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     from agent.transport.mqtt import BrokerSettings
     from coordinator.service import Coordinator
 
-    config = _config(args, **{"broker.url": args.broker, "client_id": args.client_id, "group": args.group})
+    config = _config(args, **{"broker.url": args.broker, "client_id": args.client_id, "group": args.group,
+                              "http.listen": args.http})  # fmt: skip
     if not config.broker.url:
         raise ConfigError("the coordinator needs a broker: --broker URL, or [broker] url in --config")
     # Nothing the coordinator writes is for other users, whoever starts it (the unit's UMask

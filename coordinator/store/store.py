@@ -230,6 +230,25 @@ class Store(Ingesting):
             q = sa.select(devices.c.device_id).where(devices.c.sku == sku).order_by(devices.c.device_id)
             return [d for (d,) in conn.execute(q)]
 
+    def device_counts(self) -> list[tuple[str, Optional[str], int]]:
+        """(state, SKU, how many devices): what a metrics scrape needs, without reading health."""
+        with self.engine.connect() as conn:
+            q = sa.select(devices.c.state, devices.c.sku, sa.func.count()).group_by(
+                devices.c.state, devices.c.sku
+            )
+            return [(state, sku, int(n)) for state, sku, n in conn.execute(q)]
+
+    def rollout_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            q = sa.select(rollouts.c.state, sa.func.count()).group_by(rollouts.c.state)
+            return {state: int(n) for state, n in conn.execute(q)}
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters kept, per topic kind (the newest DEAD_LETTERS_KEPT)."""
+        with self.engine.connect() as conn:
+            q = sa.select(dead_letters.c.kind, sa.func.count()).group_by(dead_letters.c.kind)
+            return {kind or "unknown": int(n) for kind, n in conn.execute(q)}
+
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:
             return int(

@@ -1,0 +1,162 @@
+"""The dashboard: server-rendered pages (Jinja2, autoescaped: device names and SKUs come from
+devices), a little inline script that refreshes the fleet table, no CDN.
+
+    /                 the fleet: state, SKU, last seen, health, degradation, results, refused,
+                      the key each device checks; filter (?q=) and pages (?page=) for big fleets
+    /api/fleet        the same rows as JSON (the page refreshes from it every few seconds)
+    /devices/{id}     a device: its record and its decisions, with why (``fleetbench explain``)
+    /rollouts         rollouts and their deployments
+    /dead-letters     the newest messages refused, and why
+    /metrics          Prometheus (see ``coordinator.web.metrics``)
+
+Read-only.  With ``http.token`` set, every request needs it (``Authorization: Bearer``, or
+``?token=`` once, which sets a cookie); ``/metrics`` stays open to loopback clients when
+``http.metrics_open``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import ipaddress
+import time
+from typing import Any, Callable, Optional
+
+import jinja2
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agent.common.args import ago
+from coordinator.web.metrics import registry
+
+PAGE_SIZE = 100
+COOKIE = "fleetbench_token"
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("coordinator.web", "templates"),
+    autoescape=jinja2.select_autoescape(default=True),
+)
+
+
+def fleet_rows(devices: list[Any], now: float, q: str = "", page: int = 1) -> dict[str, Any]:
+    """The fleet table's rows (filtered by ``q`` on id, SKU and state; one page of them)."""
+    q = q.strip().lower()
+    chosen = [d for d in devices if not q or q in d.device_id.lower() or q in (d.sku or "").lower()
+              or q == d.state]  # fmt: skip
+    pages = max(1, -(-len(chosen) // PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    rows = []
+    for d in chosen[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
+        health = (d.health or {}).get("health") or {}
+        temps = ((health.get("thermal") or {}).get("temperatures_c") or {}).values()
+        rows.append({
+            "device": d.device_id, "kind": d.kind, "state": d.state, "sku": d.sku or "?",
+            "seen": ago(now - d.last_seen) + " ago",
+            "hottest_c": f"{max(temps):.1f}" if temps else "-",
+            "degradation": f"{d.degradation_index:.3f}" if d.degradation_index is not None else "-",
+            "results": d.results, "refused": d.dead_letters, "key": d.key[:8] if d.key else "unsigned",
+        })  # fmt: skip
+    online = sum(d.state == "online" for d in devices)
+    return {"rows": rows, "page": page, "pages": pages, "shown": len(chosen), "total": len(devices),
+            "online": online, "q": q}  # fmt: skip
+
+
+class Dashboard:
+    def __init__(self, store: Any, config: Any, coordinator: Optional[Any] = None,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.store, self.config, self.clock = store, config, clock
+        self.registry = registry(store, coordinator)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A store query in an executor: the coordinator's loop keeps ingesting meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.add_routes([
+            web.get("/", self.fleet), web.get("/api/fleet", self.fleet_json),
+            web.get("/devices/{device_id}", self.device), web.get("/rollouts", self.rollouts),
+            web.get("/dead-letters", self.dead_letters), web.get("/metrics", self.metrics),
+        ])  # fmt: skip
+        return app
+
+    # -- access ------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        token = self.config.http.token
+        if not token or (request.path == "/metrics" and self.config.http.metrics_open and _loopback(request)):
+            return await handler(request)
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        given = given or request.cookies.get(COOKIE, "") or request.query.get("token", "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            why = "a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n"
+            raise web.HTTPUnauthorized(text=why, headers={"WWW-Authenticate": "Bearer"})
+        response = await handler(request)
+        if request.query.get("token"):  # once in the address bar, then a cookie
+            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+        return response
+
+    # -- pages -------------------------------------------------------------------------
+
+    def _page(self, name: str, **context: Any) -> web.Response:
+        html = _ENV.get_template(name).render(**context, now=time.strftime("%Y-%m-%d %H:%M:%S"))
+        return web.Response(text=html, content_type="text/html")
+
+    def _query(self, request: web.Request) -> tuple[str, int]:
+        try:
+            page = int(request.query.get("page", "1"))
+        except ValueError:
+            raise web.HTTPBadRequest(
+                text=f"page {request.query.get('page')!r} is not a whole number\n"
+            ) from None
+        return request.query.get("q", ""), page
+
+    async def fleet(self, request: web.Request) -> web.Response:
+        q, page = self._query(request)
+        devices = await self._call(self.store.fleet)
+        return self._page("fleet.html", **fleet_rows(devices, self.clock(), q, page))
+
+    async def fleet_json(self, request: web.Request) -> web.Response:
+        q, page = self._query(request)
+        devices = await self._call(self.store.fleet)
+        return web.json_response(fleet_rows(devices, self.clock(), q, page))
+
+    async def device(self, request: web.Request) -> web.Response:
+        from coordinator.cli.format import describe
+
+        device_id = request.match_info["device_id"]
+        devices = {d.device_id: d for d in await self._call(self.store.fleet)}
+        if device_id not in devices:
+            raise web.HTTPNotFound(text=f"no device {device_id!r} in the fleet\n")
+        decisions = await self._call(self.store.decisions, device_id)
+        return self._page("device.html", device=dataclasses.asdict(devices[device_id]),
+                          decisions=[describe(d) for d in decisions])  # fmt: skip
+
+    async def rollouts(self, request: web.Request) -> web.Response:
+        return self._page("rollouts.html", reports=await self._call(self.store.rollout_report, None))
+
+    async def dead_letters(self, request: web.Request) -> web.Response:
+        letters = await self._call(self.store.dead_letters, 200)
+        return self._page(
+            "dead_letters.html", letters=letters, total=await self._call(self.store.count, "dead_letters")
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = await self._call(generate_latest, self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _loopback(request: web.Request) -> bool:
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(dashboard: Dashboard, host: str, port: int) -> web.AppRunner:
+    """Start serving (in the running loop); the runner, to ``cleanup()`` at the end."""
+    runner = web.AppRunner(dashboard.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
