@@ -10,6 +10,7 @@ what a real agent sends: a result record with ``--samples`` samples (200: about 
     python benchmarks/coordinator_ingest.py [--agents 100] [--per-agent 200] [--backlog] [--tls]
     python benchmarks/coordinator_ingest.py --backlog --compare 200cfce [--rounds 3]
     python benchmarks/coordinator_ingest.py --backlog --compare-tls [--rounds 3]
+    python benchmarks/coordinator_ingest.py --backlog --compare-dashboard [--rounds 3]
 
 ``--tls`` runs the broker from the shipped profile (``fleetbench broker-config``: mutual
 TLS, a certificate per agent, the ACL) and every agent and the coordinator with its own
@@ -131,6 +132,11 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
             broker.start()
             settings = BrokerSettings.from_url(broker.url, protocol=args.protocol)
         store = open_store(os.path.join(tmp, "fleet.sqlite"))
+        watching = threading.Event()
+        if args.dashboard:
+            watch_dashboard(store, args.fleet, args.dashboard, watching)
+        elif args.fleet:  # the same store and server as with the dashboard, and no client loading it
+            watch_dashboard(store, args.fleet, 3600.0, watching)
         ingestor = Ingestor(settings, store, client_id="bench-coordinator")
         if not args.publish_only:
             ingestor.start()
@@ -164,6 +170,7 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
             time.sleep(0.05)
         elapsed = time.perf_counter() - start
         stored = store.count("results")
+        watching.set()
         ingestor.stop()
         agents.join(300)
         _stop(broker)
@@ -193,14 +200,15 @@ def _stop(broker: Any) -> None:
     (broker.close if hasattr(broker, "close") else broker.stop)()
 
 
-def compare_tls(args: argparse.Namespace) -> int:
-    """Plain TCP and the TLS profile, alternating, on the same messages and code."""
+def compare_flags(args: argparse.Namespace, arms: dict[str, list[str]]) -> int:
+    """The same messages and code run as each arm (extra flags for this script), alternating;
+    the first arm is the base the others are compared with."""
     with tempfile.TemporaryDirectory() as tmp:
         payloads = build_payloads(args.agents, args.per_agent, args.samples, 2, 0.0)
         path = os.path.join(tmp, "payloads.pickle")
         with open(path, "wb") as fh:
             pickle.dump((payloads, sum(len(p) for p in payloads)), fh)
-        rates: dict[str, list[float]] = {"plain TCP": [], "TLS profile": []}
+        rates: dict[str, list[float]] = {label: [] for label in arms}
         for r in range(args.rounds):
             order = list(rates) if r % 2 == 0 else list(reversed(rates))
             for label in order:
@@ -212,9 +220,7 @@ def compare_tls(args: argparse.Namespace) -> int:
                     "--protocol",
                     args.protocol,
                 ]
-                argv += (["--backlog"] if args.backlog else []) + (
-                    ["--tls"] if label == "TLS profile" else []
-                )
+                argv += (["--backlog"] if args.backlog else []) + arms[label]
                 out = subprocess.run(argv, capture_output=True, text=True, timeout=1200,
                                      env={**os.environ, "PYTHONPATH": REPO})  # fmt: skip
                 line = (out.stdout.strip().splitlines() or [out.stderr[-500:]])[-1]
@@ -223,14 +229,59 @@ def compare_tls(args: argparse.Namespace) -> int:
                     print(f"{label}: failed: {line}", file=sys.stderr)
                     return 1
                 rates[label].append(float(found.group(1).replace(",", "")))
-                print(f"round {r + 1} {line}", flush=True)
-    base = statistics.median(rates["plain TCP"])
+                print(f"round {r + 1} {label}: {line}", flush=True)
+    base_label = next(iter(arms))
+    base = statistics.median(rates[base_label])
     print()
     for label, values in rates.items():
         runs = "; ".join(f"{v:,.0f}" for v in values)
-        print(f"{label:<12} median {statistics.median(values):>8,.0f} results/s  (runs: {runs})  "
-              f"ratio to plain TCP {statistics.median(values) / base:.2f}")  # fmt: skip
+        print(f"{label:<24} median {statistics.median(values):>8,.0f} results/s  (runs: {runs})  "
+              f"ratio to {base_label} {statistics.median(values) / base:.2f}")  # fmt: skip
     return 0
+
+
+def watch_dashboard(store: Any, devices: int, every_s: float, stop: threading.Event) -> threading.Thread:
+    """The coordinator's dashboard on this store, in this process (as the coordinator serves it),
+    with ``devices`` more devices in the store, and a client loading the fleet page every
+    ``every_s``; the thread that does it (it ends when ``stop`` is set)."""
+    import asyncio
+    import urllib.request
+
+    from agent.protocol import messages
+    from agent.protocol.reports import StatusData
+    from coordinator.config import CoordinatorConfig
+    from coordinator.store import Message
+    from coordinator.web.app import Dashboard, serve
+
+    batch = []
+    for i in range(devices):
+        status = messages.make(
+            messages.StatusMessage, f"fleet-{i:05d}", StatusData(state="online", protocol=2)
+        )
+        batch.append(Message(f"fleetbench/v1/devices/fleet-{i:05d}/status", messages.encode(status)))
+    for i in range(0, len(batch), 1000):
+        store.ingest(batch[i : i + 1000])
+    port = load_test_helper("broker").free_port()
+    served = threading.Event()
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        runner = loop.run_until_complete(serve(Dashboard(store, CoordinatorConfig()), "127.0.0.1", port))
+        served.set()
+        while not stop.is_set():
+            loop.run_until_complete(asyncio.sleep(0.05))
+        loop.run_until_complete(runner.cleanup())
+
+    def refresh() -> None:
+        assert served.wait(30)
+        while not stop.wait(every_s):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+                r.read()
+
+    threading.Thread(target=run, daemon=True).start()
+    client = threading.Thread(target=refresh, daemon=True)
+    client.start()
+    return client
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -322,13 +373,27 @@ def main() -> int:
     ap.add_argument("--malformed", type=float, default=0.0, metavar="SHARE",
                     help="with --compare: also this code with this share of malformed messages")  # fmt: skip
     ap.add_argument("--tls", action="store_true", help="through the shipped broker profile (mutual TLS, ACL)")
+    ap.add_argument("--fleet", type=int, default=0, metavar="N", help="N more devices in the store first")
+    ap.add_argument(
+        "--dashboard", type=float, metavar="S", help="serve the dashboard; load its fleet page every S s"
+    )
+    ap.add_argument(
+        "--compare-dashboard",
+        action="store_true",
+        help="ingest with and without a dashboard client, side by side",
+    )
     ap.add_argument("--compare-tls", action="store_true", help="plain TCP and the TLS profile, side by side")
     ap.add_argument("--payloads", help=argparse.SUPPRESS)  # --compare's children: messages made by the parent
     args = ap.parse_args()
     if args.compare:
         return compare(args)
     if args.compare_tls:
-        return compare_tls(args)
+        return compare_flags(args, {"plain TCP": [], "TLS profile": ["--tls"]})
+    if args.compare_dashboard:
+        quiet = ["--fleet", "1000"]
+        return compare_flags(
+            args, {"no dashboard": quiet, "dashboard every 2 s": [*quiet, "--dashboard", "2"]}
+        )
     if args.payloads:
         with open(args.payloads, "rb") as fh:
             payloads, expected = pickle.load(fh)
