@@ -54,6 +54,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def within_budget(measured_ms: Optional[float], budget_ms: Optional[float]) -> str:
+    """Whether the model the device runs meets its budget, as the device measured it: "yes",
+    or "NO (+12 %)"; "-" when either is unknown.
+
+    >>> within_budget(1.03, 0.92), within_budget(0.5, 0.92)
+    ('NO (+12 %)', 'yes')
+    """
+    if not measured_ms or not budget_ms:
+        return "-"
+    over = measured_ms / budget_ms - 1
+    return "yes" if over <= 0 else f"NO (+{over * 100:.0f} %)"
+
+
 class Demo:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -288,9 +301,11 @@ class Demo:
                   f"{r['budget_ms']:.2f}" if r["budget_ms"] is not None else "-",
                   f"{r['predicted_ms']:.2f}" if r["predicted_ms"] else "-",
                   f"{r['smoke_ms']:.2f}" if r["smoke_ms"] else "-",
+                  within_budget(r["smoke_ms"], r["budget_ms"]),
                   f"{r['accuracy']:.2f}" if r["accuracy"] else "-", r["state"]) for r in rows]  # fmt: skip
         print()
-        print_table(("device", "budget ms", "predicted ms", "measured ms", "accuracy %", "model"), table)
+        print_table(("device", "budget ms", "predicted ms", "smoke run p50 ms", "within budget", "accuracy %",
+                     "deployment"), table)  # fmt: skip
         print()
         return rows
 

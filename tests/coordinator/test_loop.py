@@ -214,6 +214,9 @@ def test_demo_runs_end_to_end_with_a_short_setting(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "this-machine" in run.stdout and "sim-rpi4-a (sim)" in run.stdout
     assert run.stdout.count("installed") >= 2
+    # the table says what its columns hold, and whether each device's model meets its budget
+    for header in ("smoke run p50 ms", "within budget", "deployment"):
+        assert header in run.stdout
     report = (out / "report.html").read_text()
     for needle in ("SRCC heatmap", "Predicted vs measured", "simulated", "this-machine", "data:image/png"):
         assert needle in report
