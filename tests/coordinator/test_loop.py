@@ -96,6 +96,16 @@ def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_pa
         assert "chose |" in explained.stdout and "under the budget of 1000 ms" in explained.stdout
         assert "measured on the device: 3 sample architectures" in explained.stdout
         assert "installed, smoke run p50" in explained.stdout
+        # the README's example is this command's output, line by line (issue 15: it ended in "...")
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8") as fh:
+            readme = fh.read().split("sim-rpi4-c: decision of", 1)[1].split("```", 1)[0]
+        shape = [
+            ln.split()[0]
+            for ln in readme.splitlines()[1:]
+            if ln.startswith("  ") and not ln.startswith("    ")
+        ]
+        assert shape == [ln.split()[0] for ln in explained.stdout.splitlines()[1:]], shape
+        assert "..." not in readme
         link = os.path.join(agent.state_dir, "models", "deployed", "fleetbench-model.onnx")
         assert os.path.islink(link) and os.path.getsize(link) > 0
 
