@@ -45,6 +45,7 @@ from coordinator.store.schema import (
     decisions,
     deployments,
     devices,
+    health,
     metadata,
     outgoing_jobs,
     rerank_state,
@@ -229,6 +230,14 @@ class Store(Ingesting):
         with self.engine.connect() as conn:
             q = sa.select(devices.c.device_id).where(devices.c.sku == sku).order_by(devices.c.device_id)
             return [d for (d,) in conn.execute(q)]
+
+    def degradation_history(self, device_id: str, limit: int = 500) -> list[tuple[float, float]]:
+        """A device's degradation index over time, (ts, index), oldest first: its newest ``limit``."""
+        q = (sa.select(health.c.ts, health.c.degradation_index)
+             .where(health.c.device_id == device_id, health.c.degradation_index.is_not(None))
+             .order_by(health.c.ts.desc()).limit(limit))  # fmt: skip
+        with self.engine.connect() as conn:
+            return [(float(ts), float(i)) for ts, i in reversed(conn.execute(q).all())]
 
     def device_counts(self) -> list[tuple[str, Optional[str], int]]:
         """(state, SKU, how many devices): what a metrics scrape needs, without reading health."""

@@ -61,6 +61,27 @@ def fleet_rows(devices: list[Any], now: float, q: str = "", page: int = 1) -> di
             "online": online, "q": q}  # fmt: skip
 
 
+def trend_svg(
+    points: list[tuple[float, float]], width: int = 640, height: int = 120
+) -> Optional[dict[str, Any]]:
+    """The degradation index over time as an SVG polyline's points (server-side: no plotting
+    library in the page); None with fewer than two samples.
+
+    >>> trend_svg([(0.0, 1.0), (10.0, 1.1)], 100, 50)["points"]
+    '4.0,46.0 96.0,4.0'
+    """
+    if len(points) < 2:
+        return None
+    t0, t1 = points[0][0], points[-1][0]
+    lo, hi = min(v for _, v in points), max(v for _, v in points)
+    span_t, span_v, pad = (t1 - t0) or 1.0, (hi - lo) or 1.0, 4.0
+    xy = [(pad + (t - t0) / span_t * (width - 2 * pad), height - pad - (v - lo) / span_v * (height - 2 * pad))
+          for t, v in points]  # fmt: skip
+    return {"points": " ".join(f"{x:.1f},{y:.1f}" for x, y in xy), "width": width, "height": height,
+            "low": lo, "high": hi, "first": points[0][1], "last": points[-1][1], "n": len(points),
+            "days": (t1 - t0) / 86400}  # fmt: skip
+
+
 class Dashboard:
     def __init__(self, store: Any, config: Any, coordinator: Optional[Any] = None,
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
@@ -130,8 +151,9 @@ class Dashboard:
         if device_id not in devices:
             raise web.HTTPNotFound(text=f"no device {device_id!r} in the fleet\n")
         decisions = await self._call(self.store.decisions, device_id)
+        history = await self._call(self.store.degradation_history, device_id)
         return self._page("device.html", device=dataclasses.asdict(devices[device_id]),
-                          decisions=[describe(d) for d in decisions])  # fmt: skip
+                          decisions=[describe(d) for d in decisions], trend=trend_svg(history))  # fmt: skip
 
     async def rollouts(self, request: web.Request) -> web.Response:
         return self._page("rollouts.html", reports=await self._call(self.store.rollout_report, None))

@@ -166,3 +166,28 @@ def test_the_shipped_prometheus_files_name_metrics_the_coordinator_exports(store
     for rule in rules:
         named = set(re.findall(r"\bfleetbench_\w+", rule["expr"]))
         assert named and named <= exported, (rule["alert"], named - exported)
+
+
+def test_a_devices_page_plots_its_degradation_over_time(tmp_path):
+    from agent.collectors.degradation import DegradationState
+    from agent.protocol.reports import HealthData
+
+    store = open_store(str(tmp_path / "fleet.sqlite"))
+    store.ingest(statuses(1))
+
+    def sample(i):
+        data = HealthData(degradation=DegradationState(index=1.0 + i / 100))
+        return m.make(m.HealthMessage, "pi-0000", data, f"h{i}", ts=1_800_000_000.0 + i * 3600)
+
+    samples = [sample(i) for i in range(24)]
+    store.ingest([Message("fleetbench/v1/devices/pi-0000/health", m.encode(s)) for s in samples])
+
+    async def requests(client):
+        page = await (await client.get("/devices/pi-0000")).text()
+        missing = await client.get("/devices/nobody")
+        return page, missing.status
+
+    page, missing = serve_and(store, CoordinatorConfig(), requests)
+    assert "24 samples over 1.0 days: 1.000" in page and "to 1.230" in page
+    points = re.search(r'<polyline[^>]*points="([^"]+)"', page).group(1).split()
+    assert len(points) == 24 and missing == 404
