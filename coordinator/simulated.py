@@ -117,7 +117,8 @@ class SimulatedDevice:
     def age(self, drift: float) -> None:
         """The board slows down (heat, wear): later answers use ``drift``, and health says so."""
         self.drift = drift
-        self.send(HealthMessage, HealthData(degradation=DegradationState(index=round(drift - 1.0, 4))))
+        # the index as an agent reports it: the reference workload's time now over when new (1.00 new)
+        self.send(HealthMessage, HealthData(degradation=DegradationState(index=round(drift, 4))))
 
     def true_ms(self, arch: str) -> float:
         """What this device's latency for ``arch`` is, before noise."""

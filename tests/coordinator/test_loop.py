@@ -266,7 +266,7 @@ def test_a_device_whose_degradation_moves_is_ranked_again(tmp_path, mosquitto):
         sim.age(1.0)
 
         def baseline():
-            return store.rerank_states()["aging-pi"].degradation_index == 0.0
+            return store.rerank_states()["aging-pi"].degradation_index == 1.0  # as new, as an agent says
 
         eventually(baseline)
         sim.age(1.5)  # 50 % slower: past the 0.2 threshold
@@ -274,7 +274,7 @@ def test_a_device_whose_degradation_moves_is_ranked_again(tmp_path, mosquitto):
         newest = both[0]
         assert (
             newest["inputs"]["round"] == 2
-            and "degradation index moved 0.000 -> 0.500" in newest["inputs"]["reason"]
+            and "degradation index moved 1.000 -> 1.500" in newest["inputs"]["reason"]
         )
         assert newest["inputs"]["measured"] != first[0]["inputs"]["measured"], "measured again, slower"
         assert store.count("decisions") == 2
