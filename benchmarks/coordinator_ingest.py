@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
 from _helpers import REPO, load_test_helper
@@ -200,6 +200,40 @@ def _stop(broker: Any) -> None:
     (broker.close if hasattr(broker, "close") else broker.stop)()
 
 
+def alternate(args: argparse.Namespace, arms: dict[str, tuple[str, str, list[str]]]) -> Optional[dict]:
+    """Run each arm (label -> payloads file, PYTHONPATH, extra flags) as a child of this script,
+    ``args.rounds`` times, alternating the order; results/s per arm, or None if a run failed."""
+    rates: dict[str, list[float]] = {label: [] for label in arms}
+    for r in range(args.rounds):
+        for label in list(arms) if r % 2 == 0 else list(reversed(arms)):
+            path, pythonpath, extra = arms[label]
+            backlog = ["--backlog"] if args.backlog else []
+            argv = [sys.executable, os.path.abspath(__file__), "--payloads", path,
+                    "--protocol", args.protocol, *backlog, *extra]  # fmt: skip
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=1200,
+                                 env={**os.environ, "PYTHONPATH": pythonpath})  # fmt: skip
+            line = (out.stdout.strip().splitlines() or [out.stderr[-500:]])[-1]
+            found = re.search(r"([\d,]+) results/s", line)
+            code = re.search(r"^code: (.+)$", out.stderr, re.MULTILINE)
+            assert code and code.group(1) == pythonpath, f"{label} ran the code in {code and code.group(1)}"
+            if out.returncode != 0 or not found:
+                print(f"{label}: failed: {line}", file=sys.stderr)
+                return None
+            rates[label].append(float(found.group(1).replace(",", "")))
+            print(f"round {r + 1} {label:<20} {line}", flush=True)
+    return rates
+
+
+def summarize(rates: dict[str, list[float]], base_label: str) -> None:
+    base = statistics.median(rates[base_label])
+    print()
+    for label, values in rates.items():
+        runs = "; ".join(f"{v:,.0f}" for v in values)
+        print(f"{label:<20} median {statistics.median(values):>8,.0f} results/s  (runs: {runs})  "
+              f"ratio to {base_label} {statistics.median(values) / base:.2f}")  # fmt: skip
+    print(json.dumps({k: statistics.median(v) for k, v in rates.items()}))
+
+
 def compare_flags(args: argparse.Namespace, arms: dict[str, list[str]]) -> int:
     """The same messages and code run as each arm (extra flags for this script), alternating;
     the first arm is the base the others are compared with."""
@@ -208,35 +242,10 @@ def compare_flags(args: argparse.Namespace, arms: dict[str, list[str]]) -> int:
         path = os.path.join(tmp, "payloads.pickle")
         with open(path, "wb") as fh:
             pickle.dump((payloads, sum(len(p) for p in payloads)), fh)
-        rates: dict[str, list[float]] = {label: [] for label in arms}
-        for r in range(args.rounds):
-            order = list(rates) if r % 2 == 0 else list(reversed(rates))
-            for label in order:
-                argv = [
-                    sys.executable,
-                    os.path.abspath(__file__),
-                    "--payloads",
-                    path,
-                    "--protocol",
-                    args.protocol,
-                ]
-                argv += (["--backlog"] if args.backlog else []) + arms[label]
-                out = subprocess.run(argv, capture_output=True, text=True, timeout=1200,
-                                     env={**os.environ, "PYTHONPATH": REPO})  # fmt: skip
-                line = (out.stdout.strip().splitlines() or [out.stderr[-500:]])[-1]
-                found = re.search(r"([\d,]+) results/s", line)
-                if out.returncode != 0 or not found:
-                    print(f"{label}: failed: {line}", file=sys.stderr)
-                    return 1
-                rates[label].append(float(found.group(1).replace(",", "")))
-                print(f"round {r + 1} {label}: {line}", flush=True)
-    base_label = next(iter(arms))
-    base = statistics.median(rates[base_label])
-    print()
-    for label, values in rates.items():
-        runs = "; ".join(f"{v:,.0f}" for v in values)
-        print(f"{label:<24} median {statistics.median(values):>8,.0f} results/s  (runs: {runs})  "
-              f"ratio to {base_label} {statistics.median(values) / base:.2f}")  # fmt: skip
+        rates = alternate(args, {label: (path, REPO, extra) for label, extra in arms.items()})
+    if rates is None:
+        return 1
+    summarize(rates, next(iter(arms)))
     return 0
 
 
@@ -311,42 +320,14 @@ def compare(args: argparse.Namespace) -> int:
                 with open(path, "wb") as fh:
                     pickle.dump((payloads, expected), fh)
                 files[label] = (path, tree if label == "previous" else REPO)
-            rates: dict[str, list[float]] = {label: [] for label in files}
-            for r in range(args.rounds):
-                order = list(files) if r % 2 == 0 else list(reversed(files))
-                for label in order:
-                    path, pythonpath = files[label]
-                    argv = [
-                        sys.executable,
-                        os.path.abspath(__file__),
-                        "--payloads",
-                        path,
-                        "--protocol",
-                        args.protocol,
-                    ]
-                    argv += ["--backlog"] if args.backlog else []
-                    env = {**os.environ, "PYTHONPATH": pythonpath}
-                    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1200)
-                    line = (out.stdout.strip().splitlines() or [out.stderr[-500:]])[-1]
-                    found = re.search(r"([\d,]+) results/s", line)
-                    code = re.search(r"^code: (.+)$", out.stderr, re.MULTILINE)
-                    assert code and code.group(1) == pythonpath, (
-                        f"{label} ran the code in {code and code.group(1)}"
-                    )
-                    if out.returncode != 0 or not found:
-                        print(f"{label}: failed: {line}", file=sys.stderr)
-                        return 1
-                    rates[label].append(float(found.group(1).replace(",", "")))
-                    print(f"round {r + 1} {label:<16} {line}", flush=True)
+            rates = alternate(
+                args, {label: (path, pythonpath, []) for label, (path, pythonpath) in files.items()}
+            )
         finally:
             subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", tree], check=False)
-    base = statistics.median(rates["previous"])
-    print()
-    for label, values in rates.items():
-        runs = "; ".join(f"{v:,.0f}" for v in values)
-        print(f"{label:<16} median {statistics.median(values):>8,.0f} results/s  (runs: {runs})  "
-              f"ratio to previous {statistics.median(values) / base:.2f}")  # fmt: skip
-    print(json.dumps({k: statistics.median(v) for k, v in rates.items()}))
+    if rates is None:
+        return 1
+    summarize(rates, "previous")
     return 0
 
 

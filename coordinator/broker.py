@@ -87,6 +87,13 @@ def _files(directory: str) -> dict[str, str]:
     return {name: os.path.join(directory, name) for name in names}
 
 
+def _mkdir(path: str, mode: int) -> None:
+    try:
+        os.makedirs(path, mode=mode, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"directory {path!r} cannot be made: {err.strerror}") from None
+
+
 def _write_private(path: str, data: bytes) -> None:
     write_bytes_atomic(path, data, what="key file", mode=0o600)
 
@@ -226,8 +233,8 @@ def make_profile(
         raise UsageError(f"{directory!r} already holds a broker profile; refusing to replace its CA")
     if not hosts:
         hosts = (socket.gethostname(), "localhost", "127.0.0.1")
-    os.makedirs(os.path.join(directory, "data"), mode=0o750, exist_ok=True)
-    os.makedirs(os.path.join(directory, "clients"), mode=0o700, exist_ok=True)
+    _mkdir(os.path.join(directory, "data"), 0o750)
+    _mkdir(os.path.join(directory, "clients"), 0o700)
     ca_key = _key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetbench fleet CA")])
     ca_cert = (
@@ -345,7 +352,7 @@ def enroll(directory: str, name: str, role: str = "device", broker_url: Optional
         raise UsageError(f"{name!r} is enrolled already; revoke it first to issue a new certificate")
     key, cert = _issue(ca_key, ca_cert, name, CERT_DAYS)
     out = os.path.join(directory, "clients", name)
-    os.makedirs(out, mode=0o700, exist_ok=True)
+    _mkdir(out, 0o700)
     _write_private(os.path.join(out, f"{name}.key"), _pem_key(key))
     write_bytes_atomic(os.path.join(out, f"{name}.crt"), _pem(cert), "certificate")
     write_bytes_atomic(os.path.join(out, "ca.crt"), _pem(ca_cert), "CA certificate")

@@ -44,7 +44,8 @@ class Commands:
         self.store, self.config, self.client, self.signer, self.clock = store, config, client, signer, clock
         self._granted: dict[str, float] = {}  # device -> when it was last sent the new key
 
-    def tick(self, online: Optional[list[OnlineDevice]] = None, now: Optional[float] = None) -> None:
+    def tick(self, now: Optional[float] = None, online: Optional[list[OnlineDevice]] = None) -> None:
+        """``online``: the online devices, if the caller has read them already this pass."""
         now = self.clock() if now is None else now
         queued = self.store.queued_jobs()
         if online is None:

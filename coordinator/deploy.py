@@ -136,7 +136,7 @@ class Deployer:
         signer: Optional[Signer] = None,
     ) -> None:
         self.store, self.config, self.client, self.clock = store, config, client, clock
-        self.signer = signer or Signer(config.key_file, config.command_ttl_s, clock)
+        self.signer = signer or Signer.of(config, clock)
         self._digests: dict[str, Optional[bytes]] = {}
         self._resume = True  # first tick: every transfer in progress gets its manifest again
         self._queue: queue.Queue = queue.Queue()
@@ -158,13 +158,16 @@ class Deployer:
     def healthy(self) -> bool:
         return self._sender.is_alive()
 
-    def tick(self, now: Optional[float] = None) -> None:
+    def tick(self, now: Optional[float] = None, online: Optional[list[OnlineDevice]] = None) -> None:
+        """``online``: the online devices, if the caller has read them already this pass."""
         now = self.clock() if now is None else now
         active = self.store.rollouts(active=True)
-        online = {d.device_id: d for d in self.store.online()} if active else {}
+        if active and online is None:
+            online = self.store.online()
+        by_id = {d.device_id: d for d in online or ()} if active else {}
         for rollout in active:
             try:
-                self._advance(rollout, online, now)
+                self._advance(rollout, by_id, now)
             except FleetbenchError as err:  # no key, or a push that cannot be written: this one halts
                 self.store.cancel_pending(rollout.rollout_id, now, "the rollout was halted")
                 self.store.update_rollout(rollout.rollout_id, now, "halted", str(err))

@@ -36,9 +36,6 @@ from coordinator.store.records import OnlineDevice
 
 logger = logging.getLogger(__name__)
 
-#: how long a signed command stays valid unless the configuration says otherwise
-DEFAULT_TTL_S = 86400.0
-
 
 class SigningKeyError(CoordinatorError):
     """The signing key is missing or unreadable."""
@@ -103,13 +100,21 @@ class Signer:
     """Seals commands for devices (thread-safe: the deployer, the re-ranker and the job
     sender share one), with a sequence clock so every command's number grows."""
 
-    def __init__(self, key_file: str, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.time):
+    def __init__(self, key_file: str, ttl_s: float, clock: Callable[[], float] = time.time):
         self.key_file, self.ttl_s, self.clock = key_file, ttl_s, clock
         self.seq = SeqClock(clock)
         self._lock = threading.Lock()
         self._mtime: Optional[float] = None
         self._current: Any = None
         self._keys: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, config: Any, clock: Callable[[], float] = time.time) -> Signer:
+        """The signer a coordinator configuration describes (its key file, its commands' lifetime)."""
+        return cls(config.key_file, config.command_ttl_s, clock)
+
+    def _seal(self, cmd: Any, device: OnlineDevice, key: Any) -> Any:
+        return seal(cmd, device.device_id, self.seq.next(), self.ttl_s, key, self.clock())
 
     def _refresh(self) -> None:
         """(Re)load the keys when the key file changed (``keygen --rotate`` while running)."""
@@ -161,7 +166,7 @@ class Signer:
         """``spec`` sealed for ``device``; as it is for a device that checks no seal."""
         if device.key is None:
             return spec
-        return seal(spec, device.device_id, self.seq.next(), self.ttl_s, self.key_for(device), self.clock())
+        return self._seal(spec, device, self.key_for(device))
 
     def manifest(self, manifest: Manifest, device: OnlineDevice) -> Manifest:
         """``manifest`` sealed for ``device``; for a device that checks no seal, signed in the
@@ -169,19 +174,14 @@ class Signer:
         if device.key is None:
             legacy = msgspec.structs.replace(manifest, release=None, chunk_digests=None)
             return sign(legacy, self.current)
-        return seal(
-            manifest, device.device_id, self.seq.next(), self.ttl_s, self.key_for(device), self.clock()
-        )
+        return self._seal(manifest, device, self.key_for(device))
 
     def grant(self, device: OnlineDevice) -> Optional[KeyGrant]:
         """The current key, signed by the retired key ``device`` still pins; None when it pins
         the current key, no key, or one this coordinator does not hold."""
-        current = self.current
-        if device.key is None or device.key == self.fingerprint:
+        current = public_key_of(self.current)
+        if device.key is None or device.key == fingerprint(current):
             return None
         with self._lock:
             old = self._keys.get(device.key)
-        if old is None:
-            return None
-        return seal(KeyGrant(key=public_key_of(current)), device.device_id, self.seq.next(), self.ttl_s, old,
-                    self.clock())  # fmt: skip
+        return None if old is None else self._seal(KeyGrant(key=current), device, old)

@@ -99,7 +99,7 @@ class Reranker:
         signer: Optional[Signer] = None,
     ) -> None:
         self.store, self.config, self.client, self.clock, self.build = store, config, client, clock, build
-        self.signer = signer or Signer(config.key_file, config.command_ttl_s, clock)
+        self.signer = signer or Signer.of(config, clock)
         self.space = get_space(config.rerank.space)
         self.reference = reference_table(config)
         self.accuracy = accuracy_table(config)
@@ -118,10 +118,11 @@ class Reranker:
             self._plan = plan_samples(self.reference, self.space, r.samples, r.seed)
         return self._plan
 
-    def tick(self, now: Optional[float] = None) -> None:
+    def tick(self, now: Optional[float] = None, online: Optional[list[OnlineDevice]] = None) -> None:
+        """``online``: the online devices, if the caller has read them already this pass."""
         now = self.clock() if now is None else now
         states = self.store.rerank_states()
-        for device in self.store.online():
+        for device in self.store.online() if online is None else online:
             try:
                 self._step(device, states.get(device.device_id), now)
             except FleetbenchError as err:  # this device's round fails; the others go on

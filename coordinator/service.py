@@ -36,6 +36,7 @@ from agent.transport.mqtt import BrokerSettings, LinkState, describe_failure, st
 from coordinator.commands import Commands
 from coordinator.config import CoordinatorConfig
 from coordinator.deploy import Deployer
+from coordinator.errors import CoordinatorError
 from coordinator.keys import Signer
 from coordinator.reranker import Reranker
 from coordinator.store import Message, Store
@@ -235,7 +236,7 @@ class Coordinator:
         self.ingestor = Ingestor(settings, store, client_id=config.client_id, group=config.group)
         client = self.ingestor.client
         #: one signer for every loop: one sequence clock, one view of the keys
-        self.signer = Signer(config.key_file, config.command_ttl_s)
+        self.signer = Signer.of(config)
         self.deployer = Deployer(store, config, client, signer=self.signer)
         self.reranker = Reranker(store, config, client, signer=self.signer) if config.rerank.enabled else None
         self.commands = Commands(store, config, client, self.signer)
@@ -251,10 +252,11 @@ class Coordinator:
 
     def tick(self) -> None:
         """One pass of the loops (blocking: the database)."""
+        online = self.store.online()  # once per pass, for every loop
         if self.reranker is not None:
-            self.reranker.tick()
-        self.deployer.tick()
-        self.commands.tick()
+            self.reranker.tick(online=online)
+        self.deployer.tick(online=online)
+        self.commands.tick(online=online)
 
     async def _serve(self) -> Any:
         """The dashboard and /metrics, if ``http.listen`` asks for them (in this loop)."""
@@ -263,7 +265,12 @@ class Coordinator:
         from coordinator.web.app import Dashboard, serve
 
         host, port = self.config.http.address()
-        runner = await serve(Dashboard(self.store, self.config, self), host, port)
+        try:
+            runner = await serve(Dashboard(self.store, self.config, self), host, port)
+        except OSError as err:  # in use, or an address this host does not have
+            raise CoordinatorError(
+                f"http.listen {self.config.http.listen!r} cannot be served: {err.strerror}"
+            ) from None
         logger.info("dashboard and /metrics on http://%s/", self.config.http.listen)
         return runner
 
@@ -273,8 +280,8 @@ class Coordinator:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+        web = await self._serve()  # first: a listener that cannot be had stops the start, in a sentence
         self.ingestor.start()
-        web = await self._serve()
         self.notifier.ready(
             "ingesting" + (f", dashboard on http://{self.config.http.listen}/" if web else "")
         )

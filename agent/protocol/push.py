@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import msgspec
 from msgspec import Meta
@@ -117,9 +117,6 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
         again = msgspec.structs.replace(other, signature=self.signature, seq=self.seq,
                                         expires_at=self.expires_at)  # fmt: skip
         return again == self
-
-    def to_dict(self) -> dict[str, Any]:
-        return msgspec.structs.asdict(self)
 
 
 def chunk_digests(data: bytes, chunk_bytes: int) -> bytes:

@@ -25,7 +25,7 @@ import binascii
 import hashlib
 import threading
 import time
-from typing import Annotated, Any, Optional, Protocol, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -44,17 +44,6 @@ KeyText = Annotated[
 
 class TrustError(FleetbenchError):
     """A command is not one the pinned coordinator key vouches for (or a key is malformed)."""
-
-
-class Sealed(Protocol):
-    """A signed command: a msgspec Struct with these fields and ``signed_bytes()``."""
-
-    device_id: Optional[str]
-    seq: Optional[int]
-    expires_at: Optional[float]
-    signature: Optional[str]
-
-    def signed_bytes(self) -> bytes: ...
 
 
 S = TypeVar("S", bound=msgspec.Struct)

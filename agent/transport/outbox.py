@@ -183,8 +183,10 @@ class Outbox:
             self._db.execute("BEGIN")
             old = 0
             cutoff = time.time() - self.max_age_s
-            oldest = self._db.execute("SELECT created_at FROM messages ORDER BY seq LIMIT 1").fetchone()
-            if age and oldest is not None and oldest[0] < cutoff:
+            oldest = None
+            if age:  # only every AGE_CHECK_EVERY puts: an outbox at its bound drops on every put
+                oldest = self._db.execute("SELECT created_at FROM messages ORDER BY seq LIMIT 1").fetchone()
+            if oldest is not None and oldest[0] < cutoff:
                 # seq follows time: the too-old rows are the first ones (a bounded look, never a scan)
                 old_rows = self._db.execute(
                     "DELETE FROM messages WHERE seq IN (SELECT seq FROM (SELECT seq, created_at "

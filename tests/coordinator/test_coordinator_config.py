@@ -102,3 +102,11 @@ def test_the_trust_commands_fail_clearly(tmp_path):
     assert out.returncode == 2 and "does not exist (the coordinator creates it)" in out.stderr
     out = fleetbench("keygen", "--rotate", "--config", plain)
     assert out.returncode == 2 and "does not exist; make one with `fleetbench keygen`" in out.stderr
+
+
+def test_a_broker_profile_that_cannot_be_written_is_a_sentence(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    config = write(tmp_path, f'state_dir = "{tmp_path}"\n')
+    out = fleetbench("broker-config", "--config", config, "--dir", str(blocker / "profile"))
+    assert out.returncode == 2 and "cannot be made" in out.stderr and "Traceback" not in out.stderr

@@ -191,3 +191,18 @@ def test_a_devices_page_plots_its_degradation_over_time(tmp_path):
     assert "24 samples over 1.0 days: 1.000" in page and "to 1.230" in page
     points = re.search(r'<polyline[^>]*points="([^"]+)"', page).group(1).split()
     assert len(points) == 24 and missing == 404
+
+
+def test_a_listener_already_taken_stops_the_coordinator_in_a_sentence(tmp_path, mosquitto):
+    import socket
+
+    from daemon_proc import fleetbench
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = fleetbench("coordinator", "--broker", mosquitto.url, "--db", str(tmp_path / "f.sqlite"),
+                         "--state-dir", str(tmp_path), "--http", f"127.0.0.1:{port}")  # fmt: skip
+    assert out.returncode == 2 and f"http.listen '127.0.0.1:{port}' cannot be served" in out.stderr
+    assert "Traceback" not in out.stderr
