@@ -331,6 +331,7 @@ class Agent(DeviceDaemon):
     async def _smoke(self, path: str, runs: int) -> SmokeResult:
         """A pushed model's smoke benchmark: loads and runs in a worker, between jobs."""
         from agent.bench.settings import BenchSettings
+        from agent.bench.stats import NS_PER_MS, median_interval
         from agent.bench.worker import LOAD_GRACE_S, call_in_worker
 
         settings = BenchSettings(runs=runs, warmup_runs=2, warmup_time_s=0.0, min_time_s=0.0, max_time_s=60.0)
@@ -340,7 +341,9 @@ class Agent(DeviceDaemon):
                 None, call_in_worker, bench_target, (path, settings, None, 0), LOAD_GRACE_S + 120.0,
                 f"the smoke run of {os.path.basename(path)}", None, self._cancel,
             )  # fmt: skip
-        return SmokeResult(result.stats.p50_ms, result.backend.name)
+        runs_ms = sorted(ns / NS_PER_MS for ns in result.samples_ns)
+        interval = median_interval(runs_ms) if runs_ms else None
+        return SmokeResult(result.stats.p50_ms, result.backend.name, interval)
 
     # -- reload -------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """Dashboard and /metrics server time with a big fleet in the store.
 
-``--devices`` devices (statuses and a health sample each, through the real ingest) in a
-SQLite store; the dashboard served by aiohttp on 127.0.0.1; each of the fleet page, its
-JSON and /metrics fetched ``--requests`` times, one at a time.  Prints the median and p90
-of the time from request to the last byte, per endpoint.
+``--devices`` devices (statuses and a health sample each, through the real ingest; a
+decision and its push each) in a SQLite store; the dashboard served by aiohttp on
+127.0.0.1; each of the fleet page, its JSON, the decisions page and /metrics fetched
+``--requests`` times, one at a time.  Prints the median and p90 of the time from request
+to the last byte, per endpoint.
 
     python benchmarks/dashboard_time.py [--devices 1000] [--requests 50]
 """
@@ -39,6 +40,24 @@ def fill(store, n: int) -> None:
                   Message(f"fleetbench/v1/devices/{device}/health", m.encode(health))]  # fmt: skip
     for i in range(0, len(batch), 1000):
         store.ingest(batch[i : i + 1000])
+    # each device's decision and push, with inputs the size the re-ranking loop stores (ten
+    # measured architectures, the references, the method)
+    from coordinator.ranking import NB201_LATENCY
+    from coordinator.ranking.tables import read_table
+    from coordinator.store.records import Deployment
+
+    archs = read_table(NB201_LATENCY).archs
+    deployments = []
+    for i in range(n):
+        device, rollout = f"pi-{i:05d}", f"r{i:05d}"
+        inputs = {"measured": {a: 10.0 + j for j, a in enumerate(archs[i % 100 : i % 100 + 10])},
+                  "basis": "predicted", "method": "fleet from zc706_fpga, pixel3, eyeriss_asic",
+                  "references": ["coral_edgetpu", "eyeriss_asic", "zc706_fpga", "pixel3"], "retry": 0,
+                  "reason": "new device", "round": 1, "log_error": 0.18, "notes": []}  # fmt: skip
+        store.add_decision(device, 1.0, "nas-bench-201", archs[i], 45.0, 40.0, 93.0, rollout, inputs)
+        deployments.append(Deployment(f"{rollout}:{device}", rollout, device, "canary", "installed", 1, 1.0,
+                                      p50_ms=41.0, p50_lo_ms=40.5, p50_hi_ms=41.5))  # fmt: skip
+    store.add_deployments(deployments)
 
 
 async def measure(store, requests: int) -> dict[str, list[float]]:
@@ -46,7 +65,7 @@ async def measure(store, requests: int) -> dict[str, list[float]]:
 
     from coordinator.web.app import Dashboard
 
-    out: dict[str, list[float]] = {"/": [], "/api/fleet": [], "/metrics": []}
+    out: dict[str, list[float]] = {"/": [], "/api/fleet": [], "/decisions": [], "/metrics": []}
     async with TestClient(
         TestServer(Dashboard(store, CoordinatorConfig()).app(), host="127.0.0.1")
     ) as client:

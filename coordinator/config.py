@@ -61,6 +61,9 @@ class RerankConfig:
     degradation_threshold: float = 0.15
     #: give up on a sampling job after this long (the device may be busy or offline)
     job_timeout_s: float = 3600.0
+    #: a chosen model the device rolls back for running over its budget is replaced by the
+    #: next choice (with that measurement added) at most this many times a round
+    retries: int = 2
     #: push the chosen architecture to the device, under this model name
     push: bool = True
     model_name: str = "fleetbench-model"
@@ -181,6 +184,7 @@ def validate(config: CoordinatorConfig) -> CoordinatorConfig:
         (r.default_budget_ms is None or r.default_budget_ms > 0, "rerank.default_budget_ms must be above 0"),
         (r.degradation_threshold > 0, "rerank.degradation_threshold must be above 0"),
         (r.job_timeout_s > 0, "rerank.job_timeout_s must be above 0"),
+        (r.retries >= 0, "rerank.retries must be 0 or more"),
         (r.space == "nas-bench-201" or bool(r.reference),
          "rerank.reference (a latency table) is needed for spaces other than nas-bench-201"),
         (0 < p.chunk_bytes <= 64 * 1024, "push.chunk_bytes must be 1-65536"),

@@ -54,19 +54,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def within_budget(measured_ms: Optional[float], budget_ms: Optional[float]) -> str:
-    """Whether the model the device runs meets its budget, as the device measured it: "yes",
-    or "NO (+12 %)"; "-" when either is unknown.
-
-    >>> within_budget(1.03, 0.92), within_budget(0.5, 0.92)
-    ('NO (+12 %)', 'yes')
-    """
-    if not measured_ms or not budget_ms:
-        return "-"
-    over = measured_ms / budget_ms - 1
-    return "yes" if over <= 0 else f"NO (+{over * 100:.0f} %)"
-
-
 class Demo:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -75,7 +62,7 @@ class Demo:
         self.sims: list[Any] = []
         self.agent: Optional[subprocess.Popen] = None
         self.broker: Any = None
-        self._said: dict[str, str] = {}
+        self._said: dict[tuple[str, str], str] = {}
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:5.0f} s] {text}", flush=True)
@@ -253,15 +240,16 @@ class Demo:
         return code
 
     async def _watch(self, store: Any, devices: list[str]) -> bool:
-        """Print each device's progress until every one has a finished deployment."""
+        """Print each device's decisions and progress until every one's loop has ended."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.args.timeout
         while time.monotonic() < deadline:
             states = await loop.run_in_executor(None, _progress, store, devices)
-            for device, (text, _) in states.items():
-                if self._said.get(device) != text:
-                    self._said[device] = text
-                    self.say(f"{device}: {text}")
+            for device, (lines, _) in states.items():
+                for kind, text in lines:
+                    if self._said.get((device, kind)) != text:
+                        self._said[(device, kind)] = text
+                        self.say(f"{device}: {text}")
             if self.agent is not None and self.agent.poll() is not None:
                 raise FleetbenchError(f"the real agent exited with status {self.agent.returncode}; "
                                       f"see {os.path.join(self.out, 'agent', 'agent.log')}")  # fmt: skip
@@ -271,10 +259,11 @@ class Demo:
         return False
 
     def _summary(self, store: Any, config: Any, devices: list[str]) -> list[dict[str, Any]]:
-        from coordinator.cli.format import print_table
+        from coordinator.cli.format import print_table, within_budget
 
         rows = []
         fleet = {d.device_id: d for d in store.fleet()}
+        states = store.rerank_states()
         for device in devices:
             decisions = store.decisions(device)
             d = decisions[0] if decisions else None
@@ -282,6 +271,10 @@ class Demo:
             sim = next((s for s in self.sims if s.device_id == device), None)
             arch = d.arch if d else None
             known = fleet.get(device)
+            st = states.get(device)
+            state = dep.state if dep else ("nothing fits" if d else (st.state if st else "-"))
+            if d is not None and d.inputs.get("retry"):
+                state += f" (retry {d.inputs['retry']})"
             rows.append(
                 {
                     "device": device,
@@ -289,24 +282,33 @@ class Demo:
                     "sku": known.sku if known else None,
                     "budget_ms": d.budget_ms if d else config.budget_ms(device, known.sku if known else None),
                     "arch": arch,
-                    "predicted_ms": d.predicted_ms if d else None,
+                    "expected_ms": d.predicted_ms if d else None,
+                    "basis": (d.inputs.get("basis") or "predicted") if d and arch else None,
                     "accuracy": d.accuracy if d else None,
-                    "state": dep.state if dep else ("no model" if d else "-"),
+                    "state": state,
                     "smoke_ms": dep.p50_ms if dep else None,
+                    "smoke_interval": (dep.p50_lo_ms, dep.p50_hi_ms) if dep and dep.p50_lo_ms else None,
+                    "within_budget": within_budget(dep.p50_ms if dep else None, d.budget_ms if d else None,
+                                                   dep.p50_lo_ms if dep else None),
                     "true_ms": sim.true_ms(arch) if sim and arch else None,
                     "decision": d,
                 }
-            )
+            )  # fmt: skip
         table = [(r["device"] + (" (sim)" if r["simulated"] else ""),
                   f"{r['budget_ms']:.2f}" if r["budget_ms"] is not None else "-",
-                  f"{r['predicted_ms']:.2f}" if r["predicted_ms"] else "-",
+                  f"{r['expected_ms']:.2f} {r['basis']}" if r["expected_ms"] else "-",
                   f"{r['smoke_ms']:.2f}" if r["smoke_ms"] else "-",
-                  within_budget(r["smoke_ms"], r["budget_ms"]),
-                  f"{r['accuracy']:.2f}" if r["accuracy"] else "-", r["state"]) for r in rows]  # fmt: skip
+                  "{:.2f}-{:.2f}".format(*r["smoke_interval"]) if r["smoke_interval"] else "-",
+                  r["within_budget"], f"{r['accuracy']:.2f}" if r["accuracy"] else "-", r["state"])
+                 for r in rows]  # fmt: skip
         print()
-        print_table(("device", "budget ms", "predicted ms", "smoke run p50 ms", "within budget", "accuracy %",
-                     "deployment"), table)  # fmt: skip
-        print()
+        print_table(("device", "budget ms", "chosen model ms", "smoke run p50 ms", "95 % interval",
+                     "within budget", "accuracy %", "deployment"), table)  # fmt: skip
+        print("\nchosen model ms: the chosen architecture's latency on the device when it was chosen:\n"
+              "measured (one of its samples) or predicted (from the reference devices; the error margin\n"
+              "is added when checking the budget). The smoke run is the device timing the model it\n"
+              "installed: over the budget beyond its 95 % interval, the device rolls it back and the\n"
+              "coordinator chooses again.\n")  # fmt: skip
         return rows
 
     def _stop_devices(self) -> None:
@@ -321,40 +323,63 @@ class Demo:
                 self.agent.kill()
 
 
-def _progress(store: Any, devices: list[str]) -> dict[str, tuple[str, bool]]:
-    """Each device's progress in words, and whether its loop has ended (for good or not)."""
-    from coordinator.store.records import TERMINAL
+def decision_line(d: Any) -> str:
+    """A decision in one line: what was chosen, and whether its latency was measured or predicted."""
+    again = f" again (retry {d.inputs['retry']})" if d.inputs.get("retry") else ""
+    if d.arch is None:
+        return f"decided{again}: nothing fits the budget of {d.budget_ms:.2f} ms with the error margin"
+    i = d.inputs
+    if (i.get("basis") or "predicted") == "measured":
+        how = f"measured {d.predicted_ms:.2f} ms when sampled"
+    else:
+        how = f"predicted {d.predicted_ms:.2f} ms, {i['with_margin_ms']:.2f} with the error margin"
+    return f"decided{again}: {d.arch} ({how}; budget {d.budget_ms:.2f} ms)"
 
-    out: dict[str, tuple[str, bool]] = {}
+
+def _push_line(d: Any) -> Optional[str]:
+    """Where the push of decision ``d`` is, in words (None: there is none)."""
+    from coordinator.cli.format import within_budget
+    from coordinator.reranker import over_budget
+
+    dep = d.deployment
+    if dep is None:
+        return None
+    if dep.state in ("pending", "sending"):
+        return "pushing the model (signed, 64 KiB chunks)"
+    if dep.state == "installed":
+        noise = (
+            f" (95 % interval {dep.p50_lo_ms:.2f}-{dep.p50_hi_ms:.2f})" if dep.p50_lo_ms is not None else ""
+        )
+        verdict = within_budget(dep.p50_ms, d.budget_ms, dep.p50_lo_ms)
+        return f"installed: smoke run p50 {dep.p50_ms:.2f} ms{noise}; within budget: {verdict}"
+    over = over_budget(d)
+    if over:
+        return f"rolled back by the device: {over}"
+    return f"{dep.state}: {dep.detail}"
+
+
+def _progress(store: Any, devices: list[str]) -> dict[str, tuple[list[tuple[str, str]], bool]]:
+    """Each device's newest decision and progress in words, and whether its loop has ended."""
+    out: dict[str, tuple[list[tuple[str, str]], bool]] = {}
     states = store.rerank_states()
     for device in devices:
         st = states.get(device)
         if st is None:
             continue
-        if st.state == "sampling":
-            out[device] = (f"sampling: measuring the planned architectures (job {st.job_id})", False)
-            continue
-        if st.state == "building":
-            out[device] = (f"decided: {st.detail}", False)
-            continue
-        if st.state != "decided":
-            out[device] = (f"{st.state}: {st.detail}", True)  # failed, or no budget
-            continue
-        found = store.decisions(device)
+        found = store.decisions(device) if st.state != "sampling" else []
         d = found[0] if found else None
-        if d is None or d.arch is None:
-            out[device] = ("nothing fits its budget", True)
-            continue
-        dep = d.deployment
-        head = f"chose {d.arch} (predicted {d.predicted_ms:.2f} ms under {d.budget_ms:.2f})"
-        if dep is None or dep.state == "pending":
-            out[device] = (f"decided: {head}; pushing", False)
-        elif dep.state == "sending":
-            out[device] = (f"pushing {head} (signed, 64 KiB chunks)", False)
-        elif dep.state == "installed":
-            out[device] = (f"installed: smoke run p50 {dep.p50_ms:.2f} ms; {head}", True)
-        else:
-            out[device] = (f"{dep.state}: {dep.detail}", dep.state in TERMINAL)
+        lines = [("decision", decision_line(d))] if d is not None else []
+        push = _push_line(d) if d is not None else None
+        if st.state == "sampling":
+            lines.append(("progress", f"sampling: measuring the planned architectures (job {st.job_id})"))
+        elif st.state == "building":
+            lines.append(("progress", f"building the chosen model: {st.detail.removeprefix('building ')}"))
+        elif st.state in ("deploying", "decided"):
+            if push is not None:
+                lines.append(("progress", push))
+        else:  # failed, or no budget
+            lines.append(("progress", f"{st.state}: {st.detail}"))
+        out[device] = (lines, st.state in ("decided", "failed", "no_budget"))
     return out
 
 

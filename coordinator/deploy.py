@@ -287,7 +287,10 @@ class Deployer:
                     values["state"] = "sending"
             elif ack.state in ENDINGS:
                 detail = ack.error or (f"smoke run p50 {ack.p50_ms} ms" if ack.state == "installed" else None)
-                values.update(state=ack.state, detail=detail, p50_ms=ack.p50_ms)
+                low, high = ack.p50_interval_ms or (None, None)
+                values.update(
+                    state=ack.state, detail=detail, p50_ms=ack.p50_ms, p50_lo_ms=low, p50_hi_ms=high
+                )
                 log = logger.info if ack.state == "installed" else logger.warning
                 log("push %s: %s%s", d.push_id, ack.state, f" ({detail})" if detail else "")
             self.store.update_deployment(d.push_id, now, **values)

@@ -34,7 +34,7 @@ def heatmap(devices: Sequence[str], srcc: Any, path: Any) -> None:
                     ha="center",
                     va="center",
                     color="white" if v < 0.8 else "black",
-                    fontsize=8,
+                    fontsize=9,
                 )
     ax.set_title("Latency ranking agreement (SRCC)")
     fig.colorbar(im, ax=ax, fraction=0.046)

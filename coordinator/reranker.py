@@ -13,8 +13,14 @@ coordinator carries on where it was:
                      -> the chosen architecture is built into a model file in a worker
                         thread, off the loop's tick: building
                      -> no end within rerank.job_timeout_s, or the job was refused: failed
-    building         -> the model is built: a rollout to the device, the decision and its
-                        inputs kept (``fleetbench explain``): decided
+    building         -> the model is built: a rollout to the device whose smoke run must
+                        meet the budget (``max_latency_ms``), the decision and its inputs
+                        kept (``fleetbench explain``): deploying
+    deploying        -> installed, or the push ended otherwise: decided
+                     -> the device rolled it back because its smoke run was over the budget
+                        beyond the run's noise: that latency joins the device's measurements
+                        and it decides again (building), at most rerank.retries times a
+                        round; then failed, and the device keeps the model it had
     decided          -> its degradation index moved past the threshold: sampling again
     failed           -> after rerank.job_timeout_s: sampling again
 
@@ -45,7 +51,7 @@ from coordinator.ranking.decision import Decision, decide, plan_samples
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import LatencyTable, read_accuracy, read_table
 from coordinator.store import Store
-from coordinator.store.records import DecisionRecord, OnlineDevice, RerankState
+from coordinator.store.records import ACTIVE_ROLLOUT, TERMINAL, DecisionRecord, OnlineDevice, RerankState
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +111,8 @@ class Reranker:
         self.accuracy = accuracy_table(config)
         self._plan: Optional[list[str]] = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetbench-build")
-        #: models being built: device -> (the file's future, the decision, the round's state)
-        self._building: dict[str, tuple[Future, Decision, RerankState]] = {}
+        #: models being built: device -> (the file's future, the decision, the round's state, retry)
+        self._building: dict[str, tuple[Future, Decision, RerankState, int]] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -144,6 +150,8 @@ class Reranker:
             self._start(device, state, now, "new device")
         elif state.state in ("sampling", "building"):
             self._check_job(device, state, budget, now)
+        elif state.state == "deploying":
+            self._check_deployment(device, state, budget, now)
         elif state.state == "failed" and now - state.updated_at > self.config.rerank.job_timeout_s:
             self._start(device, state, now, "retrying after a failed round")
         elif state.state == "decided":
@@ -207,6 +215,12 @@ class Reranker:
             return
         measured = self.store.measured(device_id, job_id, self.config.rerank.space)
         decision = decide(self.reference, self.space, device_id, measured, self.accuracy, budget)
+        self._choose(device, decision, state, now, retry=0)
+
+    def _choose(
+        self, device: OnlineDevice, decision: Decision, state: RerankState, now: float, retry: int
+    ) -> None:
+        """Build the chosen model off the tick (then push it), or keep a decision with nothing to push."""
         if decision.arch and self.config.rerank.push:
             r = self.config.rerank
             version = hashlib.sha256(f"{r.space}|{decision.arch}".encode()).hexdigest()[:12]
@@ -214,15 +228,15 @@ class Reranker:
             os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, f"{version}.{r.format}")
             future = self._pool.submit(self.build, r.space, decision.arch, path)
-            self._building[device_id] = (future, decision, state)
-            self.store.set_rerank(device_id, now, state="building", detail=f"building {decision.arch}")
+            self._building[device.device_id] = (future, decision, state, retry)
+            self.store.set_rerank(device.device_id, now, state="building", detail=f"building {decision.arch}")
             return
-        self._decided(device, decision, state, None, now)
+        self._decided(device, decision, state, None, now, retry)
 
     def _finish_build(
-        self, device: OnlineDevice, building: tuple[Future, Decision, RerankState], now: float
+        self, device: OnlineDevice, building: tuple[Future, Decision, RerankState, int], now: float
     ) -> None:
-        future, decision, state = building
+        future, decision, state, retry = building
         if not future.done():
             return
         del self._building[device.device_id]
@@ -230,8 +244,46 @@ class Reranker:
         r = self.config.rerank
         version = os.path.splitext(os.path.basename(path))[0]
         rollout = create_rollout(self.store, self.config, path, device=device.device_id, name=r.model_name,
-                                 version=version, now=now)  # fmt: skip
-        self._decided(device, decision, state, rollout.rollout_id, now)
+                                 version=version, max_latency_ms=decision.budget_ms, now=now)  # fmt: skip
+        self._decided(device, decision, state, rollout.rollout_id, now, retry)
+
+    def _check_deployment(self, device: OnlineDevice, state: RerankState, budget: float, now: float) -> None:
+        """The push of the decision has ended: installed (decided), or over the budget on the
+        device (decide again with that measurement, within rerank.retries)."""
+        device_id = device.device_id
+        found = self.store.decisions(device_id)
+        last = found[0] if found else None
+        dep = last.deployment if last else None
+        if last is None or (dep is None and not self._rollout_active(last.rollout_id)):
+            # the decision or its rollout is gone (cancelled by `fleetbench revoke`): nothing to wait for
+            self.store.set_rerank(device_id, now, state="decided")
+            return
+        if dep is None or dep.state not in TERMINAL:  # (the deployer makes the push on its next pass)
+            return
+        arch = last.arch or ""
+        over = over_budget(last)
+        if over is None:
+            ended = (
+                "" if dep.state == "installed" else f" (push {dep.state}: {dep.detail or 'no reason given'})"
+            )
+            self.store.set_rerank(device_id, now, state="decided", detail=arch + ended)
+            return
+        retry = int(last.inputs.get("retry") or 0) + 1
+        if retry > self.config.rerank.retries:
+            why = (f"{retry} chosen models in a row ran over the budget of {last.budget_ms:g} ms on the "
+                   f"device (the last: {over}); it keeps the model it had")  # fmt: skip
+            self.store.set_rerank(device_id, now, state="failed", detail=why)
+            logger.warning("%s: %s", device_id, why)
+            return
+        measured = {**last.inputs["measured"], arch: dep.p50_ms}
+        why = f"retry {retry}: {over}"
+        logger.info("%s: %s; deciding again with that measurement", device_id, why)
+        decision = decide(self.reference, self.space, device_id, measured, self.accuracy, budget)
+        self._choose(device, decision, dataclasses.replace(state, detail=why), now, retry)
+
+    def _rollout_active(self, rollout_id: Optional[str]) -> bool:
+        found = self.store.rollouts(rollout_id) if rollout_id else []
+        return bool(found) and found[0].state in ACTIVE_ROLLOUT
 
     def _decided(
         self,
@@ -240,9 +292,10 @@ class Reranker:
         state: RerankState,
         rollout_id: Optional[str],
         now: float,
+        retry: int = 0,
     ) -> None:
         inputs = {**dataclasses.asdict(decision), "job_id": state.job_id, "round": state.rounds,
-                  "reason": state.detail, "degradation_index": state.degradation_index,
+                  "reason": state.detail, "retry": retry, "degradation_index": state.degradation_index,
                   "reference_devices": list(self.reference.devices), "space": self.config.rerank.space,
                   "metric": self.config.rerank.metric}  # fmt: skip
         self.store.add_decision(
@@ -260,7 +313,7 @@ class Reranker:
         self.store.set_rerank(
             device.device_id,
             now,
-            state="decided",
+            state="deploying" if rollout_id else "decided",
             detail=decision.arch or "nothing fits the budget",
             degradation_index=device.degradation_index,
         )
@@ -272,6 +325,17 @@ class Reranker:
             logger.warning(
                 "%s: no architecture fits %.2f ms with margin", device.device_id, decision.budget_ms
             )
+
+
+def over_budget(decision: DecisionRecord) -> Optional[str]:
+    """Why the model of ``decision`` missed its budget on the device, or None: the device rolled
+    it back after a smoke run over the budget beyond the run's noise (which its ack carries)."""
+    dep = decision.deployment
+    if dep is None or dep.state != "rolled_back" or dep.p50_ms is None or dep.p50_ms <= decision.budget_ms:
+        return None
+    noise = f" (95 % interval {dep.p50_lo_ms:.3f}-{dep.p50_hi_ms:.3f})" if dep.p50_lo_ms is not None else ""
+    budget = decision.budget_ms
+    return f"the chosen model ran {dep.p50_ms:.3f} ms{noise} on the device, over the budget of {budget:g} ms"
 
 
 def explain(store: Store, device_id: str) -> list[DecisionRecord]:

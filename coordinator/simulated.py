@@ -5,10 +5,11 @@ message classes: a retained birth (platform ``simulated``, with where its number
 from), health, ``architectures`` jobs answered with the published NAS-Bench-201 latency
 of its source device times its drift (an aged board is slower) with log-normal noise,
 and model pushes handled by the agent's own receiver and model store (verified,
-installed, rolled back, acknowledged as a real agent does), on an event loop of its
-own.  Its smoke run is the simulated latency of the architecture named in the pushed
-model.  Its results are ordinary result records that say what they are: backend and
-timer ``simulated``, system ``simulated``.
+installed, rolled back, acknowledged as a real agent does), on an event loop of its own.
+Its smoke run is the simulated latency of the architecture named in the pushed model: a
+session's offset, then each run's jitter, with the median and its interval. Its results
+are ordinary result records that say what they are: backend and timer ``simulated``,
+system ``simulated``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from agent.bench.metadata import DeviceSnapshot
 from agent.bench.results import BackendInfo, BenchResult, ModelInfo, ProtocolInfo, TimerInfo
-from agent.bench.stats import LatencyStats
+from agent.bench.stats import LatencyStats, median_interval
 from agent.collectors.degradation import DegradationState
 from agent.common.errors import BenchmarkError
 from agent.deploy import PushReceiver, SmokeResult
@@ -71,6 +72,7 @@ class SimulatedDevice:
         seed: int = 0,
         on_chunk: Optional[Callable[[int], bool]] = None,
         smoke_ms: Optional[float] = None,
+        smoke_slowdown: tuple[float, ...] = (),
     ) -> None:
         self.device_id, self.sku, self.source = device_id, sku, source
         self.latency_ms, self.drift, self.noise = latency_ms, drift, noise
@@ -88,6 +90,9 @@ class SimulatedDevice:
         self.on_chunk = on_chunk
         #: benchmarks: every pushed file "runs" at this latency (it need not be a NAS-Bench-201 model)
         self.smoke_ms = smoke_ms
+        #: tests: the first smoke runs are this many times slower than the device's latency (a
+        #: board that runs hotter once the model is deployed), one factor each, then as sampled
+        self.smoke_slowdown = list(smoke_slowdown)
         self.chunks_received = 0
         #: every model that passed to its smoke run here: path, arch, p50_ms
         self.installed: list[dict[str, Any]] = []
@@ -208,9 +213,13 @@ class SimulatedDevice:
         arch = found.group(0).decode() if found else None
         if arch not in self.latency_ms:
             raise BenchmarkError(f"{os.path.basename(path)} is not a NAS-Bench-201 model this device knows")
-        ms = self.true_ms(arch) * float(np.exp(self.rng.normal(0.0, self.noise)))
+        # this session's conditions (the noise between measurements), then each run's jitter
+        slowdown = self.smoke_slowdown.pop(0) if self.smoke_slowdown else 1.0
+        session = self.true_ms(arch) * slowdown * float(np.exp(self.rng.normal(0.0, self.noise)))
+        runs_ms = np.sort(session * np.exp(self.rng.normal(0.0, self.noise, size=max(runs, 1))))
+        ms = float(np.median(runs_ms))
         self.installed.append({"path": path, "arch": arch, "p50_ms": ms})
-        return SmokeResult(ms, "simulated")
+        return SmokeResult(ms, "simulated", median_interval(runs_ms.tolist()))
 
 
 class _Direct(Publisher):

@@ -4,7 +4,9 @@
         b.open(url)                      # waits for the load event
         b.eval("document.title")         # a value from the page
         b.errors                         # console errors and uncaught exceptions so far
-        b.screenshot(path)               # PNG of the viewport
+        b.screenshot(path)               # PNG of the viewport (full_page=True: all of it)
+
+    with dashboard(db) as url: ...       # the coordinator's dashboard on a store, on 127.0.0.1
 
 Chromium runs headless with its own profile directory, on 127.0.0.1, and is killed at the
 end.  Debian's ``chromium`` package (``.ci/run`` installs it); without it the tests skip,
@@ -13,15 +15,19 @@ and fail under ``CI=true``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import pytest
@@ -110,8 +116,17 @@ class Browser:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, path: str) -> str:
-        data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
+    def screenshot(self, path: str, full_page: bool = False) -> str:
+        """A PNG of the window, or with ``full_page`` of the whole page as wide as the window."""
+        params: dict[str, Any] = {"format": "png"}
+        if full_page:
+            height = self.eval("document.documentElement.scrollHeight")
+            width = self.eval("window.innerWidth")
+            params.update(
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            )
+        data = self.call("Page.captureScreenshot", params)["data"]
         with open(path, "wb") as fh:
             fh.write(base64.b64decode(data))
         return path
@@ -129,3 +144,28 @@ class Browser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def dashboard(db: str) -> Iterator[str]:
+    """The dashboard (``coordinator.web.app``) serving the store ``db`` on 127.0.0.1, in a thread of
+    its own, without a coordinator: its address."""
+    from coordinator.config import CoordinatorConfig
+    from coordinator.store import open_store
+    from coordinator.web.app import Dashboard, serve
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    store = open_store(db, migrate=False)
+    runner = asyncio.run_coroutine_threadsafe(
+        serve(Dashboard(store, CoordinatorConfig()), "127.0.0.1", 0), loop
+    )
+    started = runner.result(30)
+    try:
+        yield f"http://127.0.0.1:{started.addresses[0][1]}/"
+    finally:
+        asyncio.run_coroutine_threadsafe(started.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -18,9 +18,12 @@ under the 128 KiB that AWS IoT Core accepts.
 
 The device answers on ``acks`` with ``push_id`` and a state: ``receiving`` (with the
 chunk ranges it still misses, so a transfer interrupted by either side resumes),
-``installed`` (with the smoke run's latency), ``rolled_back`` or ``rejected`` (with
-the reason).  Signing needs the coordinator's private key; verifying needs only the
-public key the device pins in its configuration, written ``ed25519:<base64>``.
+``installed`` (with the smoke run's median and its 95 % confidence interval),
+``rolled_back`` or ``rejected`` (with the reason).  A manifest's ``max_latency_ms`` is
+checked against that interval: a model whose median is over the limit beyond the run's
+noise (the interval's low end above it) is rolled back.  Signing needs the coordinator's
+private key; verifying needs only the public key the device pins in its configuration,
+written ``ed25519:<base64>``.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$", description="64 lower-case hex digits")]
     chunk_bytes: Annotated[int, Meta(ge=1, le=MAX_CHUNK_BYTES)] = MAX_CHUNK_BYTES
     smoke_runs: Annotated[int, Meta(ge=1, le=1000)] = 20
-    #: the smoke run fails (and the device rolls back) when its median is slower than this
+    #: the smoke run fails (and the device rolls back) when its median is slower than this beyond
+    #: the run's noise: the low end of the median's 95 % confidence interval is above it
     max_latency_ms: Optional[Annotated[float, Meta(gt=0)]] = None
     signature: Annotated[str, Meta(max_length=200, description="base64 Ed25519 signature")] = ""
     #: the seal (agent.protocol.signing): the one device it is for, its sequence number, expiry
@@ -150,8 +154,11 @@ class PushAck(msgspec.Struct, frozen=True, omit_defaults=True):
     missing: tuple[Range, ...] = ()
     chunks: Optional[Count] = None
     error: Optional[Text] = None
-    #: "installed": the smoke run's median, runs and backend; the version it replaced
+    #: "installed" (or "rolled_back" for being over the limit): the smoke run's median, the 95 %
+    #: confidence interval of that median (the device's own noise), runs and backend; the version
+    #: it replaced
     p50_ms: Optional[Ms] = None
+    p50_interval_ms: Optional[tuple[Ms, Ms]] = None
     runs: Optional[Count] = None
     backend: Optional[Short] = None
     previous: Optional[Name] = None
@@ -163,6 +170,8 @@ class PushAck(msgspec.Struct, frozen=True, omit_defaults=True):
     def __post_init__(self) -> None:
         if any(first > last for first, last in self.missing):
             raise ValueError("missing ranges must be [first, last] with first <= last")
+        if self.p50_interval_ms is not None and self.p50_interval_ms[0] > self.p50_interval_ms[1]:
+            raise ValueError("p50_interval_ms must be [low, high] with low <= high")
 
     def missing_within(self, chunks: int) -> list[int]:
         """The missing indices, if every one is a chunk of a ``chunks``-chunk push; else ValueError.

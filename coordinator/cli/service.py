@@ -84,7 +84,11 @@ def register(sub: Any) -> None:
     push.add_argument("--name", help="the model's name on the device (default: the file's name)")
     push.add_argument("--version", help="its version (default: the start of its sha256)")
     push.add_argument(
-        "--max-latency-ms", type=float, metavar="MS", help="roll back if the smoke run is slower"
+        "--max-latency-ms",
+        type=float,
+        metavar="MS",
+        help="a device rolls the model back if its smoke run is slower than MS beyond the run's noise "
+        "(the low end of the median's 95 %% interval above MS)",
     )
     push.add_argument("--wait", action="store_true", help="follow the rollout until it ends")
     push.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="for --wait (default 3600)")
@@ -281,6 +285,11 @@ def cmd_rollouts(args: argparse.Namespace) -> int:
         print(
             f"rollout {r.rollout_id}: {r.name} {r.version} to {r.target_kind} {r.target!r}: "
             f"{r.state} ({r.detail})"
+            + (
+                f"; a smoke run over {r.max_latency_ms:g} ms beyond its noise rolls it back"
+                if r.max_latency_ms
+                else ""
+            )
         )
         rows: list[tuple[Any, ...]] = [
             (
@@ -289,11 +298,12 @@ def cmd_rollouts(args: argparse.Namespace) -> int:
                 d.state,
                 d.attempts,
                 f"{d.p50_ms:.3f}" if d.p50_ms is not None else "-",
+                f"{d.p50_lo_ms:.3f}-{d.p50_hi_ms:.3f}" if d.p50_lo_ms is not None else "-",
                 d.detail or "",
             )
             for d in item.deployments
         ]
-        print_table(("device", "stage", "state", "attempts", "smoke p50 ms", "detail"), rows)
+        print_table(("device", "stage", "state", "attempts", "smoke p50 ms", "95 % interval", "detail"), rows)
         return 0
     rows = [
         (

@@ -33,6 +33,8 @@ class Decision:
     device: str
     arch: Optional[str]  # None: nothing fits the budget
     budget_ms: float
+    #: the chosen architecture's latency on the device: its own measurement when ``basis`` is
+    #: "measured" (one of the samples: no margin), else the prediction ("predicted")
     predicted_ms: Optional[float]
     with_margin_ms: Optional[float]
     accuracy: Optional[float]
@@ -43,6 +45,7 @@ class Decision:
     log_error: Optional[float]
     took_s: float
     notes: tuple[str, ...] = field(default=())
+    basis: Optional[str] = None  # "measured" / "predicted"; None when nothing fits
 
 
 def plan_samples(reference: LatencyTable, space: SearchSpace, k: int, seed: int = 0) -> list[str]:
@@ -102,4 +105,5 @@ def decide(
         log_error=sigma,
         took_s=time.perf_counter() - start,
         notes=tuple(report.warnings),
+        basis=None if i is None else ("predicted" if np.isnan(column[i]) else "measured"),
     )

@@ -108,6 +108,9 @@ class Deployment:
     sent_at: Optional[float] = None
     last_ack_ts: Optional[float] = None
     p50_ms: Optional[float] = None
+    #: the 95 % confidence interval of the smoke run's median (None from devices before 0.3)
+    p50_lo_ms: Optional[float] = None
+    p50_hi_ms: Optional[float] = None
     detail: Optional[str] = None
 
 

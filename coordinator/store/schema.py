@@ -129,10 +129,14 @@ deployments = sa.Table(
     sa.Column("last_ack_ts", sa.Float),  # acks up to this time are handled
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("p50_ms", sa.Float),
+    # the 95 % confidence interval of the smoke run's median, as the device reported it
+    sa.Column("p50_lo_ms", sa.Float),
+    sa.Column("p50_hi_ms", sa.Float),
     sa.Column("detail", sa.Text),
 )
 
-#: the re-ranking loop's state per device: idle -> sampling -> decided | failed | no_budget
+#: the re-ranking loop's state per device: sampling -> building -> deploying -> decided, or failed,
+#: or no_budget (``coordinator.reranker``)
 rerank_state = sa.Table(
     "rerank_state",
     metadata,
@@ -235,6 +239,12 @@ def _v4(conn: sa.Connection) -> None:
     outgoing_jobs.create(conn, checkfirst=True)
 
 
+def _v5(conn: sa.Connection) -> None:
+    """The noise of each deployment's smoke run: its median's confidence interval."""
+    conn.execute(sa.text("ALTER TABLE deployments ADD COLUMN p50_lo_ms FLOAT"))
+    conn.execute(sa.text("ALTER TABLE deployments ADD COLUMN p50_hi_ms FLOAT"))
+
+
 #: (version, what it does, how); version 1 is the first schema, which no database needs
 #: migrating to (a new database is made at the latest version)
 MIGRATIONS: tuple[tuple[int, str, Optional[Callable[[sa.Connection], None]]], ...] = (
@@ -243,5 +253,6 @@ MIGRATIONS: tuple[tuple[int, str, Optional[Callable[[sa.Connection], None]]], ..
     (3, "reports keyed by (device, message id), job and push acks apart, device protocol, dead letters",
      _v3),
     (4, "the key each device checks commands by, revoked devices, operators' jobs", _v4),
+    (5, "the noise of each smoke run (its median's 95 % interval)", _v5),
 )  # fmt: skip
 LATEST = MIGRATIONS[-1][0]

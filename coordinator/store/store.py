@@ -455,6 +455,28 @@ class Store(Ingesting):
                 out.append(_record(DecisionRecord, row, inputs=json.loads(row.inputs), deployment=dep))
         return out
 
+    def latest_decisions(self) -> list[DecisionRecord]:
+        """Each device's newest decision with its push's fate, in one query (the dashboard's
+        decisions page reads it for the whole fleet)."""
+        newest = sa.select(sa.func.max(decisions.c.id).label("id")).group_by(decisions.c.device_id).subquery()
+        dep_cols = [c.label(f"dep_{c.name}") for c in deployments.c]
+        q = (
+            sa.select(decisions, *dep_cols)
+            .join(newest, decisions.c.id == newest.c.id)
+            .outerjoin(deployments, sa.and_(deployments.c.rollout_id == decisions.c.rollout_id,
+                                            deployments.c.device_id == decisions.c.device_id))
+            .order_by(decisions.c.device_id)
+        )  # fmt: skip
+        out = []
+        with self.engine.connect() as conn:
+            for row in conn.execute(q):
+                values = dict(row._mapping)
+                dep = {c.name: values.pop(f"dep_{c.name}") for c in deployments.c}
+                deployment = Deployment(**dep) if dep["push_id"] is not None else None
+                values["inputs"] = json.loads(values["inputs"])
+                out.append(DecisionRecord(**values, deployment=deployment))
+        return out
+
 
 def open_store(db: str, migrate: bool = True) -> Store:
     """Open (and by default migrate) the database ``db``: a SQLite path or a SQLAlchemy URL."""

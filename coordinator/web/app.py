@@ -5,6 +5,8 @@ devices), a little inline script that refreshes the fleet table, no CDN.
                       the key each device checks; filter (?q=) and pages (?page=) for big fleets
     /api/fleet        the same rows as JSON (the page refreshes from it every few seconds)
     /devices/{id}     a device: its record and its decisions, with why (``fleetbench explain``)
+    /decisions        each device's newest decision: the chosen model's latency when chosen
+                      (measured or predicted) against its smoke run, on log axes and as a table
     /rollouts         rollouts and their deployments
     /dead-letters     the newest messages refused, and why
     /metrics          Prometheus (see ``coordinator.web.metrics``)
@@ -20,6 +22,7 @@ import asyncio
 import dataclasses
 import hmac
 import ipaddress
+import math
 import time
 from typing import Any, Callable, Optional
 
@@ -82,6 +85,82 @@ def trend_svg(
             "days": (t1 - t0) / 86400}  # fmt: skip
 
 
+#: ``within_budget``'s short answers, said of devices
+VERDICTS = {"yes": "within budget", "NO": "over budget", "within noise": "within the noise of their budget",
+            "-": "not measured yet"}  # fmt: skip
+
+
+def decision_rows(decisions: list[Any], now: float, q: str = "", page: int = 1) -> dict[str, Any]:
+    """The decisions page: each device's newest decision, the chosen model's latency when chosen
+    (measured or predicted) against its smoke run on the device, filtered and paged as the fleet."""
+    from coordinator.cli.format import within_budget
+
+    q = q.strip().lower()
+    chosen = [d for d in decisions if not q or q in d.device_id.lower() or q in (d.arch or "").lower()]
+    pages = max(1, -(-len(chosen) // PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    verdicts: dict[str, int] = {}
+    points = []
+    rows = []
+    for i, d in enumerate(chosen):
+        dep = d.deployment
+        p50, low = (dep.p50_ms, dep.p50_lo_ms) if dep else (None, None)
+        verdict = within_budget(p50, d.budget_ms, low)
+        said = VERDICTS[verdict.split(" (")[0]]
+        verdicts[said] = verdicts.get(said, 0) + 1
+        basis = (d.inputs.get("basis") or "predicted") if d.arch else None
+        if d.predicted_ms and p50:
+            label = f"{d.device_id}: {basis} {d.predicted_ms:.2f} ms, smoke run {p50:.2f} ms"
+            points.append({"x": d.predicted_ms, "y": p50, "label": label, "cls": verdict.split(" ")[0]})
+        if (page - 1) * PAGE_SIZE <= i < page * PAGE_SIZE:
+            rows.append({
+                "device": d.device_id, "budget": f"{d.budget_ms:.2f}", "arch": d.arch or "nothing fits",
+                "expected": f"{d.predicted_ms:.2f}" if d.predicted_ms else "-", "basis": basis or "",
+                "smoke": f"{p50:.2f}" if p50 else "-",
+                "interval": f"{dep.p50_lo_ms:.2f}-{dep.p50_hi_ms:.2f}" if dep and dep.p50_lo_ms else "",
+                "verdict": verdict, "state": dep.state if dep else "-", "retry": d.inputs.get("retry") or 0,
+                "when": ago(now - d.at) + " ago",
+            })  # fmt: skip
+    return {"rows": rows, "page": page, "pages": pages, "shown": len(chosen), "total": len(decisions),
+            "q": q, "verdicts": [(n, v) for v, n in verdicts.items()],
+            "plot": loglog_svg(points)}  # fmt: skip
+
+
+def loglog_svg(points: list[dict[str, Any]], width: int = 560, height: int = 420) -> Optional[dict[str, Any]]:
+    """Expected against measured latency on log axes (devices a hundred times apart stay
+    apart), the same range on both so the diagonal is "as expected": an SVG's parts, drawn
+    server-side.  ``points``: x, y (ms), label (the tooltip), cls (the dot's class).
+
+    >>> svg = loglog_svg([{"x": 1.0, "y": 1.0, "label": "a", "cls": "yes"},
+    ...                   {"x": 40.0, "y": 44.0, "label": "b", "cls": "NO"}])
+    >>> [t["label"] for t in svg["xticks"]]
+    ['1', '2', '5', '10', '20', '50']
+    """
+    values = [v for p in points for v in (p["x"], p["y"]) if v > 0]
+    if not values:
+        return None
+    lo, hi = min(values) / 1.3, max(values) * 1.3
+    left, right, top, bottom = 56, 12, 12, 44
+    span = math.log(hi) - math.log(lo)
+
+    def at(v: float, size: int, a: int, b: int, flip: bool = False) -> float:
+        f = (math.log(v) - math.log(lo)) / span
+        return (size - b - f * (size - a - b)) if flip else (a + f * (size - a - b))
+
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]  # fmt: skip
+    return {
+        "width": width, "height": height, "left": left, "top": top,
+        "right": width - right, "bottom": height - bottom,
+        "dots": [{"cx": f"{at(p['x'], width, left, right):.1f}",
+                  "cy": f"{at(p['y'], height, top, bottom, True):.1f}", "label": p["label"], "cls": p["cls"]}
+                 for p in points if p["x"] > 0 and p["y"] > 0],
+        "xticks": [{"pos": f"{at(t, width, left, right):.1f}", "label": f"{t:g}"} for t in ticks],
+        "yticks": [{"pos": f"{at(t, height, top, bottom, True):.1f}", "label": f"{t:g}"} for t in ticks],
+        "diagonal": (f"{left}", f"{height - bottom}", f"{width - right}", f"{top}"),
+    }  # fmt: skip
+
+
 class Dashboard:
     def __init__(self, store: Any, config: Any, coordinator: Optional[Any] = None,
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
@@ -97,7 +176,8 @@ class Dashboard:
         app.add_routes([
             web.get("/", self.fleet), web.get("/api/fleet", self.fleet_json),
             web.get("/devices/{device_id}", self.device), web.get("/rollouts", self.rollouts),
-            web.get("/dead-letters", self.dead_letters), web.get("/metrics", self.metrics),
+            web.get("/decisions", self.decisions), web.get("/dead-letters", self.dead_letters),
+            web.get("/metrics", self.metrics),
         ])  # fmt: skip
         return app
 
@@ -154,6 +234,11 @@ class Dashboard:
         history = await self._call(self.store.degradation_history, device_id)
         return self._page("device.html", device=dataclasses.asdict(devices[device_id]),
                           decisions=[describe(d) for d in decisions], trend=trend_svg(history))  # fmt: skip
+
+    async def decisions(self, request: web.Request) -> web.Response:
+        q, page = self._query(request)
+        found = await self._call(self.store.latest_decisions)
+        return self._page("decisions.html", **decision_rows(found, self.clock(), q, page))
 
     async def rollouts(self, request: web.Request) -> web.Response:
         return self._page("rollouts.html", reports=await self._call(self.store.rollout_report, None))

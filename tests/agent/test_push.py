@@ -1,8 +1,8 @@
 """Model pushes into a real agent process over a real mosquitto: the test plays the coordinator,
 signing with its own key.  A good push installs and smoke-runs; a tampered chunk is dropped and
 the push goes on; a wrong signature, a manifest for another device, an older release, an
-unsigned or oversized manifest, and a model that fails its smoke run each end in rejection or
-rollback, and the model installed last stays current."""
+unsigned or oversized manifest, a model that fails its smoke run and one slower than the
+manifest's limit each end in rejection or rollback, and the model installed last stays current."""
 
 from __future__ import annotations
 
@@ -128,6 +128,8 @@ def test_pushes_install_and_every_bad_push_leaves_the_previous_model(pushing, on
     installed = coord.wait_state("v1", ("installed", "rolled_back", "rejected"))
     assert installed["state"] == "installed", installed
     assert installed["p50_ms"] > 0 and installed.get("previous") is None
+    low, high = installed["p50_interval_ms"]  # the noise of the smoke run's median, as measured
+    assert 0 < low <= installed["p50_ms"] <= high
     assert deployed_bytes(agent) == good
 
     # A chunk altered in transit (or forged by another client) is not the signed one: dropped,
@@ -175,6 +177,15 @@ def test_pushes_install_and_every_bad_push_leaves_the_previous_model(pushing, on
     assert current(agent)["version"] == "v2" and deployed_bytes(agent) == good
     versions = sorted(os.listdir(os.path.join(agent.state_dir, "models", "deployed", "clf")))
     assert versions == ["v2.onnx"], "the failed version's file is gone (and v1, two versions back)"
+
+    # It runs, but slower than the manifest's limit beyond the run's noise: rolled back, and the
+    # ack says how slow (the coordinator chooses again with that measurement).
+    coord.send(coord.manifest("v6", good, max_latency_ms=1e-6), good)
+    ack = coord.wait_state("v6", ("installed", "rolled_back", "rejected"))
+    assert ack["state"] == "rolled_back" and "is over the limit of 1e-06 ms" in ack["error"], ack
+    low, high = ack["p50_interval_ms"]
+    assert 1e-6 < low <= ack["p50_ms"] <= high and ack["current"] == "v2"
+    assert current(agent)["version"] == "v2" and deployed_bytes(agent) == good
 
     # The same manifest again (a coordinator that missed the ending) gets the ending again.
     coord.publish_manifest(coord.manifest("v1", good))

@@ -65,7 +65,7 @@ def test_the_dashboard_in_a_browser_shows_the_fleet_live_and_fits_1400_px(tmp_pa
             shot = browser.screenshot(str(tmp_path / "dashboard.png"))
             with open(shot, "rb") as fh:
                 assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-            for page in ("rollouts", "dead-letters", "devices/sim-board"):
+            for page in ("decisions", "rollouts", "dead-letters", "devices/sim-board"):
                 browser.open(url + page)
                 assert browser.eval("document.documentElement.scrollWidth <= window.innerWidth"), page
             assert browser.errors == [], browser.errors

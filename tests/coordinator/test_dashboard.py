@@ -193,6 +193,46 @@ def test_a_devices_page_plots_its_degradation_over_time(tmp_path):
     assert len(points) == 24 and missing == 404
 
 
+def test_the_decisions_page_sets_what_each_device_expected_against_what_it_ran(tmp_path):
+    """Each device's newest decision, read in one query: the chosen model's latency when chosen
+    (measured or predicted) against its smoke run, on log axes, over budget shown as such."""
+    from coordinator.store.records import Deployment
+
+    store = open_store(str(tmp_path / "fleet.sqlite"))
+    cases = {  # device: (basis, expected ms, smoke p50, its interval, state, budget)
+        "fast-1": ("measured", 1.0, 0.98, (0.95, 1.02), "installed", 1.2),
+        "slow-1": ("predicted", 40.0, 52.0, (51.0, 53.0), "rolled_back", 45.0),
+        "edge-1": ("predicted", 6.0, 6.1, (5.9, 6.3), "installed", 6.05),
+    }
+    for i, (device, (basis, expected, p50, (lo, hi), state, budget)) in enumerate(cases.items()):
+        for at, rollout in ((1.0, f"old{i}"), (2.0, f"new{i}")):  # an older decision, then the newest
+            store.add_decision(device, at, "nas-bench-201", "|a~0|", budget, expected, 90.0, rollout,
+                               {"basis": basis, "retry": 1 if state == "rolled_back" else 0})  # fmt: skip
+            scale = at / 2  # the older decision's push ran at half the latency
+            smoke = {"p50_ms": p50 * scale, "p50_lo_ms": lo * scale, "p50_hi_ms": hi * scale}
+            store.add_deployments(
+                [Deployment(f"{rollout}:{device}", rollout, device, "canary", state, 1, at, **smoke)]
+            )
+    latest = store.latest_decisions()
+    assert [(d.device_id, d.at, d.deployment.p50_ms) for d in latest] == [
+        ("edge-1", 2.0, 6.1), ("fast-1", 2.0, 0.98), ("slow-1", 2.0, 52.0)]  # fmt: skip
+
+    async def requests(client):
+        return await (await client.get("/decisions")).text(), await (
+            await client.get("/decisions?q=slow")
+        ).text()
+
+    page, only = serve_and(store, CoordinatorConfig(), requests)
+    assert "3 devices decided: 1 within the noise of their budget, 1 within budget, 1 over budget" in page
+    dots = re.findall(r'<circle class="dot (\S+)" cx="([\d.]+)" cy="([\d.]+)"', page)
+    assert sorted(c for c, _, _ in dots) == ["NO", "within", "yes"]
+    xs = {c: float(x) for c, x, _ in dots}
+    # log axes: 1 -> 6 -> 40 ms are spaced by their ratios, not crushed into a corner
+    assert 0.5 < (xs["within"] - xs["yes"]) / (xs["NO"] - xs["within"]) < 1.5
+    assert "NO (+16 %)" in page and "rolled_back (retry 1)" in page and "within noise (+1 %)" in page
+    assert "slow-1" in only and "fast-1" not in only
+
+
 def test_a_listener_already_taken_stops_the_coordinator_in_a_sentence(tmp_path, mosquitto):
     import socket
 

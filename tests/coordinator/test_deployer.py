@@ -90,6 +90,7 @@ def test_a_sku_rollout_goes_canary_first_and_halts_when_too_many_fail(setup):
     r = create_rollout(store, config, model, sku=SKU, now=0.0).rollout_id
     deployer.tick(now=1.0)
     assert states(store, r) == {"d1": "sending"}  # 25 % of four: one canary
+    client.wait(lambda: client.of("d1", "push_manifest"))  # (the sender thread publishes)
     (manifest,) = client.of("d1", "push_manifest")
     key = Ed25519PublicKey.from_public_bytes(parse_public_key(public))
     import base64
@@ -106,6 +107,7 @@ def test_a_sku_rollout_goes_canary_first_and_halts_when_too_many_fail(setup):
     assert store.rollouts(r)[0].state == "rolling"
     assert states(store, r) == {"d1": "installed", "d2": "sending", "d3": "sending", "d4": "sending"}
     # d4 reads only message version 1: its manifest is written in version 1
+    client.wait(lambda: any(t.endswith("/d4/models") for t, _ in client.sent))
     (raw,) = [p for t, p in client.sent if t.endswith("/d4/models")]
     assert json.loads(raw)["v"] == 1 and json.loads(raw)["data"]["type"] == "manifest"
     ack(store, "d2", f"{r}:d2", "installed", 6.0, p50_ms=2.5)
@@ -121,9 +123,10 @@ def test_silence_gets_the_manifest_again_then_fails(setup):
     r = create_rollout(store, config, model, device="d2", now=0.0).rollout_id
     deployer.tick(now=1.0)
     deployer.tick(now=30.0)  # not yet retry_s (60 s) of silence
-    assert len(client.of("d2", "push_manifest")) == 1
+    client.wait(lambda: len(client.of("d2", "push_manifest")) == 1)
     deployer.tick(now=62.0)
-    assert len(client.of("d2", "push_manifest")) == 2 and store.deployments(r)[0].attempts == 2
+    client.wait(lambda: len(client.of("d2", "push_manifest")) == 2)
+    assert store.deployments(r)[0].attempts == 2
     deployer.tick(now=123.0)  # push.attempts = 2: no third
     (dep,) = store.deployments(r)
     assert dep.state == "failed" and dep.detail == "no answer after 2 attempt(s)"
@@ -154,7 +157,8 @@ def test_a_restarted_deployer_sends_every_transfer_in_progress_its_manifest_agai
     again = Deployer(store, config, client)  # a coordinator that restarted
     try:
         again.tick(now=2.0)
-        assert len(client.of("d1", "push_manifest")) == 2 and store.deployments(r)[0].attempts == 2
+        client.wait(lambda: len(client.of("d1", "push_manifest")) == 2)
+        assert store.deployments(r)[0].attempts == 2
     finally:
         again.close()
 

@@ -18,6 +18,7 @@ from coordinator.ranking import NB201_LATENCY
 from coordinator.ranking.tables import read_table
 from coordinator.reranker import Reranker
 from coordinator.store import Message, open_store
+from coordinator.store.records import Deployment
 
 PI4 = {
     a: float(ms)
@@ -101,12 +102,91 @@ def test_a_new_device_is_sampled_decided_built_off_the_tick_and_pushed(loop):
     reranker._building["pi-1"][0].result(10)  # (the build's future: finished now)
     reranker.tick(now=5.0)
     state = store.rerank_states()["pi-1"]
-    assert state.state == "decided" and state.degradation_index == 1.0
+    assert state.state == "deploying" and state.degradation_index == 1.0
     (decision,) = store.decisions("pi-1")
     assert decision.arch == builder.built[0] and decision.rollout_id
     assert decision.predicted_ms * 1.0 <= 45.0 and decision.inputs["job_id"] == job.data.job_id
     assert len(decision.inputs["measured"]) == 3
-    assert [r.target for r in store.rollouts()] == ["pi-1"]
+    assert decision.inputs["basis"] == (
+        "measured" if decision.arch in decision.inputs["measured"] else "predicted"
+    )
+    (rollout,) = store.rollouts()
+    assert rollout.target == "pi-1" and rollout.max_latency_ms == 45.0, "the device checks the budget"
+    reranker.tick(now=6.0)  # the deployer has not made the push yet: still deploying
+    assert store.rerank_states()["pi-1"].state == "deploying"
+    push_ends(store, decision, "installed", p50_ms=40.0)
+    reranker.tick(now=7.0)
+    assert store.rerank_states()["pi-1"].state == "decided"
+
+
+def push_ends(store, decision, state: str, p50_ms=None, interval=(None, None), detail=None) -> None:
+    """What the deployer records when the device answers the push of ``decision``."""
+    push_id = f"{decision.rollout_id}:{decision.device_id}"
+    if not store.deployments(decision.rollout_id):
+        store.add_deployments([Deployment(push_id, decision.rollout_id, decision.device_id, "canary",
+                                          "sending", 1, 0.0)])  # fmt: skip
+    store.update_deployment(push_id, 1.0, state=state, p50_ms=p50_ms, p50_lo_ms=interval[0],
+                            p50_hi_ms=interval[1], detail=detail)  # fmt: skip
+
+
+def decided(store, builder, reranker, device: str, now: float) -> object:
+    """Tick until ``device``'s next model is built and pushed; its decision."""
+    reranker.tick(now=now)
+    reranker._building[device][0].result(10)
+    reranker.tick(now=now + 0.5)
+    assert store.rerank_states()[device].state == "deploying"
+    return store.decisions(device)[0]
+
+
+def test_a_model_over_its_budget_on_the_device_is_replaced_by_the_next_choice(loop):
+    """The device rolled the model back: its smoke run was over the budget beyond the run's noise.
+    That latency joins the device's measurements and the loop chooses again, at most
+    rerank.retries (2) times; then it stops, and the device keeps what it had."""
+    store, _config, jobs, builder, reranker = loop
+    builder.go.set()
+    online(store, "pi-1", index=1.0)
+    reranker.tick(now=1.0)
+    answer(store, "pi-1", jobs.sent[0])
+    first = decided(store, builder, reranker, "pi-1", 2.0)
+    over = "the smoke run's median 52.000 ms (95 % interval 51.000-53.500) is over the limit of 45 ms"
+    push_ends(store, first, "rolled_back", p50_ms=52.0, interval=(51.0, 53.5), detail=over)
+    second = decided(store, builder, reranker, "pi-1", 3.0)
+    assert second.arch != first.arch and second.inputs["retry"] == 1
+    assert second.inputs["measured"][first.arch] == 52.0, "what the device measured is kept"
+    assert second.inputs["reason"] == ("retry 1: the chosen model ran 52.000 ms (95 % interval "
+                                       "51.000-53.500) on the device, over the budget of 45 ms")  # fmt: skip
+    assert second.inputs["job_id"] == first.inputs["job_id"] and len(jobs.sent) == 1, "no new sampling"
+    push_ends(store, second, "rolled_back", p50_ms=50.0)
+    third = decided(store, builder, reranker, "pi-1", 4.0)
+    assert third.inputs["retry"] == 2 and third.arch not in (first.arch, second.arch)
+    push_ends(store, third, "rolled_back", p50_ms=49.0)
+    reranker.tick(now=5.0)
+    state = store.rerank_states()["pi-1"]
+    assert state.state == "failed" and state.detail.startswith(
+        "3 chosen models in a row ran over the budget of 45 ms on the device (the last: the chosen model "
+        "ran 49.000 ms on the device"
+    ), state.detail
+    assert len(store.decisions("pi-1")) == 3
+    reranker.tick(now=106.0)  # after rerank.job_timeout_s a new round samples again
+    assert len(jobs.sent) == 2 and store.rerank_states()["pi-1"].state == "sampling"
+
+
+def test_a_push_that_ends_otherwise_is_decided_with_why(loop):
+    """A model that would not load (rolled back with no latency) or a refused push is not a
+    budget question: the decision stands, and the state says what became of the push."""
+    store, _config, jobs, builder, reranker = loop
+    builder.go.set()
+    online(store, "pi-1", index=1.0)
+    reranker.tick(now=1.0)
+    answer(store, "pi-1", jobs.sent[0])
+    first = decided(store, builder, reranker, "pi-1", 2.0)
+    push_ends(store, first, "rolled_back", detail="smoke run failed: the model does not load")
+    reranker.tick(now=3.0)
+    state = store.rerank_states()["pi-1"]
+    assert state.state == "decided" and state.detail == (
+        f"{first.arch} (push rolled_back: smoke run failed: the model does not load)"
+    )
+    assert len(store.decisions("pi-1")) == 1
 
 
 def test_a_degraded_device_is_ranked_again_and_a_refused_job_fails_then_retries(loop):
@@ -115,8 +195,8 @@ def test_a_degraded_device_is_ranked_again_and_a_refused_job_fails_then_retries(
     online(store, "pi-1", index=1.0)
     reranker.tick(now=1.0)
     answer(store, "pi-1", jobs.sent[0])
-    reranker.tick(now=2.0)
-    reranker._building["pi-1"][0].result(10)
+    first = decided(store, builder, reranker, "pi-1", 2.0)
+    push_ends(store, first, "installed", p50_ms=40.0)
     reranker.tick(now=3.0)
     assert store.rerank_states()["pi-1"].state == "decided"
     send(store, m.make(m.HealthMessage, "pi-1", HealthData(degradation=DegradationState(index=1.5))))

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.bench.stats import LatencyStats, percentile
+from agent.bench.stats import LatencyStats, median_interval, percentile
 
 
 def test_hand_computed_summary():
@@ -80,3 +81,30 @@ def test_matches_numpy_linear_percentiles():
     for q, got in ((50, s.p50_ms), (90, s.p90_ms), (99, s.p99_ms)):
         assert got == pytest.approx(np.percentile(ms, q))
     assert s.std_ms == pytest.approx(np.std(ms, ddof=1))
+
+
+def test_the_medians_interval_is_the_textbook_order_statistics():
+    """Ranks 6 and 15 of 20 samples, 40 and 61 of 100 (exact binomial); 5 or fewer: all of them."""
+    assert median_interval([float(i) for i in range(1, 21)]) == (6.0, 15.0)
+    assert median_interval([float(i) for i in range(1, 101)]) == (40.0, 61.0)
+    assert median_interval([1.0, 3.0, 4.0, 5.0, 9.0]) == (1.0, 9.0)
+    with pytest.raises(ValueError):
+        median_interval([])
+
+
+def test_the_medians_interval_is_as_wide_either_side_of_the_exact_limit():
+    """The normal approximation above 300 samples takes over where the exact count leaves off."""
+    lo300, hi300 = median_interval([float(i) for i in range(300)])
+    lo301, hi301 = median_interval([float(i) for i in range(301)])
+    assert abs((hi300 - lo300) - (hi301 - lo301)) <= 2
+
+
+def test_the_medians_interval_covers_the_true_median_95_times_in_100():
+    """Skewed latencies (log-normal, median 1): the interval holds the true median as often as
+    it says, at 25 and at 400 runs (exact and approximate)."""
+    rng = np.random.default_rng(7)
+    for n in (25, 400):
+        trials = 2000
+        intervals = [median_interval(sorted(rng.lognormal(0.0, 0.5, n).tolist())) for _ in range(trials)]
+        hits = sum(lo <= 1.0 <= hi for lo, hi in intervals)
+        assert 0.93 <= hits / trials <= 0.99, (n, hits / trials)
