@@ -244,6 +244,14 @@ def test_demo_runs_end_to_end_with_a_short_setting(tmp_path):
         assert decided and all(
             "ms when sampled;" in ln or "with the error margin;" in ln for ln in decided
         ), run.stdout
+    # the README shows the same columns (its figures are a run recorded in benchmarks/RESULTS.md)
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+
+    def columns(text):
+        return next(re.split(r"\s{2,}", ln.strip()) for ln in text.splitlines() if ln.startswith("device  "))
+
+    assert columns(readme) == columns(run.stdout), columns(readme)
     rows = [ln.split() for ln in run.stdout.splitlines() if ln.startswith(("this-machine ", "sim-rpi4-a "))]
     assert len(rows) == 2 and all({"measured", "predicted"} & set(r[2:5]) for r in rows), rows
     report = (out / "report.html").read_text()

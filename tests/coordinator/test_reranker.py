@@ -138,16 +138,22 @@ def decided(store, builder, reranker, device: str, now: float) -> object:
     return store.decisions(device)[0]
 
 
-def test_a_model_over_its_budget_on_the_device_is_replaced_by_the_next_choice(loop):
-    """The device rolled the model back: its smoke run was over the budget beyond the run's noise.
-    That latency joins the device's measurements and the loop chooses again, at most
-    rerank.retries (2) times; then it stops, and the device keeps what it had."""
+def first_push(loop) -> object:
+    """pi-1 comes online, measures its samples, and its first model is pushed: that decision."""
     store, _config, jobs, builder, reranker = loop
     builder.go.set()
     online(store, "pi-1", index=1.0)
     reranker.tick(now=1.0)
     answer(store, "pi-1", jobs.sent[0])
-    first = decided(store, builder, reranker, "pi-1", 2.0)
+    return decided(store, builder, reranker, "pi-1", 2.0)
+
+
+def test_a_model_over_its_budget_on_the_device_is_replaced_by_the_next_choice(loop):
+    """The device rolled the model back: its smoke run was over the budget beyond the run's noise.
+    That latency joins the device's measurements and the loop chooses again, at most
+    rerank.retries (2) times; then it stops, and the device keeps what it had."""
+    store, _config, jobs, builder, reranker = loop
+    first = first_push(loop)
     over = "the smoke run's median 52.000 ms (95 % interval 51.000-53.500) is over the limit of 45 ms"
     push_ends(store, first, "rolled_back", p50_ms=52.0, interval=(51.0, 53.5), detail=over)
     second = decided(store, builder, reranker, "pi-1", 3.0)
@@ -174,12 +180,8 @@ def test_a_model_over_its_budget_on_the_device_is_replaced_by_the_next_choice(lo
 def test_a_push_that_ends_otherwise_is_decided_with_why(loop):
     """A model that would not load (rolled back with no latency) or a refused push is not a
     budget question: the decision stands, and the state says what became of the push."""
-    store, _config, jobs, builder, reranker = loop
-    builder.go.set()
-    online(store, "pi-1", index=1.0)
-    reranker.tick(now=1.0)
-    answer(store, "pi-1", jobs.sent[0])
-    first = decided(store, builder, reranker, "pi-1", 2.0)
+    store, _config, _jobs, _builder, reranker = loop
+    first = first_push(loop)
     push_ends(store, first, "rolled_back", detail="smoke run failed: the model does not load")
     reranker.tick(now=3.0)
     state = store.rerank_states()["pi-1"]
@@ -190,12 +192,8 @@ def test_a_push_that_ends_otherwise_is_decided_with_why(loop):
 
 
 def test_a_degraded_device_is_ranked_again_and_a_refused_job_fails_then_retries(loop):
-    store, _config, jobs, builder, reranker = loop
-    builder.go.set()
-    online(store, "pi-1", index=1.0)
-    reranker.tick(now=1.0)
-    answer(store, "pi-1", jobs.sent[0])
-    first = decided(store, builder, reranker, "pi-1", 2.0)
+    store, _config, jobs, _builder, reranker = loop
+    first = first_push(loop)
     push_ends(store, first, "installed", p50_ms=40.0)
     reranker.tick(now=3.0)
     assert store.rerank_states()["pi-1"].state == "decided"
