@@ -215,7 +215,8 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; ma
 table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }}
 th {{ background: #f0f0f0; }}
-code {{ font-size: 0.95em; overflow-wrap: anywhere; }}
+code, pre {{ font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.88em; }}
+code {{ overflow-wrap: anywhere; }}
 small {{ color: #555; }}
 img {{ max-width: 100%; height: auto; }}
 figure {{ display: inline-block; margin: 0.5em; vertical-align: top; max-width: 36em; }}
