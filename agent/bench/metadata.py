@@ -6,14 +6,19 @@ frequencies, temperature and throttling state it was measured under.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import socket
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 from agent.collectors import cpu, power, thermal
 from agent.collectors._sysfs import SysfsReader
+from agent.common.logs import WarnOnce
+
+T = TypeVar("T")
+_warn = WarnOnce(logging.getLogger(__name__))
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,9 @@ class DeviceSnapshot:
     battery_percent: Optional[float]
     battery_plugged: Optional[bool]
     load_1m: Optional[float]
+    #: what this device did not let us read: places of /sys and /proc that are missing or
+    #: unreadable ("/sys/class/thermal (missing)"), and readings that failed ("battery: ...")
+    unreadable: tuple[str, ...] = ()
 
     @property
     def max_temperature_c(self) -> Optional[float]:
@@ -46,13 +54,24 @@ class DeviceSnapshot:
 
 
 def take_snapshot(reader: Optional[SysfsReader] = None) -> DeviceSnapshot:
-    """Read the device state now (cheap: a few dozen small sysfs files)."""
+    """Read the device state now (cheap: a few dozen small sysfs files).  Never raises: each
+    reading that fails is left empty, said once in the log and named in ``unreadable``."""
     reader = reader or SysfsReader()
-    info = cpu.cpu_info(reader)
-    bat = power.battery(reader)
+    failed: list[str] = []
+
+    def read(what: str, fn: Callable[[], T], default: T) -> T:
+        try:
+            return fn()
+        except Exception as err:  # a partial /sys or /proc, a psutil that cannot cope: not the run's end
+            _warn(what, "cannot read the %s here (%s: %s); results say so", what, type(err).__name__, err)
+            failed.append(f"{what}: {type(err).__name__}")
+            return default
+
+    info = read("cpu", lambda: cpu.cpu_info(reader), cpu.CpuInfo(None, None, None, None))
+    bat = read("battery", lambda: power.battery(reader), None)
     load: Optional[float] = None
     if reader.is_live and hasattr(os, "getloadavg"):
-        load = round(os.getloadavg()[0], 2)
+        load = read("load", lambda: round(os.getloadavg()[0], 2), None)
     uname = platform.uname()
     return DeviceSnapshot(
         hostname=socket.gethostname() if reader.is_live else "",
@@ -64,12 +83,15 @@ def take_snapshot(reader: Optional[SysfsReader] = None) -> DeviceSnapshot:
         cpu_model=info.model,
         cores_logical=info.cores_logical,
         cores_physical=info.cores_physical,
-        freq_policies=cpu.freq_policies(reader),
-        temperatures_c=tuple(sorted(thermal.temperatures_c(reader).items())),
-        rpi_throttled=power.rpi_throttled(reader),
+        freq_policies=read("cpu frequencies", lambda: cpu.freq_policies(reader), ()),
+        temperatures_c=read(
+            "temperatures", lambda: tuple(sorted(thermal.temperatures_c(reader).items())), ()
+        ),
+        rpi_throttled=read("throttling flags", lambda: power.rpi_throttled(reader), None),
         battery_percent=bat.percent if bat else None,
         battery_plugged=bat.plugged if bat else None,
         load_1m=load,
+        unreadable=(reader.hidden() if reader.is_live else ()) + tuple(failed),
     )
 
 

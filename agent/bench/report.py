@@ -109,4 +109,6 @@ def to_table(results: Sequence[BenchResult], profile_top: int = 10) -> str:
             f"governor {gov}{temp}; "
             f"timer: {r.timer.impl} ({r.timer.clock})"
         )
+        if d.unreadable:
+            lines.append(f"not readable here: {', '.join(d.unreadable)}")
     return "\n".join(lines) + "\n"

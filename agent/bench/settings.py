@@ -20,7 +20,7 @@ def default_threads() -> int:
         import psutil
 
         return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:  # pragma: no cover - psutil is a dependency
+    except Exception:  # psutil reads /sys and /proc, which a container or Android may hide
         return os.cpu_count() or 1
 
 

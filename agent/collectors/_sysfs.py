@@ -3,12 +3,15 @@
 Tests point ``root`` at a tree captured from a real board under ``tmp_path``;
 on a device it is ``/``.  Reads never raise for a missing or unreadable file:
 a sensor that is not there is simply ``None``, and empty or zero values are
-treated as "unavailable" by the callers that know their units.
+treated as "unavailable" by the callers that know their units.  A container, a
+chroot or an Android app (SELinux) may see only part of /sys and /proc:
+``hidden`` names the places a device normally has that are missing or unreadable.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -17,17 +20,35 @@ from typing import Callable, Optional
 #: runs a helper program (argv) and returns its stdout, or None if it is missing or fails
 Runner = Callable[[list[str]], Optional[str]]
 
+logger = logging.getLogger(__name__)
+#: helpers that did not answer in time: not run again by this process (termux-battery-status
+#: waits forever for the Termux:API app when it is not installed)
+_STUCK: set[str] = set()
 
-def run_helper(argv: list[str], timeout_s: float = 10.0) -> Optional[str]:
-    """stdout of a helper program (getprop, termux-battery-status), None if absent or failing."""
+
+def run_helper(argv: list[str], timeout_s: float = 5.0) -> Optional[str]:
+    """stdout of a helper program (getprop, termux-battery-status), None if absent or failing.
+    One that does not answer within ``timeout_s`` is said once and not asked again."""
     exe = shutil.which(argv[0])
-    if exe is None:
+    if exe is None or argv[0] in _STUCK:
         return None
     try:
         out = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _STUCK.add(argv[0])
+        hint = " (is the Termux:API app installed?)" if argv[0].startswith("termux-") else ""
+        logger.warning("%s did not answer within %g s%s; not asking it again", argv[0], timeout_s, hint)
+        return None
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None
+
+
+#: where every Linux device keeps what the collectors read, and whether it may be empty (a
+#: board without a battery or a thermal sensor still has those directories, empty; the cpu
+#: directory and the /proc files never are)
+PLACES = (("/sys/class/power_supply", True), ("/sys/class/thermal", True), ("/sys/devices/system/cpu", False),
+          ("/proc/cpuinfo", False), ("/proc/loadavg", False), ("/proc/meminfo", False))  # fmt: skip
 
 
 class SysfsReader:
@@ -69,6 +90,31 @@ class SysfsReader:
             return int(text, base)
         except ValueError:
             return None
+
+    def hidden(self, places: tuple[tuple[str, bool], ...] = PLACES) -> tuple[str, ...]:
+        """Which of ``places`` are missing, unreadable or (where they never are) empty here.
+
+        >>> SysfsReader("/nonexistent").hidden((("/proc/loadavg", False),))
+        ('/proc/loadavg (missing)',)
+        """
+        out = []
+        for rel, may_be_empty in places:
+            path = self.path(rel)
+            try:
+                empty = not os.listdir(path) if os.path.isdir(path) else self.read_text(rel) is None
+            except FileNotFoundError:
+                out.append(f"{rel} (missing)")
+                continue
+            except OSError:
+                out.append(f"{rel} (unreadable)")
+                continue
+            if not os.path.lexists(path):
+                out.append(f"{rel} (missing)")
+            elif empty and not os.access(path, os.R_OK):
+                out.append(f"{rel} (unreadable)")
+            elif empty and not may_be_empty:
+                out.append(f"{rel} (empty)")
+        return tuple(out)
 
     def glob(self, pattern: str) -> list[str]:
         """Paths relative to root (with a leading ``/``) matching ``pattern``, sorted."""

@@ -55,7 +55,11 @@ def _count_cpus(reader: SysfsReader) -> tuple[Optional[int], Optional[int]]:
         if reader.is_live:
             import psutil
 
-            return os.cpu_count(), psutil.cpu_count(logical=False)
+            try:
+                physical = psutil.cpu_count(logical=False)
+            except Exception:  # /sys and /proc hidden: psutil has nothing to count from
+                physical = None
+            return os.cpu_count(), physical
         return None, None
     cores = set()
     for cpu in cpus:

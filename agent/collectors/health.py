@@ -161,10 +161,14 @@ class HealthMonitor:
     def __init__(self, reader: Optional[SysfsReader] = None, run: Optional[Runner] = None) -> None:
         self.collectors: list[Collector] = []
         self._warn = WarnOnce(logger)
-        for collector in default_collectors(reader or SysfsReader(), run):
+        reader = reader or SysfsReader()
+        for collector in default_collectors(reader, run):
             if self._guard(collector, collector.available, False):
                 self.collectors.append(collector)
         logger.info("health collectors: %s", ", ".join(c.name for c in self.collectors) or "none")
+        hidden = reader.hidden() if reader.is_live else ()  # (a captured tree holds what its test needs)
+        if hidden:  # a container, a chroot, an Android app: its sensors are "unavailable", not broken
+            logger.warning("this system hides part of /sys and /proc: %s", ", ".join(hidden))
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -108,7 +108,10 @@ def battery(reader: SysfsReader, run: Optional[Runner] = None) -> Optional[Batte
         import psutil
 
         sensors_battery = getattr(psutil, "sensors_battery", None)
-        info = sensors_battery() if sensors_battery else None
+        try:
+            info = sensors_battery() if sensors_battery else None
+        except Exception:  # e.g. FileNotFoundError: no /sys/class/power_supply (a container, Android)
+            info = None
         if info is not None:
             return BatteryState(round(float(info.percent), 1), info.power_plugged, None, "psutil")
     run = run or (run_helper if reader.is_live else None)

@@ -159,3 +159,29 @@ def test_this_machine_capabilities_list_installed_runtimes_without_importing_the
     assert cores >= 1 and mem_mb > 0
     assert set(backends) <= {"onnxruntime", "litert"}
     assert imported == []  # the idle agent stays small: runtimes are found, not loaded
+
+
+def test_termux_without_its_api_app_is_asked_once_and_said_once(tmp_path, monkeypatch, caplog):
+    """Without the Termux:API app, termux-battery-status waits for it forever. A real program
+    that does the same stands in for it: the battery is unavailable, said once, and the helper
+    is not started again (each health sample would otherwise wait out the timeout)."""
+    from agent.collectors import _sysfs
+
+    helper = tmp_path / "bin" / "termux-battery-status"
+    helper.parent.mkdir()
+    started = tmp_path / "started"
+    helper.write_text(f"#!/bin/sh\necho x >> {started}\nexec sleep 600\n")
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}:/usr/bin:/bin")
+    monkeypatch.setattr(_sysfs, "_STUCK", set())
+
+    def run(argv):
+        return _sysfs.run_helper(argv, timeout_s=0.5)
+
+    with caplog.at_level(logging.WARNING):
+        batteries = [power.battery(SysfsReader(str(tmp_path / "empty")), run) for _ in range(3)]
+    assert batteries == [None, None, None]
+    assert started.read_text().count("x") == 1, "started once"
+    said = [r.getMessage() for r in caplog.records if "termux-battery-status" in r.getMessage()]
+    assert said == ["termux-battery-status did not answer within 0.5 s (is the Termux:API app installed?); "
+                    "not asking it again"]  # fmt: skip

@@ -89,3 +89,23 @@ def test_this_machine():
     snap = take_snapshot()
     assert snap.cores_logical and snap.cores_logical >= 1
     assert snap.python
+
+
+def test_a_reading_that_fails_is_left_empty_said_once_and_named(tmp_path, monkeypatch, caplog):
+    """A partial /sys or a sensor driver gone wrong never ends a run: the snapshot goes on."""
+    import logging
+
+    from agent.bench import metadata
+
+    reader = make_tree(tmp_path, boards.RPI4)
+
+    def broken(reader):
+        raise OSError("driver went away")
+
+    monkeypatch.setattr(metadata.thermal, "temperatures_c", broken)
+    with caplog.at_level(logging.DEBUG, logger="agent.bench.metadata"):
+        first, second = take_snapshot(reader), take_snapshot(reader)
+    assert first.temperatures_c == () and first.unreadable == ("temperatures: OSError",)
+    assert first.cpu_model == second.cpu_model and first.freq_policies, "the rest is read"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "driver went away" in warnings[0].getMessage()
