@@ -65,7 +65,20 @@ DELIVERY = {
 def _components(ref_template: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     schemas, components = msgspec.json.schema_components(CLASSES, ref_template=ref_template)
     # as JSON has it (tuples as lists), so the shipped file compares equal to what is generated
-    return json.loads(json.dumps(schemas)), json.loads(json.dumps(components))
+    return _null_last(json.loads(json.dumps(schemas))), _null_last(json.loads(json.dumps(components)))
+
+
+def _null_last(node: Any) -> Any:
+    """``anyOf`` alternatives with ``null`` last, whatever order the Python version gives an
+    Optional's arms in (3.9 puts None first): one shipped document for every Python."""
+    if isinstance(node, list):
+        return [_null_last(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _null_last(v) for k, v in node.items()}
+    if isinstance(out.get("anyOf"), list):
+        out["anyOf"] = sorted(out["anyOf"], key=lambda alt: alt == {"type": "null"})
+    return out
 
 
 def document() -> dict[str, Any]:

@@ -16,11 +16,13 @@ through the index, never a scan.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -47,6 +49,9 @@ _INDEX = "CREATE INDEX IF NOT EXISTS ix_droppable ON messages (droppable, seq)"
 AGE_CHECK_EVERY = 1000
 #: drops are logged at most this often (the first at once)
 REPORT_EVERY_S = 60.0
+#: SQLite 3.35 (2021) and later say what a DELETE removed (RETURNING); Raspberry Pi OS bullseye
+#: has 3.34, which gets the same figures from a SELECT in the same transaction
+RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 class OutboxError(FleetbenchError):
@@ -82,6 +87,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._puts = 0
+        self._returning = RETURNING
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -149,38 +155,57 @@ class Outbox:
         """Forget messages the broker has acknowledged; returns how many were queued."""
         if not msg_ids:
             return 0
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction("forget acknowledged messages"):
             n = freed = 0
             for i in range(0, len(msg_ids), 500):
                 chunk = msg_ids[i : i + 500]
-                rows = self._db.execute(
-                    f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))}) "
-                    "RETURNING LENGTH(payload)",
-                    chunk,
-                ).fetchall()
-                n += len(rows)
-                freed += sum(size for (size,) in rows)
-            self._db.execute("COMMIT")
+                count, size = self._delete(f"id IN ({','.join('?' * len(chunk))})", chunk)
+                n += count
+                freed += size
             self._count -= n
             self._bytes -= freed
             return n
 
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[None]:
+        """BEGIN ... COMMIT, rolled back when anything in it fails (the connection stays usable)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException as err:
+            self._db.execute("ROLLBACK")
+            # the counts in memory may have moved with rows that are back: count again
+            count, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages"
+            ).fetchone()
+            self._count, self._bytes = int(count), int(size)
+            if isinstance(err, sqlite3.Error):
+                raise OutboxError(f"outbox {self.path!r} cannot {what}: {err}") from err
+            raise
+        self._db.execute("COMMIT")
+
+    def _delete(self, where: str, params: Sequence[object]) -> tuple[int, int]:
+        """Delete the rows ``where`` selects, in the caller's transaction: (count, payload bytes)."""
+        if self._returning:
+            rows = self._db.execute(f"DELETE FROM messages WHERE {where} RETURNING LENGTH(payload)", params)
+            sizes = [size for (size,) in rows.fetchall()]
+            return len(sizes), sum(sizes)
+        count, size = self._db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages WHERE {where}", params
+        ).fetchone()
+        if count:
+            self._db.execute(f"DELETE FROM messages WHERE {where}", params)
+        return int(count), int(size)
+
     def _drop_oldest(self, droppable_only: bool, limit: int) -> tuple[int, int]:
         """Delete up to ``limit`` of the oldest messages (droppable ones only, if asked): (count, bytes)."""
         where = "WHERE droppable = 1 " if droppable_only else ""
-        rows = self._db.execute(
-            f"DELETE FROM messages WHERE seq IN (SELECT seq FROM messages {where}ORDER BY seq LIMIT ?) "
-            "RETURNING LENGTH(payload)",
-            (limit,),
-        ).fetchall()
-        return len(rows), sum(size for (size,) in rows)
+        return self._delete(f"seq IN (SELECT seq FROM messages {where}ORDER BY seq LIMIT ?)", (limit,))
 
     def enforce_bounds(self, age: bool = True) -> int:
         """Drop what is older than the age bound (``age``), then, while over the count or byte
         bound, the oldest droppable messages, then the oldest of the rest."""
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction("drop messages beyond its bounds"):
             old = 0
             cutoff = time.time() - self.max_age_s
             oldest = None
@@ -188,14 +213,13 @@ class Outbox:
                 oldest = self._db.execute("SELECT created_at FROM messages ORDER BY seq LIMIT 1").fetchone()
             if oldest is not None and oldest[0] < cutoff:
                 # seq follows time: the too-old rows are the first ones (a bounded look, never a scan)
-                old_rows = self._db.execute(
-                    "DELETE FROM messages WHERE seq IN (SELECT seq FROM (SELECT seq, created_at "
-                    "FROM messages ORDER BY seq LIMIT 10000) WHERE created_at < ?) RETURNING LENGTH(payload)",
+                old, size = self._delete(
+                    "seq IN (SELECT seq FROM (SELECT seq, created_at FROM messages ORDER BY seq LIMIT 10000) "
+                    "WHERE created_at < ?)",
                     (cutoff,),
-                ).fetchall()
-                old = len(old_rows)
+                )
                 self._count -= old
-                self._bytes -= sum(size for (size,) in old_rows)
+                self._bytes -= size
             health = over = 0
             for droppable_only in (True, False):
                 while self._count > self.max_messages or self._bytes > self.max_bytes:
@@ -221,7 +245,6 @@ class Outbox:
                     (dropped,),
                 )
                 self._dropped += dropped
-            self._db.execute("COMMIT")
         if dropped:
             self._report(dropped, old, health, over)
         return dropped

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from firmware_bridge import codec
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 u8, u16, u32 = st.integers(0, 0xFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)
 text = st.text(max_size=60).filter(lambda s: len(s.encode()) <= 255)
 

@@ -19,6 +19,8 @@ from firmware_bridge.framing import (
     main,
 )
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 packets = st.binary(min_size=4, max_size=MAX_PACKET)
 
 

@@ -24,6 +24,8 @@ from agent.protocol import messages
 from agent.protocol.errors import ProtocolError
 from agent.protocol.topics import Topic
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs")
 with open(os.path.join(DOCS, "protocol-examples.json"), encoding="utf-8") as _fh:
     EXAMPLES = json.load(_fh)

@@ -17,6 +17,8 @@ from wire import schema_errors
 from agent.protocol import messages, schema
 from agent.protocol.errors import ProtocolError
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs")
 REGENERATE = "regenerate with: python -m agent.protocol.schema --write"
 

@@ -21,6 +21,8 @@ from agent.protocol.jobs import JobSettings, JobSpec
 from agent.protocol.topics import Topic
 from coordinator.store import Message, open_store
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "data", "v1_messages.json"), encoding="utf-8") as _fh:
     LANDED = json.load(_fh)

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from agent.bench.stats import LatencyStats, median_interval, percentile
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 
 def test_hand_computed_summary():
     # samples 1..10 ms and one 100 ms outlier

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import boards
+import pytest
 from sysfs_tree import make_tree
 
 from agent.bench.worker import call_in_worker
 from agent.collectors.degradation import DegradationTracker, reference_workload
 from agent.collectors.health import HealthMonitor
+
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
 
 FP = {"workload": 1, "python": "3.11.7", "numpy": "2.4.6", "machine": "aarch64", "timer": "native"}
 

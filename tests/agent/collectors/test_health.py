@@ -12,6 +12,8 @@ from sysfs_tree import make_tree
 from agent.collectors import health, identity, power
 from agent.collectors._sysfs import SysfsReader
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 
 def no_helpers(argv):
     return None

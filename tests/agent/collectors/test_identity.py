@@ -10,6 +10,8 @@ from agent.collectors._sysfs import SysfsReader
 from agent.collectors.identity import detect
 from agent.common.errors import UsageError
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 MACHINE_ID = boards.MACHINE_ID
 
 

@@ -10,6 +10,8 @@ from agent.bench.metadata import stability_warnings, take_snapshot
 from agent.collectors import power
 from agent.collectors._sysfs import SysfsReader
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 RPI4 = boards.RPI4
 
 

@@ -10,7 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.transport import outbox
 from agent.transport.outbox import Outbox, OutboxError
+
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
+
+@pytest.fixture(
+    autouse=True, params=["returning", "select-then-delete"] if outbox.RETURNING else ["select-then-delete"]
+)
+def sqlite_dialect(request, monkeypatch):
+    """Every test on both ways of deleting where this SQLite has both: DELETE ... RETURNING
+    (SQLite 3.35+) and the SELECT before a DELETE that SQLite 3.34 (Raspberry Pi OS bullseye) needs."""
+    monkeypatch.setattr(outbox, "RETURNING", request.param == "returning")
 
 
 @pytest.fixture
@@ -148,3 +160,21 @@ def test_an_outbox_held_at_its_bound_warns_once_not_on_every_put(tmp_path, caplo
             b.put(f"m{i}", "results", b"r")
         assert len(b) == 5 and b.dropped_total == 95
     assert len([r for r in caplog.records if "dropped" in r.getMessage()]) == 1
+
+
+def test_a_drop_that_fails_is_rolled_back_and_the_counts_stay_true(tmp_path):
+    """Another process broke the file (its meta table gone): dropping beyond the bound fails as
+    one clear error, nothing is lost, and the outbox's counts are the file's again."""
+    path = str(tmp_path / "outbox.sqlite")
+    with Outbox(path, max_messages=3) as box:
+        for i in range(3):
+            box.put(f"m{i}", "t", b"x" * 10)
+        other = sqlite3.connect(path)
+        other.execute("DROP TABLE meta")
+        other.commit()
+        other.close()
+        with pytest.raises(OutboxError, match="cannot drop messages beyond its bounds: no such table: meta"):
+            box.put("m3", "t", b"x" * 10)
+        assert len(box) == 4 and box.bytes == 40
+        assert [p.id for p in box.peek(10)] == ["m0", "m1", "m2", "m3"]
+        assert box.ack(["m0"]) == 1 and len(box) == 3, "and it still works"

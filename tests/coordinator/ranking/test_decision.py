@@ -13,6 +13,8 @@ from coordinator.ranking.decision import decide, plan_samples
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import LatencyTable, read_accuracy, read_table
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 SPACE = get_space("nas-bench-201")
 
 

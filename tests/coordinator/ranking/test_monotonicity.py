@@ -9,6 +9,8 @@ from coordinator.ranking import NB201_LATENCY
 from coordinator.ranking.monotonicity import REUSE_SRCC, monotonicity, rankdata
 from coordinator.ranking.tables import LatencyTable, read_table
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 scipy_stats = pytest.importorskip("scipy.stats")
 
 

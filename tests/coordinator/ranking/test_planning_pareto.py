@@ -12,6 +12,8 @@ from coordinator.ranking.predictors import Design
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import read_table
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 
 @pytest.fixture(scope="module")
 def design():

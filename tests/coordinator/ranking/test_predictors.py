@@ -10,6 +10,8 @@ from coordinator.ranking.predictors import METHODS, Design, make, ridge_gcv
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import read_table
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 SPACE = get_space("nas-bench-201")
 
 

@@ -14,6 +14,8 @@ from coordinator.ranking.monotonicity import spearman
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import LatencyTable
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 SPACE = get_space("mobilenetv2")
 
 

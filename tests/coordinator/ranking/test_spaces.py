@@ -11,6 +11,8 @@ from coordinator.errors import ArchError, UnknownNameError
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.spaces.nasbench201 import OPS, alive_edges, format_arch, parse_arch
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 SPACE = get_space("nas-bench-201")
 
 

@@ -9,6 +9,8 @@ from coordinator.errors import TableError, UnknownNameError
 from coordinator.ranking import NB201_LATENCY
 from coordinator.ranking.tables import LatencyTable, read_accuracy, read_table, write_wide
 
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
+
 A = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
 B = "|skip_connect~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
 

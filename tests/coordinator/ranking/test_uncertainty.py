@@ -3,12 +3,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from coordinator.ranking import NB201_LATENCY
 from coordinator.ranking.predictors import Design, make
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import read_table
 from coordinator.ranking.uncertainty import FALLBACK_MARGIN, Z_95, cv_log_error, margin_factor
+
+pytestmark = pytest.mark.portable  # runs under arm64 emulation too (.ci/arm64)
 
 
 def test_cv_error_is_small_for_an_easy_target_and_none_for_too_few():
