@@ -12,7 +12,6 @@ console errors (there should be none).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
@@ -26,45 +25,28 @@ PAGES = {"": "dashboard-fleet.png", "decisions": "dashboard-decisions.png",
          "devices/sim-jetson-tx2": "dashboard-device.png"}  # fmt: skip
 
 
-async def photograph(db: str, out: str) -> int:
-    from aiohttp import web
-
-    from coordinator.config import CoordinatorConfig
-    from coordinator.store import open_store
-    from coordinator.web.app import Dashboard, serve
-
+def photograph(db: str, out: str) -> int:
+    """Each page of the dashboard on ``db``, photographed into ``out``: how many had a problem."""
     browser_module = load_test_helper("browser")
     browser_module.need_chromium()
-    runner: web.AppRunner = await serve(Dashboard(open_store(db), CoordinatorConfig()), "127.0.0.1", 0)
-    port = runner.addresses[0][1]
-    problems = 0
-
-    def shoot() -> int:
-        bad = 0
-        with browser_module.Browser(1400, 900) as browser:
-            for page, name in PAGES.items():
-                t0 = time.perf_counter()
-                browser.open(f"http://127.0.0.1:{port}/{page}")
-                took = (time.perf_counter() - t0) * 1000
-                width = browser.eval("document.documentElement.scrollWidth")
-                path = browser.screenshot(os.path.join(out, name), full_page=True)
-                print(
-                    f"/{page:<24} {took:6.0f} ms  width {width} px of 1400  errors {browser.errors}  {path}"
-                )
-                bad += width > 1400 or bool(browser.errors)
-        return bad
-
-    try:
-        problems = await asyncio.get_running_loop().run_in_executor(None, shoot)
-    finally:
-        await runner.cleanup()
-    return problems
+    bad = 0
+    with browser_module.dashboard(db) as url, browser_module.Browser(1400, 900) as browser:
+        for page, name in PAGES.items():
+            t0 = time.perf_counter()
+            browser.open(url + page)
+            took = (time.perf_counter() - t0) * 1000
+            width = browser.eval("document.documentElement.scrollWidth")
+            path = browser.screenshot(os.path.join(out, name), full_page=True)
+            print(f"/{page:<24} {took:6.0f} ms  width {width} px of 1400  errors {browser.errors}  {path}")
+            bad += width > 1400 or bool(browser.errors)
+    return bad
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs"))
     args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         demo = os.path.join(tmp, "demo")
         run = subprocess.run(
@@ -76,9 +58,7 @@ def main() -> int:
         if run.returncode != 0:
             print(run.stderr, file=sys.stderr)
             return 1
-        return (
-            1 if asyncio.run(photograph(os.path.join(demo, "coordinator", "fleet.sqlite"), args.out)) else 0
-        )
+        return 1 if photograph(os.path.join(demo, "coordinator", "fleet.sqlite"), args.out) else 0
 
 
 if __name__ == "__main__":

@@ -259,14 +259,14 @@ class Demo:
         return False
 
     def _summary(self, store: Any, config: Any, devices: list[str]) -> list[dict[str, Any]]:
-        from coordinator.cli.format import print_table, within_budget
+        from coordinator.cli.format import basis, decision_verdict, print_table
 
         rows = []
         fleet = {d.device_id: d for d in store.fleet()}
         states = store.rerank_states()
         for device in devices:
-            decisions = store.decisions(device)
-            d = decisions[0] if decisions else None
+            latest = store.latest_decisions(device)
+            d = latest[0] if latest else None
             dep = d.deployment if d else None
             sim = next((s for s in self.sims if s.device_id == device), None)
             arch = d.arch if d else None
@@ -283,13 +283,13 @@ class Demo:
                     "budget_ms": d.budget_ms if d else config.budget_ms(device, known.sku if known else None),
                     "arch": arch,
                     "expected_ms": d.predicted_ms if d else None,
-                    "basis": (d.inputs.get("basis") or "predicted") if d and arch else None,
+                    "basis": basis(d) if d else None,
                     "accuracy": d.accuracy if d else None,
                     "state": state,
                     "smoke_ms": dep.p50_ms if dep else None,
-                    "smoke_interval": (dep.p50_lo_ms, dep.p50_hi_ms) if dep and dep.p50_lo_ms else None,
-                    "within_budget": within_budget(dep.p50_ms if dep else None, d.budget_ms if d else None,
-                                                   dep.p50_lo_ms if dep else None),
+                    "smoke_interval": (dep.p50_lo_ms, dep.p50_hi_ms) if dep and dep.p50_lo_ms is not None
+                                      else None,
+                    "within_budget": decision_verdict(d)[1] if d else "-",
                     "true_ms": sim.true_ms(arch) if sim and arch else None,
                     "decision": d,
                 }
@@ -325,11 +325,13 @@ class Demo:
 
 def decision_line(d: Any) -> str:
     """A decision in one line: what was chosen, and whether its latency was measured or predicted."""
+    from coordinator.cli.format import basis
+
     again = f" again (retry {d.inputs['retry']})" if d.inputs.get("retry") else ""
     if d.arch is None:
         return f"decided{again}: nothing fits the budget of {d.budget_ms:.2f} ms with the error margin"
     i = d.inputs
-    if (i.get("basis") or "predicted") == "measured":
+    if basis(d) == "measured":
         how = f"measured {d.predicted_ms:.2f} ms when sampled"
     else:
         how = f"predicted {d.predicted_ms:.2f} ms, {i['with_margin_ms']:.2f} with the error margin"
@@ -338,7 +340,7 @@ def decision_line(d: Any) -> str:
 
 def _push_line(d: Any) -> Optional[str]:
     """Where the push of decision ``d`` is, in words (None: there is none)."""
-    from coordinator.cli.format import within_budget
+    from coordinator.cli.format import decision_verdict, noise
     from coordinator.reranker import over_budget
 
     dep = d.deployment
@@ -347,11 +349,8 @@ def _push_line(d: Any) -> Optional[str]:
     if dep.state in ("pending", "sending"):
         return "pushing the model (signed, 64 KiB chunks)"
     if dep.state == "installed":
-        noise = (
-            f" (95 % interval {dep.p50_lo_ms:.2f}-{dep.p50_hi_ms:.2f})" if dep.p50_lo_ms is not None else ""
-        )
-        verdict = within_budget(dep.p50_ms, d.budget_ms, dep.p50_lo_ms)
-        return f"installed: smoke run p50 {dep.p50_ms:.2f} ms{noise}; within budget: {verdict}"
+        verdict = decision_verdict(d)[1]
+        return f"installed: smoke run p50 {dep.p50_ms:.2f} ms{noise(dep, 2)}; within budget: {verdict}"
     over = over_budget(d)
     if over:
         return f"rolled back by the device: {over}"
@@ -366,7 +365,7 @@ def _progress(store: Any, devices: list[str]) -> dict[str, tuple[list[tuple[str,
         st = states.get(device)
         if st is None:
             continue
-        found = store.decisions(device) if st.state != "sampling" else []
+        found = store.latest_decisions(device) if st.state != "sampling" else []
         d = found[0] if found else None
         lines = [("decision", decision_line(d))] if d is not None else []
         push = _push_line(d) if d is not None else None

@@ -43,6 +43,7 @@ from agent.common.errors import FleetbenchError
 from agent.protocol.jobs import ArchItem, JobSettings, JobSpec
 from agent.protocol.messages import JobMessage, encode, make
 from agent.protocol.topics import DeviceTopics
+from coordinator.cli.format import noise
 from coordinator.config import CoordinatorConfig
 from coordinator.deploy import create_rollout
 from coordinator.errors import CoordinatorError
@@ -251,7 +252,7 @@ class Reranker:
         """The push of the decision has ended: installed (decided), or over the budget on the
         device (decide again with that measurement, within rerank.retries)."""
         device_id = device.device_id
-        found = self.store.decisions(device_id)
+        found = self.store.latest_decisions(device_id)
         last = found[0] if found else None
         dep = last.deployment if last else None
         if last is None or (dep is None and not self._rollout_active(last.rollout_id)):
@@ -333,9 +334,8 @@ def over_budget(decision: DecisionRecord) -> Optional[str]:
     dep = decision.deployment
     if dep is None or dep.state != "rolled_back" or dep.p50_ms is None or dep.p50_ms <= decision.budget_ms:
         return None
-    noise = f" (95 % interval {dep.p50_lo_ms:.3f}-{dep.p50_hi_ms:.3f})" if dep.p50_lo_ms is not None else ""
-    budget = decision.budget_ms
-    return f"the chosen model ran {dep.p50_ms:.3f} ms{noise} on the device, over the budget of {budget:g} ms"
+    ran = f"{dep.p50_ms:.3f} ms{noise(dep)}"
+    return f"the chosen model ran {ran} on the device, over the budget of {decision.budget_ms:g} ms"
 
 
 def explain(store: Store, device_id: str) -> list[DecisionRecord]:

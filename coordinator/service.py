@@ -32,7 +32,7 @@ from typing import Any, Optional
 from agent.common.logs import WarnOnce
 from agent.common.sdnotify import Notifier
 from agent.protocol.topics import all_devices
-from agent.transport.mqtt import BrokerSettings, LinkState, describe_failure, start_network_thread
+from agent.transport.mqtt import BrokerSettings, LinkState, start_network_thread
 from coordinator.commands import Commands
 from coordinator.config import CoordinatorConfig
 from coordinator.deploy import Deployer
@@ -91,11 +91,11 @@ class Ingestor:
         self._client = settings.client(client_id, manual_ack=True, **session)
         self._client.max_inflight_messages_set(1000)
         self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
+        #: up or not, since when, and why not (said once in the log, then every few minutes)
+        self.link = LinkState(settings)
+        self._client.on_connect_fail = self.link.on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        #: up or not, since when, and why not (said once in the log, then every few minutes)
-        self.link = LinkState(f"{settings.host}:{settings.port}")
 
     @property
     def client(self) -> Any:
@@ -147,7 +147,7 @@ class Ingestor:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            self.link.down(f"the broker refused the coordinator: {reason_code}")
+            self.link.refused(reason_code)
             return
         self.link.up()
         client.subscribe(subscriptions(self.group))
@@ -155,10 +155,6 @@ class Ingestor:
         logger.info(
             "coordinator connected to %s:%d (group %s)", self.settings.host, self.settings.port, self.group
         )
-
-    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        s = self.settings
-        self.link.down(describe_failure(getattr(client, "last_error", None), s.host, s.port, s.tls))
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any

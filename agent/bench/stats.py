@@ -9,6 +9,7 @@ benchmark flags noise, it does not hide it.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -119,7 +120,7 @@ def median_interval(sorted_ms: Sequence[float], confidence: float = 0.95) -> tup
     >>> median_interval([4.0, 5.0])
     (4.0, 5.0)
     """
-    n = len(sorted_values := sorted_ms)
+    n = len(sorted_ms)
     if n == 0:
         raise ValueError("no samples to take the median of")
     if not 0.0 < confidence < 1.0:
@@ -133,23 +134,11 @@ def median_interval(sorted_ms: Sequence[float], confidence: float = 0.95) -> tup
             below += math.comb(n, k)
             k += 1
     else:
-        z = _normal_quantile(1.0 - tail)
+        z = statistics.NormalDist().inv_cdf(1.0 - tail)
         k = max(0, math.floor(n / 2.0 - z * math.sqrt(n) / 2.0))
     if k == 0:
-        return float(sorted_values[0]), float(sorted_values[-1])
-    return float(sorted_values[k - 1]), float(sorted_values[n - k])
-
-
-def _normal_quantile(p: float) -> float:
-    """The standard normal quantile (bisection on erf; needs no scipy)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(80):
-        mid = (lo + hi) / 2.0
-        if 0.5 * (1.0 + math.erf(mid / math.sqrt(2.0))) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
+        return float(sorted_ms[0]), float(sorted_ms[-1])
+    return float(sorted_ms[k - 1]), float(sorted_ms[n - k])
 
 
 # -- rank correlation: how the device side judges a prediction (the coordinator uses these too)

@@ -101,19 +101,18 @@ class SysfsReader:
         for rel, may_be_empty in places:
             path = self.path(rel)
             try:
-                empty = not os.listdir(path) if os.path.isdir(path) else self.read_text(rel) is None
+                if os.path.isdir(path):
+                    empty = not os.listdir(path)
+                else:
+                    with open(path, "rb") as fh:
+                        empty = not fh.read(65536).strip(b"\x00 \t\n")
             except FileNotFoundError:
                 out.append(f"{rel} (missing)")
-                continue
             except OSError:
                 out.append(f"{rel} (unreadable)")
-                continue
-            if not os.path.lexists(path):
-                out.append(f"{rel} (missing)")
-            elif empty and not os.access(path, os.R_OK):
-                out.append(f"{rel} (unreadable)")
-            elif empty and not may_be_empty:
-                out.append(f"{rel} (empty)")
+            else:
+                if empty and not may_be_empty:
+                    out.append(f"{rel} (empty)")
         return tuple(out)
 
     def glob(self, pattern: str) -> list[str]:

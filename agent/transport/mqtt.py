@@ -173,10 +173,12 @@ REPEAT_S = 300.0
 
 class LinkState:
     """Whether the link is up, since when, and why not: for the log (a failure said once, then
-    at most every ``REPEAT_S`` with the count) and for ``fleetbench status``."""
+    at most every ``REPEAT_S`` with the count) and for ``fleetbench status``.  ``refused`` and
+    ``on_connect_fail`` (a paho callback) turn what paho says into words."""
 
-    def __init__(self, where: str) -> None:
-        self.where = where
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self.where = f"{settings.host}:{settings.port}"
         self.connected = False
         self.since = time.time()
         self.error: Optional[str] = None
@@ -199,6 +201,18 @@ class LinkState:
             logger.warning("cannot reach the broker %s: %s%s; retrying with backoff", self.where, why, again)
             self._said_at = now
         self.error = why
+
+    def refused(self, reason_code: Any) -> None:
+        """The broker answered the connection with a failure code."""
+        text = str(reason_code).lower()
+        who = ("the certificate or user name and password" if "authori" in text or "password" in text
+               else "the broker's settings")  # fmt: skip
+        self.down(f"the broker refused the connection: {reason_code} (check {who})")
+
+    def on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """paho's ``on_connect_fail``: no connection at all (refused, TLS, DNS, timeout)."""
+        s = self.settings
+        self.down(describe_failure(getattr(client, "last_error", None), s.host, s.port, s.tls))
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -275,12 +289,12 @@ class MqttLink:
         self._client.max_queued_messages_set(0)
         self._client.will_set(topics.status, self._status("offline"), qos=1, retain=True)
         self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
+        #: up or not, since when, and why not (``fleetbench status`` shows it)
+        self.state_of_link = LinkState(settings)
+        self._client.on_connect_fail = self.state_of_link.on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
-        #: up or not, since when, and why not (``fleetbench status`` shows it)
-        self.state_of_link = LinkState(f"{settings.host}:{settings.port}")
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -389,9 +403,7 @@ class MqttLink:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            who = "the certificate or user name and password" if "authori" in str(reason_code).lower() or (
-                "password" in str(reason_code).lower()) else "the broker's settings"  # fmt: skip
-            self.state_of_link.down(f"the broker refused the connection: {reason_code} (check {who})")
+            self.state_of_link.refused(reason_code)
             return
         self.state_of_link.up()
         logger.info("connected to %s:%d", self.settings.host, self.settings.port)
@@ -424,12 +436,6 @@ class MqttLink:
         """Publish without the outbox: for retained state that is rebuilt on every connect
         (Home Assistant discovery configs), never for results or health."""
         self._client.publish(topic, payload, qos=1, retain=retain)
-
-    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        why = describe_failure(
-            getattr(client, "last_error", None), self.settings.host, self.settings.port, self.settings.tls
-        )
-        self.state_of_link.down(why)
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:  # (the store imports SQLAlchemy; every `fleetbench` command imports this module)
-    from coordinator.store.records import DecisionRecord
+    from coordinator.store.records import DecisionRecord, Deployment
 
 
 def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]], out: Any = None) -> None:
@@ -18,25 +18,63 @@ def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]], out: Any =
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
 
 
+def budget_verdict(
+    measured_ms: Optional[float], budget_ms: Optional[float], low_ms: Optional[float] = None
+) -> tuple[str, str]:
+    """Whether a model meets its budget as the device measured it, given the noise the device
+    reported (``low_ms``: the low end of its median's 95 % interval), as (kind, words): "yes";
+    "NO" ("NO (+12 %)") when over beyond the noise; "within" ("within noise (+1 %)") when the
+    median is over but the interval reaches under; "-" when either is unknown.
+
+    >>> budget_verdict(1.03, 0.92, 1.01), budget_verdict(0.93, 0.92, 0.9)
+    (('NO', 'NO (+12 %)'), ('within', 'within noise (+1 %)'))
+    """
+    if not measured_ms or not budget_ms:
+        return "-", "-"
+    over = measured_ms / budget_ms - 1
+    if over <= 0:
+        return "yes", "yes"
+    if low_ms is not None and low_ms <= budget_ms:
+        return "within", f"within noise (+{over * 100:.0f} %)"
+    return "NO", f"NO (+{over * 100:.0f} %)"
+
+
 def within_budget(
     measured_ms: Optional[float], budget_ms: Optional[float], low_ms: Optional[float] = None
 ) -> str:
-    """Whether a model meets its budget as the device measured it, given the noise the device
-    reported (``low_ms``: the low end of its median's 95 % interval): "yes"; "NO (+12 %)" when
-    over beyond the noise; "within noise (+1 %)" when the median is over but the interval
-    reaches under; "-" when either is unknown.
+    """``budget_verdict``'s words.
 
     >>> within_budget(1.03, 0.92, 1.01), within_budget(0.5, 0.92), within_budget(0.93, 0.92, 0.9)
     ('NO (+12 %)', 'yes', 'within noise (+1 %)')
     """
-    if not measured_ms or not budget_ms:
-        return "-"
-    over = measured_ms / budget_ms - 1
-    if over <= 0:
-        return "yes"
-    if low_ms is not None and low_ms <= budget_ms:
-        return f"within noise (+{over * 100:.0f} %)"
-    return f"NO (+{over * 100:.0f} %)"
+    return budget_verdict(measured_ms, budget_ms, low_ms)[1]
+
+
+def basis(item: DecisionRecord) -> Optional[str]:
+    """How the chosen architecture's latency was known: "measured" (one of the device's own
+    samples) or "predicted"; None when nothing was chosen.  (Decisions from before 0.3 did not
+    record it: their own samples say.)"""
+    if not item.arch:
+        return None
+    return item.inputs.get("basis") or ("measured" if item.arch in item.inputs["measured"] else "predicted")
+
+
+def decision_verdict(item: DecisionRecord) -> tuple[str, str]:
+    """``budget_verdict`` of a decision's smoke run on the device."""
+    dep = item.deployment
+    return budget_verdict(dep.p50_ms if dep else None, item.budget_ms, dep.p50_lo_ms if dep else None)
+
+
+def interval(dep: Deployment, digits: int = 3) -> str:
+    """The 95 % interval of a smoke run's median as the device reported it, "1.010-1.050"; "" if none."""
+    if dep.p50_lo_ms is None or dep.p50_hi_ms is None:
+        return ""
+    return f"{dep.p50_lo_ms:.{digits}f}-{dep.p50_hi_ms:.{digits}f}"
+
+
+def noise(dep: Deployment, digits: int = 3) -> str:
+    """The same said after a latency, " (95 % interval 1.010-1.050)"; "" from devices before 0.3."""
+    return f" (95 % interval {interval(dep, digits)})" if interval(dep) else ""
 
 
 def describe(item: DecisionRecord) -> str:
@@ -46,9 +84,8 @@ def describe(item: DecisionRecord) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item.at))
     lines = [f"{item.device_id}: decision of {when} (round {i.get('round')})", f"  why: {i.get('reason')}"]
     if item.arch:
-        basis = i.get("basis") or ("measured" if item.arch in i["measured"] else "predicted")
         lines.append(f"  chose {item.arch}")
-        if basis == "measured":
+        if basis(item) == "measured":
             lines.append(f"  measured {i['predicted_ms']:.3f} ms on the device (one of its samples: "
                          f"no margin), under the budget of {i['budget_ms']:g} ms")  # fmt: skip
         else:
@@ -69,14 +106,9 @@ def describe(item: DecisionRecord) -> str:
     if dep is not None:
         lines.append(f"  pushed as rollout {item.rollout_id}: {dep.state}")
         if dep.p50_ms is not None:
-            noise = (
-                f" (95 % interval {dep.p50_lo_ms:.3f}-{dep.p50_hi_ms:.3f})"
-                if dep.p50_lo_ms is not None
-                else ""
-            )
-            verdict = within_budget(dep.p50_ms, item.budget_ms, dep.p50_lo_ms)
+            verdict = decision_verdict(item)[1]
             lines.append(
-                f"  smoke run on the device: p50 {dep.p50_ms:.3f} ms{noise}; within budget: {verdict}"
+                f"  smoke run on the device: p50 {dep.p50_ms:.3f} ms{noise(dep)}; within budget: {verdict}"
             )
         elif dep.detail and dep.state != "installed":
             lines.append(f"  {dep.detail}")

@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.common.args import ago
 from agent.common.errors import UsageError
-from coordinator.cli.format import describe, print_table
+from coordinator.cli.format import describe, interval, print_table
 from coordinator.extras import need
 
 EPILOG_CONFIG = "Settings come from --config (default /etc/fleetbench/coordinator.toml), then flags."
@@ -298,7 +298,7 @@ def cmd_rollouts(args: argparse.Namespace) -> int:
                 d.state,
                 d.attempts,
                 f"{d.p50_ms:.3f}" if d.p50_ms is not None else "-",
-                f"{d.p50_lo_ms:.3f}-{d.p50_hi_ms:.3f}" if d.p50_lo_ms is not None else "-",
+                interval(d) or "-",
                 d.detail or "",
             )
             for d in item.deployments

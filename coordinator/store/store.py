@@ -442,39 +442,36 @@ class Store(Ingesting):
 
     def decisions(self, device_id: str) -> list[DecisionRecord]:
         """Every decision for ``device_id`` (newest first), with its inputs and its push's fate."""
-        q = sa.select(decisions).where(decisions.c.device_id == device_id).order_by(decisions.c.at.desc())
-        out = []
-        with self.engine.connect() as conn:
-            for row in conn.execute(q):
-                dep = None
-                if row.rollout_id:
-                    found = conn.execute(
-                        sa.select(deployments).where(deployments.c.rollout_id == row.rollout_id)
-                    ).first()
-                    dep = _record(Deployment, found) if found is not None else None
-                out.append(_record(DecisionRecord, row, inputs=json.loads(row.inputs), deployment=dep))
-        return out
+        return self._decisions(
+            sa.select(decisions).where(decisions.c.device_id == device_id).order_by(decisions.c.id.desc())
+        )
 
-    def latest_decisions(self) -> list[DecisionRecord]:
-        """Each device's newest decision with its push's fate, in one query (the dashboard's
-        decisions page reads it for the whole fleet)."""
-        newest = sa.select(sa.func.max(decisions.c.id).label("id")).group_by(decisions.c.device_id).subquery()
+    def latest_decisions(self, device_id: Optional[str] = None) -> list[DecisionRecord]:
+        """Each device's newest decision (``device_id``'s only, if given) with its push's fate, in
+        one query: the dashboard reads it for the whole fleet, the re-ranking loop every tick."""
+        newest = sa.select(sa.func.max(decisions.c.id).label("id")).group_by(decisions.c.device_id)
+        if device_id is not None:
+            newest = newest.where(decisions.c.device_id == device_id)
+        sub = newest.subquery()
+        return self._decisions(
+            sa.select(decisions).join(sub, decisions.c.id == sub.c.id).order_by(decisions.c.device_id)
+        )
+
+    def _decisions(self, query: sa.Select) -> list[DecisionRecord]:
+        """The decisions ``query`` selects, each joined with its device's deployment of its rollout."""
         dep_cols = [c.label(f"dep_{c.name}") for c in deployments.c]
-        q = (
-            sa.select(decisions, *dep_cols)
-            .join(newest, decisions.c.id == newest.c.id)
-            .outerjoin(deployments, sa.and_(deployments.c.rollout_id == decisions.c.rollout_id,
-                                            deployments.c.device_id == decisions.c.device_id))
-            .order_by(decisions.c.device_id)
+        q = query.add_columns(*dep_cols).outerjoin(
+            deployments,
+            sa.and_(deployments.c.rollout_id == decisions.c.rollout_id,
+                    deployments.c.device_id == decisions.c.device_id),
         )  # fmt: skip
         out = []
         with self.engine.connect() as conn:
             for row in conn.execute(q):
                 values = dict(row._mapping)
                 dep = {c.name: values.pop(f"dep_{c.name}") for c in deployments.c}
-                deployment = Deployment(**dep) if dep["push_id"] is not None else None
                 values["inputs"] = json.loads(values["inputs"])
-                out.append(DecisionRecord(**values, deployment=deployment))
+                out.append(DecisionRecord(**values, deployment=Deployment(**dep) if dep["push_id"] else None))
         return out
 
 

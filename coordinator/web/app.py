@@ -1,9 +1,9 @@
 """The dashboard: server-rendered pages (Jinja2, autoescaped: device names and SKUs come from
-devices), a little inline script that refreshes the fleet table, no CDN.
+devices), one small inline script that keeps a page's live part current (no reload), no CDN.
 
     /                 the fleet: state, SKU, last seen, health, degradation, results, refused,
                       the key each device checks; filter (?q=) and pages (?page=) for big fleets
-    /api/fleet        the same rows as JSON (the page refreshes from it every few seconds)
+    /api/fleet        the same rows as JSON, for tools
     /devices/{id}     a device: its record and its decisions, with why (``fleetbench explain``)
     /decisions        each device's newest decision: the chosen model's latency when chosen
                       (measured or predicted) against its smoke run, on log axes and as a table
@@ -85,15 +85,15 @@ def trend_svg(
             "days": (t1 - t0) / 86400}  # fmt: skip
 
 
-#: ``within_budget``'s short answers, said of devices
-VERDICTS = {"yes": "within budget", "NO": "over budget", "within noise": "within the noise of their budget",
+#: ``budget_verdict``'s kinds, said of devices
+VERDICTS = {"yes": "within budget", "NO": "over budget", "within": "within the noise of their budget",
             "-": "not measured yet"}  # fmt: skip
 
 
 def decision_rows(decisions: list[Any], now: float, q: str = "", page: int = 1) -> dict[str, Any]:
     """The decisions page: each device's newest decision, the chosen model's latency when chosen
     (measured or predicted) against its smoke run on the device, filtered and paged as the fleet."""
-    from coordinator.cli.format import within_budget
+    from coordinator.cli.format import basis, decision_verdict, interval
 
     q = q.strip().lower()
     chosen = [d for d in decisions if not q or q in d.device_id.lower() or q in (d.arch or "").lower()]
@@ -104,20 +104,19 @@ def decision_rows(decisions: list[Any], now: float, q: str = "", page: int = 1) 
     rows = []
     for i, d in enumerate(chosen):
         dep = d.deployment
-        p50, low = (dep.p50_ms, dep.p50_lo_ms) if dep else (None, None)
-        verdict = within_budget(p50, d.budget_ms, low)
-        said = VERDICTS[verdict.split(" (")[0]]
-        verdicts[said] = verdicts.get(said, 0) + 1
-        basis = (d.inputs.get("basis") or "predicted") if d.arch else None
+        p50 = dep.p50_ms if dep else None
+        kind, verdict = decision_verdict(d)
+        verdicts[VERDICTS[kind]] = verdicts.get(VERDICTS[kind], 0) + 1
+        how = basis(d)
         if d.predicted_ms and p50:
-            label = f"{d.device_id}: {basis} {d.predicted_ms:.2f} ms, smoke run {p50:.2f} ms"
-            points.append({"x": d.predicted_ms, "y": p50, "label": label, "cls": verdict.split(" ")[0]})
+            label = f"{d.device_id}: {how} {d.predicted_ms:.2f} ms, smoke run {p50:.2f} ms"
+            points.append({"x": d.predicted_ms, "y": p50, "label": label, "cls": kind})
         if (page - 1) * PAGE_SIZE <= i < page * PAGE_SIZE:
             rows.append({
                 "device": d.device_id, "budget": f"{d.budget_ms:.2f}", "arch": d.arch or "nothing fits",
-                "expected": f"{d.predicted_ms:.2f}" if d.predicted_ms else "-", "basis": basis or "",
+                "expected": f"{d.predicted_ms:.2f}" if d.predicted_ms else "-", "basis": how or "",
                 "smoke": f"{p50:.2f}" if p50 else "-",
-                "interval": f"{dep.p50_lo_ms:.2f}-{dep.p50_hi_ms:.2f}" if dep and dep.p50_lo_ms else "",
+                "interval": interval(dep, 2) if dep else "",
                 "verdict": verdict, "state": dep.state if dep else "-", "retry": d.inputs.get("retry") or 0,
                 "when": ago(now - d.at) + " ago",
             })  # fmt: skip
