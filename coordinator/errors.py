@@ -28,6 +28,10 @@ class NotEnoughDataError(RankingError):
     """Too few measurements to do what was asked."""
 
 
+class ModelFileError(RankingError):
+    """A saved predictor or optimizer is missing, damaged, of another format, version or space."""
+
+
 class ExtraMissingError(FleetbenchError):
     """An optional dependency (scipy, matplotlib) is not installed."""
 

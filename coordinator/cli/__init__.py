@@ -2,6 +2,7 @@
 ``fleetbench.commands`` entry point (the agent's CLI never imports the coordinator).
 
     ranking  monotonicity, plan-samples, predict, rank
+    crossdevice  probes, train-predictor, train-optimizer, optimize
     service  coordinator, fleet, push, rollouts, explain
     trust    keygen, job, revoke, broker-config, enroll
     demo     demo
@@ -18,9 +19,10 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add the coordinator's commands to the ``fleetbench`` subparsers."""
-    from coordinator.cli import demo, ranking, service, trust
+    from coordinator.cli import crossdevice, demo, ranking, service, trust
 
     service.register(sub)
     trust.register(sub)
     demo.register(sub)
     ranking.register(sub)
+    crossdevice.register(sub)

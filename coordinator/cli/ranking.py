@@ -66,7 +66,15 @@ def register(sub: Any) -> None:
     pred.add_argument("-o", "--output", required=True, metavar="OUT.csv")
     pred.add_argument("--proxy", metavar="DEVICE")
     pred.add_argument(
-        "--method", default=None, help="none, lut, adaproxy, multiref, hier or fleet (default: fleet)"
+        "--method",
+        default=None,
+        help="none, lut, adaproxy, multiref, hier, fleet or crossdevice (default: crossdevice for a column "
+        "with every probe measured, see `fleetbench probes`; fleet for the others)",
+    )
+    pred.add_argument(
+        "--predictor",
+        metavar="MODEL",
+        help="cross-device predictor from train-predictor (default: the shipped one)",
     )
     pred.set_defaults(func=cmd_predict)
 
@@ -208,7 +216,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from agent.common.files import check_writable, write_text_atomic
-    from coordinator.ranking import predictors
+    from coordinator.ranking import crossdevice
     from coordinator.ranking.fill import fill_table
     from coordinator.ranking.spaces import get_space
     from coordinator.ranking.tables import read_table, write_wide
@@ -216,9 +224,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_writable(args.output, "-o")
     space = get_space(args.space)
     table = read_table(args.table)
-    method = args.method or predictors.DEFAULT_METHOD
-    filled, report = fill_table(table, space, method=method, proxy=args.proxy)
+    predictor = crossdevice.load(args.predictor, space.name) if args.predictor else None
+    filled, report = fill_table(table, space, method=args.method, proxy=args.proxy, predictor=predictor)
     write_wide(args.output, filled)
+    method = args.method or "auto"
     write_text_atomic(args.output + ".meta.json", json.dumps(report.metadata(table, method)) + "\n", "-o")
     for w in report.warnings:
         _warn(w)

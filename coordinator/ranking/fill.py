@@ -6,6 +6,9 @@ column is a reference.  Columns at least half measured are completed first and
 then join the references for the sparser ones.  Measured cells always keep their
 measured value.  A column with fewer than ``MIN_ADAPT`` measurements cannot be
 adapted: it falls back to the proxy's ranking, with a warning that says so.
+
+With no method named, a column that has every probe of the space's cross-device
+predictor measured is predicted by it (``crossdevice``); the others by ``fleet``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from typing import Optional
 
 import numpy as np
 
-from coordinator.errors import NotEnoughDataError
-from coordinator.ranking import predictors, uncertainty
+from coordinator.errors import ModelFileError, NotEnoughDataError
+from coordinator.ranking import crossdevice, predictors, uncertainty
 from coordinator.ranking.monotonicity import monotonicity
 from coordinator.ranking.predictors import Design
 from coordinator.ranking.spaces.base import SearchSpace
@@ -72,13 +75,19 @@ def order_by_agreement(table: LatencyTable, cols: list[int]) -> list[int]:
 def fill_table(
     table: LatencyTable,
     space: SearchSpace,
-    method: str = predictors.DEFAULT_METHOD,
+    method: Optional[str] = None,
     proxy: Optional[str] = None,
     with_error: bool = True,
+    predictor: Optional[crossdevice.TrainedPredictor] = None,
 ) -> tuple[LatencyTable, FillReport]:
-    """Fill ``table``; ``with_error`` also estimates each predicted column's error (slower)."""
+    """Fill ``table``; ``with_error`` also estimates each predicted column's error (slower).
+
+    ``method`` None: ``crossdevice`` for columns with every probe measured (with
+    ``predictor``, or the one shipped for ``space``), ``fleet`` for the others."""
     table.validate_archs(space)
-    predictors.make(method)  # an unknown --method fails before any work
+    if method is not None:
+        predictors.make(method)  # an unknown --method fails before any work
+    trained = _cross_device_model(space, method, proxy, predictor)
     report = FillReport()
     logs = np.log(table.ms)
     out = logs.copy()
@@ -119,7 +128,14 @@ def fill_table(
         y = logs[:, j]
         ref_cols = list(refs)
         design = base.with_refs(out[:, ref_cols]) if ref_cols else base
-        if counts[j] < MIN_ADAPT:
+        if trained is not None and _use_cross_device(trained, table, y, name, method):
+            cross = crossdevice.CrossDevice(trained).fit(base, y)
+            pred = cross.predict(base)
+            n_probes = len(trained.probes)
+            report.method[name] = f"crossdevice from {n_probes} probes + {counts[j] - n_probes} samples"
+            if with_error:
+                report.log_error[name] = uncertainty.cv_log_error(cross, base, y)
+        elif counts[j] < MIN_ADAPT:
             pred = _fallback(design, y, name, report)
         elif not ref_cols:
             lut = predictors.LookupTable().fit(base, y)
@@ -128,9 +144,10 @@ def fill_table(
             if with_error:
                 report.log_error[name] = uncertainty.cv_log_error(lut, base, y)
         else:
-            est = predictors.make(method).fit(design, y)
+            col_method = method or predictors.DEFAULT_METHOD
+            est = predictors.make(col_method).fit(design, y)
             pred = est.predict(design)
-            report.method[name] = f"{method} from {', '.join(table.devices[r] for r in ref_cols)}"
+            report.method[name] = f"{col_method} from {', '.join(table.devices[r] for r in ref_cols)}"
             if with_error:
                 report.log_error[name] = uncertainty.cv_log_error(est, design, y)
         out[:, j] = np.where(np.isnan(y), pred, y)
@@ -138,6 +155,44 @@ def fill_table(
             refs.append(j)  # completed dense columns help the sparser ones
     filled = np.where(table.measured, table.ms, np.exp(out))
     return LatencyTable(table.archs, table.devices, filled), report
+
+
+def _cross_device_model(
+    space: SearchSpace,
+    method: Optional[str],
+    proxy: Optional[str],
+    given: Optional[crossdevice.TrainedPredictor],
+) -> Optional[crossdevice.TrainedPredictor]:
+    """The cross-device predictor this fill may use, or None."""
+    if method not in (None, predictors.CROSS_DEVICE) or (method is None and proxy is not None):
+        return None
+    trained = given or crossdevice.shipped(space.name)
+    if trained is None and method == predictors.CROSS_DEVICE:
+        raise ModelFileError(
+            f"no cross-device predictor is shipped for {space.name}; give one trained with "
+            "`fleetbench train-predictor`"
+        )
+    if trained is not None and trained.space != space.name:
+        raise ModelFileError(f"predictor model {trained.path!r} is for {trained.space}, not {space.name}")
+    return trained
+
+
+def _use_cross_device(
+    trained: crossdevice.TrainedPredictor,
+    table: LatencyTable,
+    y: np.ndarray,
+    name: str,
+    method: Optional[str],
+) -> bool:
+    have = crossdevice.probes_measured(trained, table.archs, y)
+    if have == len(trained.probes):
+        return True
+    if method == predictors.CROSS_DEVICE:
+        raise NotEnoughDataError(
+            f"device {name} has {have} of the {len(trained.probes)} probe architectures measured; the "
+            f"crossdevice method needs them all (`fleetbench probes --space {trained.space}` lists them)"
+        )
+    return False
 
 
 def _fallback(design: Design, y: np.ndarray, name: str, report: FillReport) -> np.ndarray:

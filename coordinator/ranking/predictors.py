@@ -15,7 +15,10 @@ architecture) and ``y``, the target's log-latencies with NaN where not measured;
   hier       hierarchical Bayes: the target's per-operation costs are drawn from the
              distribution of the reference devices' costs; hyper-parameters by
              marginal likelihood
-  fleet      the mean of hier and multiref (the default: see benchmarks/RESULTS.md)
+  fleet      the mean of hier and multiref (see benchmarks/RESULTS.md)
+  crossdevice  the predictor trained across many devices (``crossdevice.py``), adapted
+             from the target's probes and samples; the default for a column that has
+             every probe measured
 """
 
 from __future__ import annotations
@@ -333,8 +336,17 @@ METHODS: dict[str, type] = {
 DEFAULT_METHOD = "fleet"
 
 
+#: lives in crossdevice.py (it imports this module), made by ``make``
+CROSS_DEVICE = "crossdevice"
+METHOD_NAMES = (*METHODS, CROSS_DEVICE)
+
+
 def make(name: str) -> LatencyPredictor:
+    if name == CROSS_DEVICE:
+        from coordinator.ranking.crossdevice import CrossDevice
+
+        return CrossDevice()
     try:
         return METHODS[name]()
     except KeyError:
-        raise UnknownNameError(f"--method {name!r} is not one of: {', '.join(METHODS)}") from None
+        raise UnknownNameError(f"--method {name!r} is not one of: {', '.join(METHOD_NAMES)}") from None

@@ -66,9 +66,14 @@ def test_too_few_measurements_fall_back_to_the_proxy_ranking(public, keep):
 
 def test_no_fully_measured_device(public):
     ms = public.ms[:, [1]].copy()  # only the Coral column, which has gaps
-    filled, report = fill_table(LatencyTable(public.archs, ("coral",), ms), SPACE)
+    coral = LatencyTable(public.archs, ("coral",), ms)
+    filled, report = fill_table(coral, SPACE, method="fleet")
     assert not np.isnan(filled.ms).any()
     assert report.method["coral"].startswith("lut")
+    # with the probes measured, the cross-device predictor needs no reference device at all
+    filled, report = fill_table(coral, SPACE)
+    assert not np.isnan(filled.ms).any()
+    assert report.method["coral"] == "crossdevice from 20 probes + 1720 samples"
 
 
 def test_unknown_proxy_and_method(public):
