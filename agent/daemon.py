@@ -320,8 +320,9 @@ class Agent(DeviceDaemon):
         if arch is not None:
             await loop.run_in_executor(None, prune_cache, self.cache_dir, self.config.jobs.cache_bytes, path)
         return ResultData(
-            job_id=job.job_id, model=item, result=result, architecture=arch, conditions=conditions
-        )
+            job_id=job.job_id, model=item, result=result, architecture=arch, conditions=conditions,
+            probe=spec.is_probe(item),
+        )  # fmt: skip
 
     @property
     def cache_dir(self) -> str:

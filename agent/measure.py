@@ -78,15 +78,17 @@ def check_job(spec: JobSpec, model_dir: str, limits: JobsConfig) -> None:
 
     for name in spec.models:
         resolve_model(name, model_dir)
-    for i, item in enumerate(spec.architectures):
+    named = [(f"architectures[{i}]", item) for i, item in enumerate(spec.architectures)]
+    if spec.probe is not None:
+        named += [(f"probe.archs[{i}]", item) for i, item in enumerate(spec.probe.architectures)]
+    for where, item in named:
         if item.space not in SPACES:
-            raise JobError(
-                f"architectures[{i}].space must be one of {', '.join(SPACES)} (got {item.space!r})"
-            )
+            field = where.replace(".archs", "").split("[")[0] if where.startswith("probe") else where
+            raise JobError(f"{field}.space must be one of {', '.join(SPACES)} (got {item.space!r})")
         try:
             check(item.space, item.arch, item.classes, item.resolution)
         except ValueError as err:
-            raise JobError(f"architectures[{i}]: {err}") from None
+            raise JobError(f"{where}: {err}") from None
     if spec.lut is not None and spec.lut.space not in SPACES:
         raise JobError(f"lut.space must be one of {', '.join(SPACES)} (got {spec.lut.space!r})")
     settings = bench_settings(spec.settings, limits)
@@ -106,7 +108,7 @@ def estimate_s(spec: JobSpec, settings: BenchSettings) -> float:
     """The most device time a job's items can take: warm-up and measuring up to their limits
     (a lookup table measures each of its ``sample`` architectures' layers like an item)."""
     per_item = settings.warmup_time_s + settings.max_time_s
-    items = len(spec.models) + len(spec.architectures) * (1 + BUILD_S / per_item)
+    items = len(spec.models) + len(spec.all_architectures) * (1 + BUILD_S / per_item)
     if spec.lut is not None:
         items += spec.lut.sample
     return items * per_item

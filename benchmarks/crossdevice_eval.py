@@ -3,7 +3,8 @@
 Data: ``coordinator/data/nb201_devices_ms.csv`` (29 distinct devices; 27 over all 15,625
 NAS-Bench-201 architectures, the Jetson TX2 and Coral over 1,999) and the CIFAR-10 accuracies
 of all 15,625.  Every part trains on the reference devices only; the probes are chosen by the
-trained model among the architectures every reference device *and* the held-out device have
+trained model, as the shipped ones are, among the 1,999 architectures of the public table
+(``nb201_latency_ms.csv``) that every reference device *and* the held-out device have
 measured (which cells were measured, never their values).
 
   predictor  leave one device out, all 28 others as references: SRCC of the held-out device's
@@ -30,7 +31,14 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from coordinator.ranking import NB201_DEVICES, NB201_FULL_ACCURACY, SHIPPED_OPTIMIZERS, crossdevice, optimizer
+from coordinator.ranking import (
+    NB201_DEVICES,
+    NB201_FULL_ACCURACY,
+    NB201_LATENCY,
+    SHIPPED_OPTIMIZERS,
+    crossdevice,
+    optimizer,
+)
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import read_accuracy, read_table
 
@@ -52,10 +60,15 @@ class Data:
         self.onehot, self.alive = enc["onehot"], enc["alive"]
         acc, _ = read_accuracy(NB201_FULL_ACCURACY, "cifar10_top1")
         self.accuracy = np.array([acc[a] for a in table.archs])
+        public = set(read_table(NB201_LATENCY).archs)
+        self.public = np.array([a in public for a in table.archs])
 
     def fit(self, refs: list[int], target: int) -> crossdevice.CrossDevicePredictor:
         return crossdevice.CrossDevicePredictor().fit(
-            self.onehot, self.alive, self.logs[:, refs], probe_candidates=~np.isnan(self.logs[:, target])
+            self.onehot,
+            self.alive,
+            self.logs[:, refs],
+            probe_candidates=self.public & ~np.isnan(self.logs[:, target]),
         )
 
     def srcc(self, model: crossdevice.CrossDevicePredictor, target: int, extra: int, seed: int) -> float:

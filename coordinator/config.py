@@ -48,6 +48,13 @@ class RerankConfig:
     #: the accuracy table (CSV) and its column; empty: the bundled NAS-Bench-201 accuracies
     accuracy: Optional[str] = None
     metric: str = "cifar10_top1"
+    #: a new (or degraded) device first measures the probes of the space's cross-device
+    #: predictor and gets an instant pick from the optimizer network, then samples refine it
+    #: (off, or no predictor or network for the space and metric: sampling only)
+    probes: bool = True
+    #: the cross-device predictor and optimizer network; empty: the ones shipped for the space
+    predictor: Optional[str] = None
+    optimizer: Optional[str] = None
     #: architectures measured on a new device before its column is predicted
     samples: int = 10
     seed: int = 0

@@ -4,7 +4,14 @@ For every online device with a latency budget (per device, per SKU or the defaul
 a state machine whose state the store keeps (``RerankState``), so a restarted
 coordinator carries on where it was:
 
-    none, no_budget  -> plan k sample architectures (the same plan for every device: it
+    none, no_budget  -> send the probe job (the cross-device predictor's probes; with
+                        rerank.probes and a predictor and network for the space): probing;
+                        without: as below, sampling
+    probing          -> the job ended: the optimizer network picks from the probes alone
+                        (``instant_decide``): building, deploying as below; then sampling to
+                        refine it.  Refused (a device older than probe jobs), or a probe
+                        failed: sampling
+    (after probing)  -> plan k sample architectures (the same plan for every device: it
                         depends only on the reference table), send them as a job: sampling
     sampling         -> that device's own acks say the job ended: its results become the
                         device's column; ``decide`` (``coordinator.ranking.decision``)
@@ -21,7 +28,8 @@ coordinator carries on where it was:
                         beyond the run's noise: that latency joins the device's measurements
                         and it decides again (building), at most rerank.retries times a
                         round; then failed, and the device keeps the model it had
-    decided          -> its degradation index moved past the threshold: sampling again
+    decided          -> its degradation index moved past the threshold: probing again (its
+                        features have changed), then sampling
     failed           -> after rerank.job_timeout_s: sampling again
 
 Decisions use the reference table (bundled or configured) as the devices they are
@@ -40,7 +48,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from agent.common.errors import FleetbenchError
-from agent.protocol.jobs import ArchItem, JobSettings, JobSpec
+from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, ProbeItem
 from agent.protocol.messages import JobMessage, encode, make
 from agent.protocol.topics import DeviceTopics
 from coordinator.cli.format import noise
@@ -48,7 +56,8 @@ from coordinator.config import CoordinatorConfig
 from coordinator.deploy import create_rollout
 from coordinator.errors import CoordinatorError
 from coordinator.keys import Signer
-from coordinator.ranking.decision import Decision, decide, plan_samples
+from coordinator.ranking import crossdevice, optimizer
+from coordinator.ranking.decision import Decision, decide, instant_decide, plan_samples
 from coordinator.ranking.spaces import get_space
 from coordinator.ranking.tables import LatencyTable, read_accuracy, read_table
 from coordinator.store import Store
@@ -81,6 +90,36 @@ def accuracy_table(config: CoordinatorConfig) -> dict[str, float]:
     return read_accuracy(path, config.rerank.metric)[0]
 
 
+def instant_models(
+    config: CoordinatorConfig,
+) -> Optional[tuple[crossdevice.TrainedPredictor, optimizer.OptimizerNet]]:
+    """The cross-device predictor and optimizer network for the instant pick, or None (off, or
+    none for this space and metric).  A configured file that is wrong is a configuration error."""
+    from coordinator.errors import ModelFileError
+    from coordinator.ranking import SHIPPED_OPTIMIZERS
+
+    r = config.rerank
+    if not r.probes:
+        return None
+    try:
+        trained = crossdevice.load(r.predictor, r.space) if r.predictor else crossdevice.shipped(r.space)
+        path = r.optimizer or SHIPPED_OPTIMIZERS.get((r.space, r.metric))
+        if trained is None or path is None or not os.path.exists(path):
+            if r.predictor or r.optimizer:
+                raise CoordinatorError(f"rerank.optimizer {path!r} does not exist")
+            return None
+        net = optimizer.load(path, r.space)
+    except ModelFileError as err:
+        raise CoordinatorError(f"rerank: {err}") from None
+    if net.metric != r.metric:
+        raise CoordinatorError(
+            f"rerank.optimizer {path!r} was trained for {net.metric}, not rerank.metric {r.metric}"
+        )
+    if tuple(net.header.get("probes", ())) != trained.probes:
+        raise CoordinatorError(f"rerank.optimizer {path!r} was trained with another predictor's probes")
+    return trained, net
+
+
 def build_model(space: str, arch: str, path: str) -> str:
     """Materialize ``arch`` into the model file ``path`` (the worker thread's job)."""
     from agent.materialize import materialize, write_model
@@ -110,6 +149,7 @@ class Reranker:
         self.space = get_space(config.rerank.space)
         self.reference = reference_table(config)
         self.accuracy = accuracy_table(config)
+        self.instant = instant_models(config)
         self._plan: Optional[list[str]] = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetbench-build")
         #: models being built: device -> (the file's future, the decision, the round's state, retry)
@@ -149,6 +189,8 @@ class Reranker:
             return
         if state is None or state.state == "no_budget":
             self._start(device, state, now, "new device")
+        elif state.state == "probing":
+            self._check_probes(device, state, budget, now)
         elif state.state in ("sampling", "building"):
             self._check_job(device, state, budget, now)
         elif state.state == "deploying":
@@ -165,15 +207,25 @@ class Reranker:
                 self._start(device, state, now, f"degradation index moved {then:.3f} -> {current:.3f}")
 
     def _start(self, device: OnlineDevice, state: Optional[RerankState], now: float, why: str) -> None:
-        device_id = device.device_id
+        """A new round: the probe job first if there is an instant pick to make, else sampling."""
         rounds = (state.rounds if state else 0) + 1
-        job_id = f"rerank-{rounds}-{uuid.uuid4().hex[:8]}"
+        if self.instant is not None:
+            self._send_job(device, now, why, rounds, "probing")
+        else:
+            self._send_job(device, now, why, rounds, "sampling")
+
+    def _send_job(self, device: OnlineDevice, now: float, why: str, rounds: int, stage: str) -> None:
+        device_id = device.device_id
+        job_id = f"{'probe' if stage == 'probing' else 'rerank'}-{rounds}-{uuid.uuid4().hex[:8]}"
         r = self.config.rerank
-        spec = JobSpec(
-            job_id=job_id,
-            architectures=tuple(ArchItem(space=r.space, arch=a, format=r.format) for a in self.plan),  # type: ignore[arg-type]
-            settings=JobSettings(runs=r.runs, warmup_runs=3, min_time_s=0.0, threads=1),
-        )
+        settings = JobSettings(runs=r.runs, warmup_runs=3, min_time_s=0.0, threads=1)
+        if stage == "probing":
+            assert self.instant is not None
+            probe = ProbeItem(space=r.space, archs=self.instant[0].probes, format=r.format)  # type: ignore[arg-type]
+            spec = JobSpec(job_id=job_id, probe=probe, settings=settings)
+        else:
+            archs = tuple(ArchItem(space=r.space, arch=a, format=r.format) for a in self.plan)  # type: ignore[arg-type]
+            spec = JobSpec(job_id=job_id, architectures=archs, settings=settings)
         try:
             spec = self.signer.job(spec, device)
         except CoordinatorError as err:  # no signing key yet: try again after job_timeout_s
@@ -185,7 +237,7 @@ class Reranker:
         self.store.set_rerank(
             device_id,
             now,
-            state="sampling",
+            state=stage,
             job_id=job_id,
             space=r.space,
             rounds=rounds,
@@ -193,8 +245,36 @@ class Reranker:
             degradation_index=device.degradation_index,
             detail=why,
         )
-        logger.info("re-ranking %s (%s): %d sample architectures sent as job %s", device_id, why,
-                    len(self.plan), job_id)  # fmt: skip
+        what = f"{len(spec.all_architectures)} {'probe' if stage == 'probing' else 'sample'} architectures"
+        logger.info("re-ranking %s (%s): %s sent as job %s", device_id, why, what, job_id)
+
+    def _check_probes(self, device: OnlineDevice, state: RerankState, budget: float, now: float) -> None:
+        """The probe job ended: the instant pick (then sampling refines it)."""
+        device_id, job_id = device.device_id, state.job_id or ""
+        building = self._building.get(device_id)
+        if building is not None:
+            self._finish_build(device, building, now)
+            return
+        ended = self.store.job_ending(device_id, job_id)
+        if ended is None:
+            if now - (state.started_at or now) > self.config.rerank.job_timeout_s:
+                self.store.set_rerank(
+                    device_id, now, state="failed", detail=f"job {job_id} did not finish in time"
+                )
+            return
+        assert self.instant is not None
+        trained, net = self.instant
+        measured = self.store.measured(device_id, job_id, self.config.rerank.space)
+        if ended.state == "rejected" or any(p not in measured for p in trained.probes):
+            got = sum(p in measured for p in trained.probes)
+            why = (f"probe job {job_id} was refused ({ended.error})" if ended.state == "rejected"
+                   else f"{got} of {len(trained.probes)} probes measured")  # fmt: skip
+            logger.info("%s: %s; sampling without an instant pick", device_id, why)
+            self._send_job(device, now, f"{state.detail}; {why}", state.rounds, "sampling")
+            return
+        decision = instant_decide(trained, net, self.space, self.reference.archs, device_id, measured,
+                                  self.accuracy, budget)  # fmt: skip
+        self._choose(device, decision, state, now, retry=0)
 
     def _check_job(self, device: OnlineDevice, state: RerankState, budget: float, now: float) -> None:
         device_id, job_id = device.device_id, state.job_id or ""
@@ -214,9 +294,25 @@ class Reranker:
                 device_id, now, state="failed", detail=f"job {job_id} was rejected: {ended.error}"
             )
             return
-        measured = self.store.measured(device_id, job_id, self.config.rerank.space)
+        measured = {
+            **self._earlier(device_id, state),
+            **self.store.measured(device_id, job_id, self.config.rerank.space),
+        }
         decision = decide(self.reference, self.space, device_id, measured, self.accuracy, budget)
         self._choose(device, decision, state, now, retry=0)
+
+    def _earlier(self, device_id: str, state: RerankState) -> dict[str, float]:
+        """What this round measured before its samples: the probes, and the smoke run of the
+        instant pick's model (a measurement of that architecture on the device too)."""
+        found = self.store.latest_decisions(device_id)
+        last = found[0] if found else None
+        if last is None or last.inputs.get("stage") != "instant" or last.inputs.get("round") != state.rounds:
+            return {}
+        out = dict(last.inputs["measured"])
+        dep = last.deployment
+        if last.arch and dep is not None and dep.p50_ms is not None and dep.p50_ms > 0:
+            out[last.arch] = dep.p50_ms
+        return out
 
     def _choose(
         self, device: OnlineDevice, decision: Decision, state: RerankState, now: float, retry: int
@@ -260,6 +356,9 @@ class Reranker:
             self.store.set_rerank(device_id, now, state="decided")
             return
         if dep is None or dep.state not in TERMINAL:  # (the deployer makes the push on its next pass)
+            return
+        if last.inputs.get("stage") == "instant":  # the instant pick is out: now refine it
+            self._send_job(device, now, f"refining the instant pick ({dep.state})", state.rounds, "sampling")
             return
         arch = last.arch or ""
         over = over_budget(last)
@@ -310,18 +409,21 @@ class Reranker:
             rollout_id,
             inputs,
         )
-        # The baseline for "degraded since": the index the decision was made at.
-        self.store.set_rerank(
-            device.device_id,
-            now,
-            state="deploying" if rollout_id else "decided",
-            detail=decision.arch or "nothing fits the budget",
-            degradation_index=device.degradation_index,
-        )
+        if decision.stage == "instant" and rollout_id is None:  # nothing to push: refine at once
+            self._send_job(device, now, "refining the instant pick", state.rounds, "sampling")
+        else:
+            # The baseline for "degraded since": the index the decision was made at.
+            self.store.set_rerank(
+                device.device_id,
+                now,
+                state="deploying" if rollout_id else "decided",
+                detail=decision.arch or "nothing fits the budget",
+                degradation_index=device.degradation_index,
+            )
         if decision.arch:
-            logger.info("%s gets %s: predicted %.2f ms (%.2f with margin) under %.2f ms, accuracy %.2f",
-                        device.device_id, decision.arch, decision.predicted_ms, decision.with_margin_ms,
-                        decision.budget_ms, decision.accuracy)  # fmt: skip
+            logger.info("%s gets %s (%s): predicted %.2f ms (%.2f with margin) under %.2f ms, accuracy %.2f",
+                        device.device_id, decision.arch, decision.stage, decision.predicted_ms,
+                        decision.with_margin_ms, decision.budget_ms, decision.accuracy)  # fmt: skip
         else:
             logger.warning(
                 "%s: no architecture fits %.2f ms with margin", device.device_id, decision.budget_ms

@@ -180,10 +180,10 @@ class SimulatedDevice:
             return
         self.send(
             JobAckMessage,
-            JobAck(job_id=job_id, state="accepted", architectures=len(job.architectures)),
+            JobAck(job_id=job_id, state="accepted", architectures=len(job.all_architectures)),
             f"ack:{job_id}:accepted",
         )
-        for item in job.architectures:
+        for item in job.all_architectures:
             arch = item.arch
             if arch not in self.latency_ms:
                 self.send(JobAckMessage, JobAck(job_id=job_id, state="model_failed", model=item.key,
@@ -191,9 +191,10 @@ class SimulatedDevice:
                 continue
             ms = self.true_ms(arch) * float(np.exp(self.rng.normal(0.0, self.noise)))
             data = ResultData(job_id=job_id, model=item.key, result=simulated_result(item.key, ms),
-                              architecture=item, conditions=Conditions())  # fmt: skip
+                              architecture=item, conditions=Conditions(),
+                              probe=job.is_probe(item.key))  # fmt: skip
             self.send(ResultMessage, data, f"result:{job_id}:{item.key}")
-        self.send(JobAckMessage, JobAck(job_id=job_id, state="done", measured=len(job.architectures)),
+        self.send(JobAckMessage, JobAck(job_id=job_id, state="done", measured=len(job.all_architectures)),
                   f"ack:{job_id}:done")  # fmt: skip
 
     def _on_push(self, message: Envelope) -> None:  # on the loop

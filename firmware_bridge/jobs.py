@@ -29,7 +29,7 @@ class BoardSettings(NamedTuple):
 
 def board_settings(spec: JobSpec, hello: Optional[Hello], defaults: BridgeConfig) -> BoardSettings:
     """What the board is asked to do for ``spec``; JobError names the first thing it cannot."""
-    if spec.architectures or spec.lut is not None:
+    if spec.all_architectures or spec.lut is not None:
         raise JobError(
             "a microcontroller runs only the models in its firmware"
             + (f" ({', '.join(hello.models)})" if hello and hello.models else "")

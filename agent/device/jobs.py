@@ -195,7 +195,7 @@ class JobInbox:
         job = Job(spec)
         self.store.save(job)  # on disk before we say so
         self.ack(spec.job_id, "accepted", message_id=message_id, models=len(spec.models),
-                 architectures=len(spec.architectures))  # fmt: skip
+                 architectures=len(spec.all_architectures))  # fmt: skip
         return job
 
     def send_result(self, data: ResultData) -> Optional[Future[str]]:

@@ -3,6 +3,7 @@
     {"job_id": "j-42",
      "models": ["mobilenet_v2.tflite", "example:squeezenet"],
      "architectures": [{"space": "nas-bench-201", "arch": "|nor_conv_3x3~0|+|...|", "seed": 0}],
+     "probe": {"space": "nas-bench-201", "archs": ["|nor_conv_3x3~0|+|...|", ...]},
      "settings": {"runs": 100, "warmup_runs": 10, "threads": 1},
      "device_id": "shed-pi-3", "seq": 1764240000000000, "expires_at": 1764326400.0,
      "signature": "<base64 Ed25519 by the coordinator's key>"}
@@ -71,6 +72,32 @@ class LutItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return f"lut:{self.space}:sample={self.sample}:seed={self.seed}.{self.format}"
 
 
+#: probe architectures one job may name
+MAX_PROBES = 64
+
+
+class ProbeItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Measure a search space's probe architectures: the device's features (``fleetbench probes``).
+
+    Each is built and timed like an ``ArchItem`` (same keys, so results name them alike);
+    their results say ``probe: true``, so whoever reads the broker knows what they are for."""
+
+    space: Space
+    archs: Annotated[
+        tuple[Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,300}$")], ...], Meta(min_length=1, max_length=MAX_PROBES)
+    ]
+    seed: Seed = 0
+    format: Format = "onnx"
+
+    def __post_init__(self) -> None:
+        if len(set(self.archs)) != len(self.archs):
+            raise ValueError("probe.archs names the same architecture twice")
+
+    @property
+    def architectures(self) -> tuple[ArchItem, ...]:
+        return tuple(ArchItem(space=self.space, arch=a, seed=self.seed, format=self.format) for a in self.archs)
+
+
 class JobSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """How to measure; a setting left out is the device's default (its ``BenchSettings``)."""
 
@@ -97,6 +124,9 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     models: tuple[ItemName, ...] = ()
     architectures: tuple[ArchItem, ...] = ()
     lut: Optional[LutItem] = None
+    #: the device's features: probe architectures (absent from older coordinators' jobs; a
+    #: device older than it refuses the job, as an unknown field, and says so in its ack)
+    probe: Optional[ProbeItem] = None
     settings: JobSettings = JobSettings()
     #: the seal (agent.protocol.signing): the one device it is for, its sequence number, its
     #: expiry, the coordinator's signature; a device that pins a key refuses a job without it
@@ -110,8 +140,8 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
 
     def __post_init__(self) -> None:
         total = len(self.models) + len(self.architectures)
-        if total == 0 and self.lut is None:
-            raise ValueError("a job needs at least one model, architecture or lut")
+        if total == 0 and self.lut is None and self.probe is None:
+            raise ValueError("a job needs at least one model, architecture, lut or probe")
         if total > MAX_ITEMS:
             raise ValueError(f"a job may name at most {MAX_ITEMS} models and architectures (got {total})")
         if len(set(self.items)) != len(self.items):
@@ -120,8 +150,16 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     @property
     def items(self) -> tuple[str, ...]:
         """Everything the job measures, by name: model paths, architecture keys, the table."""
-        archs = tuple(a.key for a in self.architectures)
+        archs = tuple(a.key for a in self.all_architectures)
         return self.models + archs + ((self.lut.key,) if self.lut else ())
 
+    @property
+    def all_architectures(self) -> tuple[ArchItem, ...]:
+        """The architectures to build and time: those named, then the probes."""
+        return self.architectures + (self.probe.architectures if self.probe else ())
+
     def architecture(self, key: str) -> Optional[ArchItem]:
-        return next((a for a in self.architectures if a.key == key), None)
+        return next((a for a in self.all_architectures if a.key == key), None)
+
+    def is_probe(self, key: str) -> bool:
+        return self.probe is not None and any(a.key == key for a in self.probe.architectures)

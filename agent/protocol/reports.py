@@ -184,6 +184,8 @@ class ResultData(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     conditions: Conditions
     #: samples left out to keep the message under the hubs' 128 KiB (the statistics remain)
     samples_omitted: Count = 0
+    #: the item was one of the job's probe architectures (the device's features)
+    probe: bool = False
 
     def __post_init__(self) -> None:
         if (self.result is None) == (self.lut is None):

@@ -161,7 +161,9 @@ def cmd_train_predictor(args: argparse.Namespace) -> int:
     if len(table.devices) < 2:
         from coordinator.errors import NotEnoughDataError
 
-        raise NotEnoughDataError(f"training needs 2 or more devices, got {len(table.devices)} in {args.table}")
+        raise NotEnoughDataError(
+            f"training needs 2 or more devices, got {len(table.devices)} in {args.table}"
+        )
     logs = np.log(table.ms)
     _progress(f"training on {len(table.devices)} devices x {len(table.archs)} architectures ({args.table})")
     started = time.monotonic()

@@ -62,20 +62,20 @@ def online(store, device: str, index=None) -> None:
 
 
 def answer(store, device: str, job, scale: float = 1.0, ts: float = 10.0) -> None:
-    """What the device does with a sampling job: a result per architecture, then "done"."""
-    for item in job.data.architectures:
+    """What the device does with a sampling or probe job: a result per architecture, then "done"."""
+    for item in job.data.all_architectures:
         arch = ArchItem(space=item.space, arch=item.arch, format=item.format)
         send(store, result(device, job.data.job_id, item.key, p50_ms=PI4[item.arch] * scale, arch=arch))
     send(store, job_ack(device, job.data.job_id, "done", msg_id=f"ack:{job.data.job_id}:done", measured=3))
 
 
-@pytest.fixture
-def loop(tmp_path):
+@pytest.fixture(params=[False], ids=["sampling only"])
+def loop(tmp_path, request):
+    """The loop without the probe step (``rerank.probes = false``) unless parametrized so."""
     store = open_store(str(tmp_path / "fleet.sqlite"))
-    config = CoordinatorConfig(
-        state_dir=str(tmp_path / "coord"),
-        rerank=RerankConfig(samples=3, exclude=("raspberry_pi4",), budgets={"Pi": 45.0}, job_timeout_s=100.0),
-    )
+    rerank = RerankConfig(samples=3, exclude=("raspberry_pi4",), budgets={"Pi": 45.0}, job_timeout_s=100.0,
+                          probes=request.param)  # fmt: skip
+    config = CoordinatorConfig(state_dir=str(tmp_path / "coord"), rerank=rerank)
     jobs, builder = Jobs(), Builder()
     reranker = Reranker(store, config, jobs, build=builder)
     yield store, config, jobs, builder, reranker
@@ -117,6 +117,66 @@ def test_a_new_device_is_sampled_decided_built_off_the_tick_and_pushed(loop):
     push_ends(store, decision, "installed", p50_ms=40.0)
     reranker.tick(now=7.0)
     assert store.rerank_states()["pi-1"].state == "decided"
+
+
+@pytest.mark.parametrize("loop", [True], ids=["probes"], indirect=True)
+def test_a_new_device_is_probed_picked_at_once_then_refined(loop):
+    store, _config, jobs, builder, reranker = loop
+    builder.go.set()
+    online(store, "pi-1", index=1.0)
+    reranker.tick(now=1.0)
+    (probe,) = jobs.sent
+    assert probe.data.probe is not None and not probe.data.architectures
+    assert probe.data.probe.archs == reranker.instant[0].probes and len(probe.data.probe.archs) == 20
+    assert store.rerank_states()["pi-1"].state == "probing"
+    answer(store, "pi-1", probe)
+    reranker.tick(now=2.0)  # the instant pick: built and pushed like any decision
+    reranker._building["pi-1"][0].result(10)
+    reranker.tick(now=3.0)
+    assert store.rerank_states()["pi-1"].state == "deploying"
+    (instant,) = store.decisions("pi-1")
+    assert instant.inputs["stage"] == "instant" and instant.inputs["basis"] == "predicted"
+    assert instant.inputs["method"].startswith("the optimizer network") and "20 probes" in instant.inputs["method"]
+    assert len(instant.inputs["measured"]) == 20 and instant.predicted_ms <= 45.0
+    push_ends(store, instant, "installed", p50_ms=41.0)
+    reranker.tick(now=4.0)  # installed: now the samples refine it, in the same round
+    state = store.rerank_states()["pi-1"]
+    assert state.state == "sampling" and state.rounds == 1
+    sample = jobs.sent[-1]
+    assert len(sample.data.architectures) == 3 and sample.data.probe is None
+    answer(store, "pi-1", sample)
+    reranker.tick(now=5.0)
+    if store.rerank_states()["pi-1"].state == "building":
+        reranker._building["pi-1"][0].result(10)
+        reranker.tick(now=6.0)
+    refined = store.decisions("pi-1")[0]
+    assert refined.inputs["stage"] == "refined"
+    # built on everything the device measured: probes, samples, the instant pick's smoke run
+    measured = refined.inputs["measured"]
+    assert set(instant.inputs["measured"]) <= set(measured) and measured[instant.arch] == 41.0
+    assert refined.inputs["method"].startswith("crossdevice from 20 probes + ")
+    if refined.rollout_id:
+        push_ends(store, refined, "installed", p50_ms=40.0)
+        reranker.tick(now=7.0)
+    assert store.rerank_states()["pi-1"].state == "decided"
+    # degraded: probed again, from fresh features
+    online(store, "pi-1", index=1.5)
+    reranker.tick(now=8.0)
+    state = store.rerank_states()["pi-1"]
+    assert state.state == "probing" and state.rounds == 2 and jobs.sent[-1].data.probe is not None
+
+
+@pytest.mark.parametrize("loop", [True], ids=["probes"], indirect=True)
+def test_a_device_that_refuses_the_probe_job_is_sampled(loop):
+    store, _config, jobs, _builder, reranker = loop
+    online(store, "old-pi")
+    reranker.tick(now=1.0)
+    (probe,) = jobs.sent
+    send(store, job_ack("old-pi", probe.data.job_id, "rejected", error="unknown field probe"))
+    reranker.tick(now=2.0)
+    state = store.rerank_states()["old-pi"]
+    assert state.state == "sampling" and "refused (unknown field probe)" in state.detail
+    assert jobs.sent[-1].data.architectures and jobs.sent[-1].data.probe is None
 
 
 def push_ends(store, decision, state: str, p50_ms=None, interval=(None, None), detail=None) -> None:
