@@ -328,14 +328,15 @@ def decision_line(d: Any) -> str:
     from coordinator.cli.format import basis
 
     again = f" again (retry {d.inputs['retry']})" if d.inputs.get("retry") else ""
+    verb = "picked at once from its probes" if d.inputs.get("stage") == "instant" else "decided"
     if d.arch is None:
-        return f"decided{again}: nothing fits the budget of {d.budget_ms:.2f} ms with the error margin"
+        return f"{verb}{again}: nothing fits the budget of {d.budget_ms:.2f} ms with the error margin"
     i = d.inputs
     if basis(d) == "measured":
         how = f"measured {d.predicted_ms:.2f} ms when sampled"
     else:
         how = f"predicted {d.predicted_ms:.2f} ms, {i['with_margin_ms']:.2f} with the error margin"
-    return f"decided{again}: {d.arch} ({how}; budget {d.budget_ms:.2f} ms)"
+    return f"{verb}{again}: {d.arch} ({how}; budget {d.budget_ms:.2f} ms)"
 
 
 def _push_line(d: Any) -> Optional[str]:
@@ -365,11 +366,15 @@ def _progress(store: Any, devices: list[str]) -> dict[str, tuple[list[tuple[str,
         st = states.get(device)
         if st is None:
             continue
-        found = store.latest_decisions(device) if st.state != "sampling" else []
+        found = store.latest_decisions(device) if st.state != "probing" else []
         d = found[0] if found else None
+        if d is not None and st.state == "sampling" and d.inputs.get("stage") != "instant":
+            d = None  # an older round's decision
         lines = [("decision", decision_line(d))] if d is not None else []
         push = _push_line(d) if d is not None else None
-        if st.state == "sampling":
+        if st.state == "probing":
+            lines.append(("progress", f"probing: measuring the probe architectures (job {st.job_id})"))
+        elif st.state == "sampling":
             lines.append(("progress", f"sampling: measuring the planned architectures (job {st.job_id})"))
         elif st.state == "building":
             lines.append(("progress", f"building the chosen model: {st.detail.removeprefix('building ')}"))

@@ -169,6 +169,37 @@ def _column_figures(reranker: Any, rows: list[dict[str, Any]], sims: list[Any]) 
     return out
 
 
+def _round(store: Any, decision: Any) -> list[Any]:
+    """The decisions of ``decision``'s round, oldest first: the instant pick, then the refined ones."""
+    same = [
+        d
+        for d in store.decisions(decision.device_id)
+        if d.inputs.get("round") == decision.inputs.get("round")
+    ]
+    return list(reversed(same)) or [decision]
+
+
+def _probe_words(reranker: Any) -> str:
+    if reranker.instant is None:
+        return ""
+    trained = reranker.instant[0]
+    return (
+        f"each device first measured the {len(trained.probes)} probe architectures and got an instant pick "
+        "from the optimizer network (its probes and the budget in, an architecture out, checked with the "
+        f"cross-device predictor of {len(trained.devices)} devices), which was pushed at once; "
+    )
+
+
+def _trained_on(reranker: Any) -> str:
+    if reranker.instant is None:
+        return ""
+    return (
+        "; but the cross-device predictor behind the instant pick was trained on every published device, "
+        "these included, so their instant picks are optimistic (benchmarks/RESULTS.md has the "
+        "leave-one-device-out figures)"
+    )
+
+
 def write_report(path: str, store: Any, config: Any, rows: list[dict[str, Any]], sims: list[Any]) -> None:
     import matplotlib
 
@@ -203,7 +234,9 @@ def write_report(path: str, store: Any, config: Any, rows: list[dict[str, Any]],
     )
     columns = "".join(f"<figure>{img}<figcaption>{esc(cap)}</figcaption></figure>"
                       for cap, img in _column_figures(reranker, rows, sims))  # fmt: skip
-    explained = "".join(f"<pre>{esc(describe(r['decision']))}</pre>" for r in rows if r["decision"])
+    explained = "".join(
+        f"<pre>{esc(describe(d))}</pre>" for r in rows if r["decision"] for d in _round(store, r["decision"])
+    )
     heat, notes = _srcc_figure(store, reranker, rows)
     said = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
     page = f"""<!doctype html>
@@ -224,16 +257,18 @@ pre {{ white-space: pre-wrap; overflow-wrap: anywhere; background: #f7f7f7; padd
 .note {{ background: #fff8e0; padding: 0.6em 1em; border-left: 4px solid #e0b000; }}
 </style></head><body>
 <h1>fleetbench demo</h1>
-<p>{esc(time.strftime("%Y-%m-%d %H:%M:%S"))}. Search space {esc(config.rerank.space)}; each device measured
-{len(reranker.plan)} planned architectures; its whole latency column was predicted from the reference devices
-({esc(", ".join(reranker.reference.devices))}); the most accurate architecture ({esc(config.rerank.metric)})
-that fits its budget with the error margin was pushed, signed, installed and smoke-run on it. A device whose
+<p>{esc(time.strftime("%Y-%m-%d %H:%M:%S"))}. Search space {esc(config.rerank.space)};
+{_probe_words(reranker)}each device then measured {len(reranker.plan)} planned architectures; its whole
+latency column was predicted from the reference devices ({esc(", ".join(reranker.reference.devices))});
+the most accurate architecture ({esc(config.rerank.metric)}) that fits its budget with the error
+margin was pushed, signed, installed and smoke-run on it. A device whose
 smoke run is over the budget beyond the run's noise rolls the model back, and the coordinator chooses again
 with that measurement (at most {config.rerank.retries} times).</p>
 <p class="note"><strong>Simulated devices</strong> answer from the published NAS-Bench-201 latencies
 (HW-NAS-Bench) of a real board, times a drift factor (an aged board is slower), with noise. Those columns are
-left out of the coordinator's reference table. <strong>{esc(rows[0]["device"] if rows else "")}</strong> is
-a real agent on this machine, timing materialized models with ONNX Runtime.</p>
+left out of the coordinator's reference table{_trained_on(reranker)}.
+<strong>{esc(rows[0]["device"] if rows else "")}</strong> is a real agent on this machine, timing materialized
+models with ONNX Runtime.</p>
 <h2>Devices and the model each received</h2>
 <p><em>Chosen model ms</em> is the chosen architecture's latency on the device when it was chosen:
 <em>measured</em> (one of the device's own samples) or <em>predicted</em> (the error margin is added when

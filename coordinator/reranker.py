@@ -251,16 +251,8 @@ class Reranker:
     def _check_probes(self, device: OnlineDevice, state: RerankState, budget: float, now: float) -> None:
         """The probe job ended: the instant pick (then sampling refines it)."""
         device_id, job_id = device.device_id, state.job_id or ""
-        building = self._building.get(device_id)
-        if building is not None:
-            self._finish_build(device, building, now)
-            return
-        ended = self.store.job_ending(device_id, job_id)
+        ended = self._job_end(device, state, now)
         if ended is None:
-            if now - (state.started_at or now) > self.config.rerank.job_timeout_s:
-                self.store.set_rerank(
-                    device_id, now, state="failed", detail=f"job {job_id} did not finish in time"
-                )
             return
         assert self.instant is not None
         trained, net = self.instant
@@ -276,18 +268,25 @@ class Reranker:
                                   self.accuracy, budget)  # fmt: skip
         self._choose(device, decision, state, now, retry=0)
 
-    def _check_job(self, device: OnlineDevice, state: RerankState, budget: float, now: float) -> None:
+    def _job_end(self, device: OnlineDevice, state: RerankState, now: float) -> Optional[Any]:
+        """How the round's job ended, or None: a chosen model is being built (finished here when
+        it is), or the job runs on (the round fails past rerank.job_timeout_s)."""
         device_id, job_id = device.device_id, state.job_id or ""
         building = self._building.get(device_id)
         if building is not None:
             self._finish_build(device, building, now)
-            return
+            return None
         ended = self.store.job_ending(device_id, job_id)
+        if ended is None and now - (state.started_at or now) > self.config.rerank.job_timeout_s:
+            self.store.set_rerank(
+                device_id, now, state="failed", detail=f"job {job_id} did not finish in time"
+            )
+        return ended
+
+    def _check_job(self, device: OnlineDevice, state: RerankState, budget: float, now: float) -> None:
+        device_id, job_id = device.device_id, state.job_id or ""
+        ended = self._job_end(device, state, now)
         if ended is None:
-            if now - (state.started_at or now) > self.config.rerank.job_timeout_s:
-                self.store.set_rerank(
-                    device_id, now, state="failed", detail=f"job {job_id} did not finish in time"
-                )
             return
         if ended.state == "rejected":
             self.store.set_rerank(

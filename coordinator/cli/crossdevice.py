@@ -84,14 +84,17 @@ def register(sub: Any) -> None:
             "probes and any further samples (other columns are ignored). Prints the most accurate "
             "candidate predicted to fit --budget-ms, chosen by the optimizer network and checked with "
             "the cross-device predictor. decision_s is the in-process time of the decision alone. "
-            "Exit 1 if no candidate is predicted to fit."
+            "Exit 2, with one sentence, if the probes are not all measured or no candidate is predicted "
+            "to fit."
         ),
     )
     op.add_argument("table", metavar="TABLE.csv")
-    op.add_argument("--device", required=True)
-    op.add_argument("--budget-ms", type=_budget_ms, required=True, metavar="B")
-    op.add_argument("--accuracy", required=True, metavar="ACC.csv")
-    op.add_argument("--metric", required=True, metavar="COLUMN")
+    op.add_argument("--device", required=True, help="the column with the device's probes (and samples)")
+    op.add_argument("--budget-ms", type=_budget_ms, required=True, metavar="B", help="latency budget (ms)")
+    op.add_argument("--accuracy", required=True, metavar="ACC.csv", help="accuracy table (arch,<metric>,...)")
+    op.add_argument(
+        "--metric", required=True, metavar="COLUMN", help="its column to maximize, e.g. cifar10_top1"
+    )
     _add_space(op)
     op.add_argument(
         "--predictor", metavar="MODEL", help="predictor from train-predictor (default: the shipped one)"
@@ -250,7 +253,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         where = (
             f"{args.table} lists {listed} of them"
             if listed < len(trained.probes)
-            else f"column {args.device} has {len(have)} measured"
+            else f"column {args.device} has {len(have)} measured (empty, NaN, zero or negative cells are not)"
         )
         raise NotEnoughDataError(
             f"{args.device} needs its {len(trained.probes)} probe architectures measured and {where} "

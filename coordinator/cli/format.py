@@ -77,12 +77,25 @@ def noise(dep: Deployment, digits: int = 3) -> str:
     return f" (95 % interval {interval(dep, digits)})" if interval(dep) else ""
 
 
+#: how each stage of a round is named in words (decisions before 0.4 were all "refined")
+STAGES = {"instant": "instant pick, ", "refined": ""}
+
+
+def stage(item: DecisionRecord) -> str:
+    """ "instant" (the optimizer network, from the device's probes) or "refined" (from its samples)."""
+    return str(item.inputs.get("stage") or "refined")
+
+
 def describe(item: DecisionRecord) -> str:
     """A decision in words, for `fleetbench explain`, the dashboard and the demo's report (lines
     kept short enough to read without scrolling)."""
     i = item.inputs
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item.at))
-    lines = [f"{item.device_id}: decision of {when} (round {i.get('round')})", f"  why: {i.get('reason')}"]
+    stage = STAGES.get(i.get("stage") or "refined", "")
+    lines = [
+        f"{item.device_id}: {stage}decision of {when} (round {i.get('round')})",
+        f"  why: {i.get('reason')}",
+    ]
     if item.arch:
         lines.append(f"  chose {item.arch}")
         if basis(item) == "measured":
@@ -95,7 +108,10 @@ def describe(item: DecisionRecord) -> str:
     else:
         lines.append(f"  nothing fits the budget of {i['budget_ms']:g} ms with the error margin")
     sigma: Optional[float] = i.get("log_error")
-    lines.append(f"  measured on the device: {len(i['measured'])} architectures (job {i.get('job_id')})")
+    probes = " (its probes)" if i.get("stage") == "instant" else ""
+    lines.append(
+        f"  measured on the device: {len(i['measured'])} architectures{probes} (job {i.get('job_id')})"
+    )
     lines.append(f"  predicted by: {i['method']}" + (f", proxy {i['proxy']}" if i.get("proxy") else ""))
     if sigma is not None:
         lines.append(f"  cross-validated log error {sigma:.3f}")

@@ -40,6 +40,7 @@ from typing import Optional
 import numpy as np
 
 from coordinator.errors import ModelFileError, NotEnoughDataError
+from coordinator.ranking.modelfile import read_npz, save_npz
 from coordinator.ranking.predictors import Design, LatencyPredictor
 
 FORMAT = "fleetbench.crossdevice"
@@ -241,7 +242,7 @@ class CrossDevicePredictor:
             "prior_cov": self.prior_cov_,
             "device_weights": self.device_weights_,
         }
-        _save_npz(path, arrays)
+        save_npz(path, arrays)
 
 
 @dataclass(frozen=True)
@@ -258,58 +259,9 @@ class TrainedPredictor:
         return dataclasses.replace(self, model=model)
 
 
-def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    import os
-    import tempfile
-
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds typed as bool
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model is not a secret
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_npz(path: str, what: str, fmt: str, version: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """(header, arrays) of a fleetbench .npz model file; ModelFileError for anything else."""
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise ModelFileError(f"{what} {path!r} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ModelFileError(f"{what} {path!r} is not a fleetbench model file ({err})") from None
-    try:
-        header = json.loads(bytes(arrays.pop("header")).decode())
-    except (KeyError, ValueError, UnicodeDecodeError):
-        raise ModelFileError(f"{what} {path!r} is not a fleetbench model file (no header)") from None
-    if not isinstance(header, dict) or header.get("format") != fmt:
-        got = header.get("format") if isinstance(header, dict) else None
-        raise ModelFileError(f"{what} {path!r} is a {got or 'unknown'} file, not a {fmt} model")
-    if header.get("version") != version:
-        raise ModelFileError(
-            f"{what} {path!r} is version {header.get('version')} of {fmt}; this fleetbench reads version "
-            f"{version}: retrain it with this fleetbench"
-        )
-    return header, arrays
-
-
 def load(path: str, space: Optional[str] = None) -> TrainedPredictor:
     """Load a predictor saved by ``save``; its format, version and (if given) space are checked."""
-    header, arrays = read_npz(path, "predictor model", FORMAT, VERSION)
-    if space is not None and header.get("space") != space:
-        raise ModelFileError(
-            f"predictor model {path!r} was trained for the {header.get('space')} space, not {space}"
-        )
+    header, arrays = read_npz(path, "predictor model", FORMAT, VERSION, space)
     try:
         model = CrossDevicePredictor(
             rank=int(header["rank"]), alpha=float(header["alpha"]), n_probes=len(header["probes"]),

@@ -36,14 +36,8 @@ from typing import Optional, Union
 import numpy as np
 
 from coordinator.errors import ModelFileError, NotEnoughDataError
-from coordinator.ranking.crossdevice import (
-    CrossDevicePredictor,
-    DeviceFit,
-    Progress,
-    TrainedPredictor,
-    _save_npz,
-    read_npz,
-)
+from coordinator.ranking.crossdevice import CrossDevicePredictor, DeviceFit, Progress, TrainedPredictor
+from coordinator.ranking.modelfile import read_npz, save_npz
 
 FORMAT = "fleetbench.optimizer"
 VERSION = 1
@@ -126,15 +120,11 @@ class OptimizerNet:
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"w{i}"] = w.astype(np.float32)  # half the size; decisions do not notice
             arrays[f"b{i}"] = b.astype(np.float32)
-        _save_npz(path, arrays)
+        save_npz(path, arrays)
 
 
 def load(path: str, space: Optional[str] = None) -> OptimizerNet:
-    header, arrays = read_npz(path, "optimizer model", FORMAT, VERSION)
-    if space is not None and header.get("space") != space:
-        raise ModelFileError(
-            f"optimizer model {path!r} was trained for the {header.get('space')} space, not {space}"
-        )
+    header, arrays = read_npz(path, "optimizer model", FORMAT, VERSION, space)
     try:
         layers = int(header["layers"])
         net = OptimizerNet(

@@ -131,7 +131,7 @@ class ReceivedPushAck:
 
 @dataclass(frozen=True)
 class RerankState:
-    """Where a device's re-ranking round is: idle -> sampling -> decided | failed | no_budget."""
+    """Where a device's re-ranking round is: idle -> probing -> sampling -> decided | failed | no_budget."""
 
     device_id: str
     state: str

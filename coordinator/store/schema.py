@@ -135,7 +135,7 @@ deployments = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
-#: the re-ranking loop's state per device: sampling -> building -> deploying -> decided, or failed,
+#: the re-ranking loop's state per device: probing -> sampling -> building -> deploying -> decided, or failed,
 #: or no_budget (``coordinator.reranker``)
 rerank_state = sa.Table(
     "rerank_state",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import msgspec
 import pytest
 from wire import raw_job
 
@@ -71,8 +72,20 @@ def test_a_good_job(models):
         ({"models": ["a.onnx"]}, "missing required field `job_id`"),
         ({"job_id": "../x", "models": ["a.onnx"]}, "data.job_id: Expected `str` matching regex"),
         ({"job_id": "j", "models": ["a.onnx"], "setings": {}}, "unknown field `setings`"),
-        ({"job_id": "j", "models": []}, "at least one model, architecture or lut"),
-        ({"job_id": "j"}, "at least one model, architecture or lut"),
+        ({"job_id": "j", "models": []}, "at least one model, architecture, lut or probe"),
+        ({"job_id": "j"}, "at least one model, architecture, lut or probe"),
+        (
+            {"job_id": "j", "probe": {"space": NB, "archs": []}},
+            "data.probe.archs: Expected `array` of length >= 1",
+        ),
+        ({"job_id": "j", "probe": {"space": NB, "archs": [CELL] * 65}}, "length <= 64"),
+        (
+            {"job_id": "j", "probe": {"space": NB, "archs": [CELL, CELL]}},
+            "probe.archs names the same architecture twice",
+        ),
+        ({"job_id": "j", "probe": {"space": "darts", "archs": [CELL]}}, "probe.space must be one of"),
+        ({"job_id": "j", "probe": {"space": NB, "archs": [CELL, "|conv~0|"]}}, "probe.archs[1]: "),
+        ({"job_id": "j", "probe": {"space": NB, "archs": [CELL], "runs": 3}}, "unknown field `runs`"),
         ({"job_id": "j", "lut": "nas-bench-201"}, "data.lut: Expected `object | null`, got `str`"),
         ({"job_id": "j", "lut": {"space": "darts"}}, "lut.space must be one of"),
         ({"job_id": "j", "lut": {"space": NB, "sample": 10**6}}, "data.lut.sample: Expected `int` <= 500"),
@@ -147,6 +160,23 @@ def test_bad_jobs_are_refused_with_a_reason(models, data, message):
     with pytest.raises((ProtocolError, JobError)) as info:
         parse_job(data, models, LIMITS)
     assert message in str(info.value)
+
+
+def test_a_probe_job_measures_its_architectures_like_any_and_says_which_are_probes(models):
+    other = CELL.replace("avg_pool_3x3~0", "skip_connect~0")
+    job = parse_job({"job_id": "p-1", "architectures": [{"space": NB, "arch": other}],
+                     "probe": {"space": NB, "archs": [CELL]}}, models, LIMITS)  # fmt: skip
+    spec = job.spec
+    keys = [a.key for a in spec.all_architectures]
+    assert spec.items == tuple(keys) and len(keys) == 2
+    assert spec.architecture(keys[1]).arch == CELL and spec.is_probe(keys[1]) and not spec.is_probe(keys[0])
+    # what the agent sends back for a probe item: an ordinary result, flagged
+    from wire import result
+
+    sent = result("pi-1", "p-1", keys[1], p50_ms=3.0, arch=spec.architecture(keys[1]))
+    flagged = msgspec.structs.replace(sent.data, probe=True)
+    back = messages.decode(messages.encode(msgspec.structs.replace(sent, data=flagged)), "results")
+    assert back.data.probe is True and back.data.architecture.arch == CELL
 
 
 def test_architecture_items_have_stable_keys_and_survive_the_store(models, tmp_path):

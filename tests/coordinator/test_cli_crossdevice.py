@@ -122,9 +122,13 @@ def _bad(tmp_path, probes):
         (
             ["optimize", few, *base, "--budget-ms", "45"],
             f"{DEVICE} needs its 20 probe architectures measured "
-            "and column raspberry_pi4 has 12 measured (`fleetbench probes --space nas-bench-201` lists them)",
+            "and column raspberry_pi4 has 12 measured (empty, NaN, zero or negative cells are not) "
+            "(`fleetbench probes --space nas-bench-201` lists them)",
         ),
-        (["optimize", neg, *base, "--budget-ms", "45"], "column raspberry_pi4 has 19 measured"),
+        (
+            ["optimize", neg, *base, "--budget-ms", "45"],
+            "column raspberry_pi4 has 19 measured (empty, NaN, zero or negative cells are not)",
+        ),
         (
             ["optimize", ok, *base, "--budget-ms", "0.5"],
             "no candidate is predicted to fit 0.5 ms on raspberry_pi4",

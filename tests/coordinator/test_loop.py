@@ -13,6 +13,7 @@ import subprocess
 import threading
 
 import pytest
+import sqlalchemy
 from broker import Receiver
 from browser import Browser, dashboard, need_chromium
 from daemon_proc import AgentProcess, eventually, fleetbench, start_configured_coordinator, write_config
@@ -20,6 +21,7 @@ from keys import key_pair
 from wire import examples_of, schema_errors
 
 from agent.materialize import materialize, write_model
+from agent.protocol import messages as m
 from agent.protocol.signing import fingerprint
 from agent.transport.mqtt import BrokerSettings
 from coordinator.simulated import SimulatedDevice
@@ -76,7 +78,8 @@ def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_pa
     everything.wait_subscribed()
     config = coordinator_config(
         tmp_path, mosquitto,
-        '[rerank]\nsamples = 3\nruns = 3\n[rerank.budgets]\n"loop-pi" = 1000.0\n[push]\nsmoke_runs = 3\n',
+        '[rerank]\nsamples = 3\nruns = 3\nprobes = false\n'
+        '[rerank.budgets]\n"loop-pi" = 1000.0\n[push]\nsmoke_runs = 3\n',
     )  # fmt: skip
     public = keygen(config)
     coord = start_configured_coordinator(config)
@@ -144,6 +147,64 @@ def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_pa
     if os.environ.get("FLEETBENCH_CAPTURE_EXAMPLES"):  # docs/protocol.md shows these (agent.protocol.schema)
         with open(os.environ["FLEETBENCH_CAPTURE_EXAMPLES"], "w") as fh:
             json.dump(examples, fh, indent=1)
+
+
+def test_a_real_agent_is_probed_picked_at_once_then_refined(tmp_path, mosquitto):
+    """Issue 17: a new device measures the probes in one probe job, gets the optimizer network's
+    pick at once (pushed and installed), then its samples refine the pick; `explain` says both."""
+    from coordinator.ranking import crossdevice
+
+    probes = crossdevice.shipped("nas-bench-201").probes
+    jobs = Receiver(mosquitto, "fleetbench/v1/devices/probe-pi/jobs", client_id="job-watch")
+    results = Receiver(mosquitto, "fleetbench/v1/devices/probe-pi/results", client_id="result-watch")
+    jobs.wait_subscribed()
+    results.wait_subscribed()
+    config = coordinator_config(
+        tmp_path, mosquitto,
+        '[rerank]\nsamples = 3\nruns = 3\n[rerank.budgets]\n"probe-pi" = 1000.0\n[push]\nsmoke_runs = 3\n',
+    )  # fmt: skip
+    public = keygen(config)
+    coord = start_configured_coordinator(config)
+    agent = AgentProcess(
+        str(tmp_path), write_config(str(tmp_path / "agent.toml"), mosquitto.url,
+                                    f'[models]\npublic_key = "{public}"\n'), "probe-pi")  # fmt: skip
+    store = open_store(str(tmp_path / "fleet.sqlite"), migrate=False)
+    try:
+        agent.start()
+        agent.wait_note("READY=1")
+
+        def state():
+            try:
+                return store.rerank_states().get("probe-pi")
+            except sqlalchemy.exc.OperationalError:  # the coordinator has not made its tables yet
+                return None
+
+        eventually(lambda: state() and state().state in ("decided", "failed"), 300)
+        assert store.rerank_states()["probe-pi"].state == "decided", store.rerank_states()["probe-pi"]
+        refined, instant = store.decisions("probe-pi")
+        assert instant.inputs["stage"] == "instant" and refined.inputs["stage"] == "refined"
+        assert instant.deployment.state == "installed" and refined.deployment.state == "installed"
+        assert set(instant.inputs["measured"]) == set(probes)
+        assert set(probes) < set(refined.inputs["measured"]) and len(refined.inputs["measured"]) >= 23
+        assert refined.inputs["method"].startswith("crossdevice from 20 probes + ")
+        explained = fleetbench("explain", "probe-pi", "--all", "--config", config)
+        assert explained.returncode == 0, explained.stderr
+        assert "probe-pi: instant pick, decision of" in explained.stdout
+        assert "measured on the device: 20 architectures (its probes)" in explained.stdout
+        assert "predicted by: the optimizer network" in explained.stdout
+        assert "why: refining the instant pick (installed)" in explained.stdout
+    finally:
+        agent.close()
+        stop(coord)
+        jobs.close()
+        results.close()
+    sent = [m.decode(payload) for _, payload, _ in jobs.payloads]
+    assert sent[0].data.probe is not None and sent[0].data.probe.archs == probes, "the probe job comes first"
+    assert sent[1].data.probe is None and len(sent[1].data.architectures) == 3
+    flagged = [m.decode(payload).data for _, payload, _ in results.payloads]
+    assert sum(r.probe for r in flagged) == 20 and all(
+        r.architecture.arch in probes for r in flagged if r.probe
+    )
 
 
 def test_a_sku_rollout_halts_when_its_canary_fails_and_completes_when_it_does_not(tmp_path, mosquitto):
@@ -244,6 +305,8 @@ def test_demo_runs_end_to_end_with_a_short_setting(tmp_path):
         assert decided and all(
             "ms when sampled;" in ln or "with the error margin;" in ln for ln in decided
         ), run.stdout
+        # issue 17: first an instant pick from the probes, then the refined decision
+        assert re.search(rf"\] {device}: picked at once from its probes: \|", run.stdout), run.stdout
     # the README shows the same columns (its figures are a run recorded in benchmarks/RESULTS.md)
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8") as fh:
         readme = fh.read()
@@ -256,7 +319,8 @@ def test_demo_runs_end_to_end_with_a_short_setting(tmp_path):
     assert len(rows) == 2 and all({"measured", "predicted"} & set(r[2:5]) for r in rows), rows
     report = (out / "report.html").read_text()
     for needle in ("SRCC heatmap", "Predicted vs measured", "simulated", "this-machine", "data:image/png",
-                   "log axes", "95 % interval"):  # fmt: skip
+                   "log axes", "95 % interval", "instant pick, decision of",
+                   "predicted by: the optimizer network", "their instant picks are optimistic"):  # fmt: skip
         assert needle in report
     # the report in a real browser: no console errors, nothing wider than a 1,400 px window
     need_chromium()
@@ -285,7 +349,7 @@ def test_a_device_whose_degradation_moves_is_ranked_again(tmp_path, mosquitto):
     pi4 = {a: float(v) for a, v in zip(table.archs, table.column("raspberry_pi4"))}
     config = coordinator_config(
         tmp_path, mosquitto,
-        '[rerank]\nsamples = 4\nexclude = ["raspberry_pi4"]\ndegradation_threshold = 0.2\n'
+        '[rerank]\nsamples = 4\nexclude = ["raspberry_pi4"]\ndegradation_threshold = 0.2\nprobes = false\n'
         '[rerank.budgets]\n"aging-pi" = 45.0\n',
     )  # fmt: skip
     public = keygen(config)
@@ -340,7 +404,8 @@ def test_a_model_over_its_budget_on_the_device_is_rolled_back_and_the_next_choic
     config = coordinator_config(
         tmp_path,
         mosquitto,
-        '[rerank]\nsamples = 4\nexclude = ["raspberry_pi4"]\n[rerank.budgets]\n"hot-pi" = 45.0\n',
+        '[rerank]\nsamples = 4\nexclude = ["raspberry_pi4"]\nprobes = false\n'
+        '[rerank.budgets]\n"hot-pi" = 45.0\n',
     )
     public = keygen(config)
     # its first smoke run is twice as slow as it measured when sampled (a board that runs hot

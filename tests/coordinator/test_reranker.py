@@ -136,7 +136,10 @@ def test_a_new_device_is_probed_picked_at_once_then_refined(loop):
     assert store.rerank_states()["pi-1"].state == "deploying"
     (instant,) = store.decisions("pi-1")
     assert instant.inputs["stage"] == "instant" and instant.inputs["basis"] == "predicted"
-    assert instant.inputs["method"].startswith("the optimizer network") and "20 probes" in instant.inputs["method"]
+    assert (
+        instant.inputs["method"].startswith("the optimizer network")
+        and "20 probes" in instant.inputs["method"]
+    )
     assert len(instant.inputs["measured"]) == 20 and instant.predicted_ms <= 45.0
     push_ends(store, instant, "installed", p50_ms=41.0)
     reranker.tick(now=4.0)  # installed: now the samples refine it, in the same round
