@@ -130,7 +130,7 @@ def register(sub: Any) -> None:
         description="The re-ranking decisions for DEVICE, newest first, with what they rest on.",
     )
     explain.add_argument("device", metavar="DEVICE")
-    explain.add_argument("--all", action="store_true", help="every decision, not only the latest")
+    explain.add_argument("--all", action="store_true", help="every decision, not only the newest round's")
     explain.add_argument("--format", choices=["table", "json"], default="table")
     _common(explain)
     explain.set_defaults(func=cmd_explain)
@@ -364,7 +364,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     found = store.decisions(args.device)
     if not found:
         raise UsageError(f"no decision was made for device {args.device!r} (is it in `fleetbench fleet`?)")
-    found = found if args.all else found[:1]
+    if not args.all:  # the newest round's decisions: its instant pick, if any, and what refined it
+        found = [d for d in found if d.inputs.get("round") == found[0].inputs.get("round")]
     if args.format == "json":
         print(json.dumps([dataclasses.asdict(d) for d in found], indent=2))
         return 0

@@ -21,8 +21,10 @@ greedily D-optimal over ``[1, f(a)]`` among the architectures every reference de
 measured): its features are their log-latencies minus their mean.  ``adapt`` takes those and
 any further samples and returns the posterior mean of ``(c_d, v_d)`` (noise variance by
 marginal likelihood), so predicting is one ``(n, rank + 1)`` product, and the posterior
-covariance gives every prediction its own error bar.  More reference devices give a better
-prior and never more free parameters for the new device, so they cannot make it overfit.
+covariance gives every prediction its own error bar.  However many reference devices there
+are, a new device has at most ``rank + 1`` parameters, held by a prior the references give:
+more references sharpen the prior instead of adding regressors (the landed ``multiref``
+regresses on every reference column and got worse with more of them).
 
 Saved as ``.npz`` (arrays only, no pickle) with a JSON header naming the format, version,
 search space, units and normalization; ``load`` refuses anything else in one sentence.

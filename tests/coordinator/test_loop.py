@@ -187,7 +187,7 @@ def test_a_real_agent_is_probed_picked_at_once_then_refined(tmp_path, mosquitto)
         assert set(instant.inputs["measured"]) == set(probes)
         assert set(probes) < set(refined.inputs["measured"]) and len(refined.inputs["measured"]) >= 23
         assert refined.inputs["method"].startswith("crossdevice from 20 probes + ")
-        explained = fleetbench("explain", "probe-pi", "--all", "--config", config)
+        explained = fleetbench("explain", "probe-pi", "--config", config)  # the newest round: both
         assert explained.returncode == 0, explained.stderr
         assert "probe-pi: instant pick, decision of" in explained.stdout
         assert "measured on the device: 20 architectures (its probes)" in explained.stdout
