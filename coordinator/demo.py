@@ -305,7 +305,7 @@ class Demo:
         print_table(("device", "budget ms", "chosen model ms", "smoke run p50 ms", "95 % interval",
                      "within budget", "accuracy %", "deployment"), table)  # fmt: skip
         print("\nchosen model ms: the chosen architecture's latency on the device when it was chosen:\n"
-              "measured (one of its samples) or predicted (from the reference devices; the error margin\n"
+              "measured (by the device itself) or predicted (from the reference devices; the error margin\n"
               "is added when checking the budget). The smoke run is the device timing the model it\n"
               "installed: over the budget beyond its 95 % interval, the device rolls it back and the\n"
               "coordinator chooses again.\n")  # fmt: skip
@@ -333,7 +333,7 @@ def decision_line(d: Any) -> str:
         return f"{verb}{again}: nothing fits the budget of {d.budget_ms:.2f} ms with the error margin"
     i = d.inputs
     if basis(d) == "measured":
-        how = f"measured {d.predicted_ms:.2f} ms when sampled"
+        how = f"measured {d.predicted_ms:.2f} ms on the device"
     else:
         how = f"predicted {d.predicted_ms:.2f} ms, {i['with_margin_ms']:.2f} with the error margin"
     return f"{verb}{again}: {d.arch} ({how}; budget {d.budget_ms:.2f} ms)"

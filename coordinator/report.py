@@ -271,9 +271,9 @@ left out of the coordinator's reference table{_trained_on(reranker)}.
 models with ONNX Runtime.</p>
 <h2>Devices and the model each received</h2>
 <p><em>Chosen model ms</em> is the chosen architecture's latency on the device when it was chosen:
-<em>measured</em> (one of the device's own samples) or <em>predicted</em> (the error margin is added when
-checking the budget). The smoke run is the device timing the model it installed, with the 95 % interval of
-its median.</p>
+<em>measured</em> (by the device itself: a probe, a sample or a smoke run) or <em>predicted</em> (the
+error margin is added when checking the budget). The smoke run is the device timing the model it
+installed, with the 95 % interval of its median.</p>
 <table><tr><th>device</th><th>SKU</th><th>budget ms</th><th>chosen architecture</th><th>chosen model ms</th>
 <th>smoke run p50 ms</th><th>within budget</th><th>true ms (simulated)</th><th>accuracy %</th>
 <th>deployment</th></tr>

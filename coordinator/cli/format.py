@@ -99,7 +99,7 @@ def describe(item: DecisionRecord) -> str:
     if item.arch:
         lines.append(f"  chose {item.arch}")
         if basis(item) == "measured":
-            lines.append(f"  measured {i['predicted_ms']:.3f} ms on the device (one of its samples: "
+            lines.append(f"  measured {i['predicted_ms']:.3f} ms on the device (its own measurement: "
                          f"no margin), under the budget of {i['budget_ms']:g} ms")  # fmt: skip
         else:
             lines.append(f"  predicted {i['predicted_ms']:.3f} ms, {i['with_margin_ms']:.3f} ms with the "

@@ -303,7 +303,7 @@ def test_demo_runs_end_to_end_with_a_short_setting(tmp_path):
             if re.search(rf"\] {device}: decided( again \(retry \d\))?: \|", ln)
         ]
         assert decided and all(
-            "ms when sampled;" in ln or "with the error margin;" in ln for ln in decided
+            "ms on the device;" in ln or "with the error margin;" in ln for ln in decided
         ), run.stdout
         # issue 17: first an instant pick from the probes, then the refined decision
         assert re.search(rf"\] {device}: picked at once from its probes: \|", run.stdout), run.stdout

@@ -40,7 +40,7 @@ def test_a_decision_says_whether_its_latency_was_measured_or_predicted():
     record = DecisionRecord(1, "pi", 0.0, "nas-bench-201", "|a~0|", 0.916, 0.89, 93.5, "r1", inputs, over)
     text = describe(record)
     assert (
-        "measured 0.890 ms on the device (one of its samples: no margin), under the budget of 0.916 ms"
+        "measured 0.890 ms on the device (its own measurement: no margin), under the budget of 0.916 ms"
         in text
     )
     assert "with the error margin" not in text
