@@ -11,7 +11,7 @@ import os
 
 import msgspec
 import pytest
-from wire import raw_job
+from wire import raw_job, result
 
 from agent.config import JobsConfig
 from agent.device.jobs import Job, JobError, JobStore, blocked_by
@@ -171,8 +171,6 @@ def test_a_probe_job_measures_its_architectures_like_any_and_says_which_are_prob
     assert spec.items == tuple(keys) and len(keys) == 2
     assert spec.architecture(keys[1]).arch == CELL and spec.is_probe(keys[1]) and not spec.is_probe(keys[0])
     # what the agent sends back for a probe item: an ordinary result, flagged
-    from wire import result
-
     sent = result("pi-1", "p-1", keys[1], p50_ms=3.0, arch=spec.architecture(keys[1]))
     flagged = msgspec.structs.replace(sent.data, probe=True)
     back = messages.decode(messages.encode(msgspec.structs.replace(sent, data=flagged)), "results")
