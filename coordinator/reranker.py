@@ -101,13 +101,20 @@ def instant_models(
     r = config.rerank
     if not r.probes:
         return None
+    shipped_net = SHIPPED_OPTIMIZERS.get((r.space, r.metric))
+    if r.optimizer is None and (shipped_net is None or not os.path.exists(shipped_net)):
+        if r.predictor:
+            raise CoordinatorError(
+                f"rerank.predictor needs rerank.optimizer: no network is shipped for {r.metric} in "
+                f"{r.space} (make one with `fleetbench train-optimizer`)"
+            )
+        return None  # nothing shipped for this space and metric: sampling only
     try:
         trained = crossdevice.load(r.predictor, r.space) if r.predictor else crossdevice.shipped(r.space)
-        path = r.optimizer or SHIPPED_OPTIMIZERS.get((r.space, r.metric))
-        if trained is None or path is None or not os.path.exists(path):
-            if r.predictor or r.optimizer:
-                raise CoordinatorError(f"rerank.optimizer {path!r} does not exist")
-            return None
+        if trained is None:
+            raise CoordinatorError(f"rerank.optimizer needs rerank.predictor: none is shipped for {r.space}")
+        path = r.optimizer or shipped_net
+        assert path is not None
         net = optimizer.load(path, r.space)
     except ModelFileError as err:
         raise CoordinatorError(f"rerank: {err}") from None
@@ -116,7 +123,11 @@ def instant_models(
             f"rerank.optimizer {path!r} was trained for {net.metric}, not rerank.metric {r.metric}"
         )
     if tuple(net.header.get("probes", ())) != trained.probes:
-        raise CoordinatorError(f"rerank.optimizer {path!r} was trained with another predictor's probes")
+        raise CoordinatorError(
+            f"rerank.optimizer {path!r} was trained for another predictor's probes than "
+            f"{'rerank.predictor' if r.predictor else 'the shipped predictor'}'s "
+            "(`fleetbench train-optimizer --predictor` makes one for it)"
+        )
     return trained, net
 
 

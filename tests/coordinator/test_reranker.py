@@ -310,3 +310,28 @@ def test_devices_without_a_budget_are_left_alone(loop):
     send(store, m.make(m.StatusMessage, "other", StatusData(state="online", protocol=2, sku="Unbudgeted")))
     reranker.tick(now=1.0)
     assert jobs.sent == [] and store.rerank_states()["other"].state == "no_budget"
+
+
+def test_the_instant_picks_models_are_checked_when_the_loop_starts(tmp_path):
+    from coordinator.errors import CoordinatorError
+    from coordinator.ranking import SHIPPED_PREDICTORS
+    from coordinator.reranker import instant_models
+
+    def models(**rerank):
+        return instant_models(CoordinatorConfig(state_dir=str(tmp_path), rerank=RerankConfig(**rerank)))
+
+    trained, net = models()
+    assert net.metric == "cifar10_top1" and len(trained.probes) == 20
+    assert models(probes=False) is None
+    assert models(metric="cifar100_top1")[1].metric == "cifar100_top1"
+    for rerank, message in (
+        ({"predictor": str(tmp_path / "none.npz")}, "rerank: predictor model '"),
+        ({"optimizer": SHIPPED_PREDICTORS["nas-bench-201"]}, "is a fleetbench.crossdevice file"),
+        (
+            {"metric": "nosuch", "predictor": SHIPPED_PREDICTORS["nas-bench-201"]},
+            "no network is shipped for nosuch",
+        ),
+    ):
+        with pytest.raises(CoordinatorError, match=message):
+            models(**rerank)
+    assert models(metric="nosuch") is None  # nothing shipped for it: sampling only
