@@ -309,7 +309,24 @@ class Reranker:
             **self.store.measured(device_id, job_id, self.config.rerank.space),
         }
         decision = decide(self.reference, self.space, device_id, measured, self.accuracy, budget)
+        installed = self._installed_instant(device_id, state, decision)
+        if installed is not None:  # the refinement agrees with the instant pick: no second push
+            note = f"the same as the instant pick, installed by rollout {installed}: not pushed again"
+            self._decided(
+                device, dataclasses.replace(decision, notes=(*decision.notes, note)), state, installed, now
+            )
+            return
         self._choose(device, decision, state, now, retry=0)
+
+    def _installed_instant(self, device_id: str, state: RerankState, decision: Decision) -> Optional[str]:
+        """The rollout that installed this round's instant pick, if ``decision`` chose it too."""
+        found = self.store.latest_decisions(device_id)
+        last = found[0] if found else None
+        if last is None or last.inputs.get("stage") != "instant" or last.inputs.get("round") != state.rounds:
+            return None
+        dep = last.deployment
+        same = decision.arch is not None and decision.arch == last.arch
+        return last.rollout_id if same and dep is not None and dep.state == "installed" else None
 
     def _earlier(self, device_id: str, state: RerankState) -> dict[str, float]:
         """What this round measured before its samples: the probes, and the smoke run of the

@@ -38,11 +38,15 @@ Seconds = Annotated[float, Meta(ge=0, le=86400)]
 Space = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,32}$", description="1-32 characters")]
 
 
+#: a search-space architecture string
+ArchString = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,300}$", description="1-300 characters")]
+
+
 class ArchItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A search-space architecture to build on the device and time like a model."""
 
     space: Space
-    arch: Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,300}$", description="1-300 characters")]
+    arch: ArchString
     seed: Seed = 0
     #: None: the space's default (``agent.materialize.DEFAULTS``)
     classes: Optional[Annotated[int, Meta(ge=1, le=100_000)]] = None
@@ -83,9 +87,7 @@ class ProbeItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     their results say ``probe: true``, so whoever reads the broker knows what they are for."""
 
     space: Space
-    archs: Annotated[
-        tuple[Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,300}$")], ...], Meta(min_length=1, max_length=MAX_PROBES)
-    ]
+    archs: Annotated[tuple[ArchString, ...], Meta(min_length=1, max_length=MAX_PROBES)]
     seed: Seed = 0
     format: Format = "onnx"
 
@@ -95,7 +97,8 @@ class ProbeItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @property
     def architectures(self) -> tuple[ArchItem, ...]:
-        return tuple(ArchItem(space=self.space, arch=a, seed=self.seed, format=self.format) for a in self.archs)
+        return tuple(ArchItem(space=self.space, arch=a, seed=self.seed, format=self.format)
+                     for a in self.archs)  # fmt: skip
 
 
 class JobSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -120,7 +120,10 @@ def test_a_new_device_is_sampled_decided_built_off_the_tick_and_pushed(loop):
 
 
 @pytest.mark.parametrize("loop", [True], ids=["probes"], indirect=True)
-def test_a_new_device_is_probed_picked_at_once_then_refined(loop):
+@pytest.mark.parametrize(
+    "pushed, smoke_ms", [("installed", 41.0), ("rolled_back", 60.0)], ids=["instant fits", "instant too slow"]
+)
+def test_a_new_device_is_probed_picked_at_once_then_refined(loop, pushed, smoke_ms):
     store, _config, jobs, builder, reranker = loop
     builder.go.set()
     online(store, "pi-1", index=1.0)
@@ -141,8 +144,8 @@ def test_a_new_device_is_probed_picked_at_once_then_refined(loop):
         and "20 probes" in instant.inputs["method"]
     )
     assert len(instant.inputs["measured"]) == 20 and instant.predicted_ms <= 45.0
-    push_ends(store, instant, "installed", p50_ms=41.0)
-    reranker.tick(now=4.0)  # installed: now the samples refine it, in the same round
+    push_ends(store, instant, pushed, p50_ms=smoke_ms)
+    reranker.tick(now=4.0)  # installed (or rolled back by the device): now the samples refine it, same round
     state = store.rerank_states()["pi-1"]
     assert state.state == "sampling" and state.rounds == 1
     sample = jobs.sent[-1]
@@ -156,11 +159,17 @@ def test_a_new_device_is_probed_picked_at_once_then_refined(loop):
     assert refined.inputs["stage"] == "refined"
     # built on everything the device measured: probes, samples, the instant pick's smoke run
     measured = refined.inputs["measured"]
-    assert set(instant.inputs["measured"]) <= set(measured) and measured[instant.arch] == 41.0
+    assert set(instant.inputs["measured"]) <= set(measured) and measured[instant.arch] == smoke_ms
     assert refined.inputs["method"].startswith("crossdevice from 20 probes + ")
-    if refined.rollout_id:
+    if pushed == "installed":  # the samples agree with the instant pick: it is not pushed again
+        assert refined.arch == instant.arch
+        assert refined.rollout_id == instant.rollout_id and len(store.rollouts()) == 1
+        assert refined.inputs["notes"][-1].endswith(f"rollout {instant.rollout_id}: not pushed again")
+    else:  # the instant pick ran over the budget on the device: another architecture, pushed
+        assert refined.arch != instant.arch and refined.predicted_ms <= 45.0
+        assert refined.rollout_id != instant.rollout_id and len(store.rollouts()) == 2
         push_ends(store, refined, "installed", p50_ms=40.0)
-        reranker.tick(now=7.0)
+    reranker.tick(now=7.0)
     assert store.rerank_states()["pi-1"].state == "decided"
     # degraded: probed again, from fresh features
     online(store, "pi-1", index=1.5)
