@@ -25,9 +25,10 @@ def register(sub: Any) -> None:
             "Start an embedded MQTT broker (amqtt, loopback only), the coordinator with a SQLite "
             "file, one real agent that benchmarks NAS-Bench-201 models with ONNX Runtime here, and "
             "simulated devices that answer from published latencies (labelled simulated).  Each "
-            "device is sampled, its latency column predicted, the best model under its budget "
-            "chosen, pushed signed, installed and smoke-run.  Ends with a summary table and an HTML "
-            "report.  Takes well under a minute on a 2-core machine (about 16 s; benchmarks/RESULTS.md)."
+            "device measures the probes and gets an instant pick, then is sampled, its latency "
+            "column predicted, the best model under its budget chosen, pushed signed, installed and "
+            "smoke-run.  Ends with a summary table and an HTML report.  Takes under a minute on a "
+            "2-core machine (about 47 s; benchmarks/RESULTS.md)."
         ),
         epilog="Example: fleetbench demo            (then open fleetbench-demo/report.html)",
     )
