@@ -16,6 +16,12 @@ pytest.importorskip("onnxruntime")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _interruptible() -> None:
+    # A suite started in the background by a shell without job control (`.ci/run &`, nohup)
+    # runs with SIGINT ignored, and a child inherits that: Ctrl-C would never reach fleetbench.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_on_pty(args):
     """fleetbench with stderr on a pty (a terminal), stdout on a pipe; returns (proc, master fd)."""
     master, slave = os.openpty()
@@ -26,6 +32,7 @@ def _start_on_pty(args):
         stderr=slave,
         cwd=ROOT,
         text=True,
+        preexec_fn=_interruptible,
     )
     os.close(slave)
     return proc, master
