@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
             "device measures the probes and gets an instant pick, then is sampled, its latency "
             "column predicted, the best model under its budget chosen, pushed signed, installed and "
             "smoke-run.  Ends with a summary table and an HTML report.  Takes under a minute on a "
-            "2-core machine (about 47 s; benchmarks/RESULTS.md)."
+            "2-core machine (about 33 s; benchmarks/RESULTS.md)."
         ),
         epilog="Example: fleetbench demo            (then open fleetbench-demo/report.html)",
     )

@@ -205,13 +205,21 @@ class CrossDevicePredictor:
         prior_prec = np.zeros((k + 1, k + 1))
         prior_prec[0, 0] = 1.0 / OFFSET_VARIANCE
         prior_prec[1:, 1:] = np.linalg.inv(self.prior_cov_)
-        # The evidence of y: N(basis @ prior_mean, noise I + basis C basis^T + offset variance)
-        shared = basis[:, 1:] @ self.prior_cov_ @ basis[:, 1:].T + OFFSET_VARIANCE
+        # The evidence of y is N(basis @ prior_mean, noise I + basis C basis^T), C the prior's
+        # covariance; through the Woodbury identity it costs (rank + 1)^3 per noise level, not
+        # p^3: a column of 1,999 measured cells adapts as fast as 20 probes.
+        prior_var = np.zeros((k + 1, k + 1))
+        prior_var[0, 0] = OFFSET_VARIANCE
+        prior_var[1:, 1:] = self.prior_cov_
+        logdet_c = np.linalg.slogdet(prior_var)[1]
         resid = y - basis @ prior_mean
+        btb, btr, rr = basis.T @ basis, basis.T @ resid, float(resid @ resid)
         best: Optional[tuple[float, float]] = None
         for noise in noises:
-            s = shared + noise * np.eye(p)
-            ll = -0.5 * float(resid @ np.linalg.solve(s, resid)) - 0.5 * np.linalg.slogdet(s)[1]
+            m = prior_prec + btb / noise
+            quad = (rr - float(btr @ np.linalg.solve(m, btr)) / noise) / noise
+            logdet = p * np.log(noise) + logdet_c + np.linalg.slogdet(m)[1]
+            ll = -0.5 * quad - 0.5 * logdet
             if best is None or ll > best[0]:
                 best = (ll, float(noise))
         assert best is not None

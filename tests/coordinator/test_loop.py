@@ -436,11 +436,11 @@ def test_a_model_over_its_budget_on_the_device_is_rolled_back_and_the_next_choic
 
 def test_the_demos_help_and_the_readme_say_the_same_time():
     """Issue 15: `demo --help` said "a few minutes", the README "well under a minute" (measured:
-    16 s; 47 s since issue 17 added the probe job and the instant pick, benchmarks/RESULTS.md)."""
+    16 s; 33 s since issue 17 added the probe job and the instant pick, benchmarks/RESULTS.md)."""
     shown = fleetbench("demo", "--help").stdout
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8") as fh:
         readme = fh.read()
     shown = " ".join(shown.split())
-    assert "under a minute" in shown and "under a minute (about 47 s" in " ".join(readme.split())
-    assert "about 47 s" in shown
+    assert "under a minute" in shown and "under a minute (about 33 s" in " ".join(readme.split())
+    assert "about 33 s" in shown
     assert "few minutes" not in shown

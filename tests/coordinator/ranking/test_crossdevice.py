@@ -152,3 +152,34 @@ def test_the_network_decides_from_probes_and_budget():
         picks.append(accuracy[d.row])
     assert picks == sorted(picks)  # a looser budget never buys a worse network
     assert optimizer.decide(net, trained, fit, y[rows], np.log(0.01), basis, enc["onehot"], accuracy) is None
+
+
+def test_the_fast_evidence_matches_the_direct_one(public):
+    """adapt evaluates the marginal likelihood through the Woodbury identity; the direct p x p form
+    (slow for a fully measured column) must choose the same noise and the same posterior."""
+    table, enc, logs = public
+    model = crossdevice.CrossDevicePredictor(rank=4, n_probes=8).fit(
+        enc["onehot"], enc["alive"], logs[:, [0, 2, 3]]
+    )
+    basis = model.basis(enc["onehot"], enc["alive"])
+    rows = np.arange(0, len(table.archs), 7)
+    y = logs[rows, table.devices.index("pixel3")]
+    b = basis[rows]
+    k = model.rank_
+    cov = np.zeros((k + 1, k + 1))
+    cov[0, 0] = crossdevice.OFFSET_VARIANCE
+    cov[1:, 1:] = model.prior_cov_
+    mean = np.r_[0.0, model.prior_mean_]
+
+    def direct(noise):
+        s = noise * np.eye(len(rows)) + b @ cov @ b.T
+        r = y - b @ mean
+        return -0.5 * r @ np.linalg.solve(s, r) - 0.5 * np.linalg.slogdet(s)[1]
+
+    best = max(crossdevice.NOISES, key=direct)
+    fit = model.adapt(b, y)
+    assert fit.noise == best
+    precision = np.linalg.inv(cov) + b.T @ b / best
+    np.testing.assert_allclose(
+        fit.weights, np.linalg.solve(precision, b.T @ y / best + np.linalg.solve(cov, mean))
+    )
