@@ -96,13 +96,12 @@ def instant_models(
     """The cross-device predictor and optimizer network for the instant pick, or None (off, or
     none for this space and metric).  A configured file that is wrong is a configuration error."""
     from coordinator.errors import ModelFileError
-    from coordinator.ranking import SHIPPED_OPTIMIZERS
 
     r = config.rerank
     if not r.probes:
         return None
-    shipped_net = SHIPPED_OPTIMIZERS.get((r.space, r.metric))
-    if r.optimizer is None and (shipped_net is None or not os.path.exists(shipped_net)):
+    shipped_net = optimizer.shipped_path(r.space, r.metric)
+    if r.optimizer is None and shipped_net is None:
         if r.predictor:
             raise CoordinatorError(
                 f"rerank.predictor needs rerank.optimizer: no network is shipped for {r.metric} in "
@@ -115,20 +114,9 @@ def instant_models(
             raise CoordinatorError(f"rerank.optimizer needs rerank.predictor: none is shipped for {r.space}")
         path = r.optimizer or shipped_net
         assert path is not None
-        net = optimizer.load(path, r.space)
+        return trained, optimizer.load_for(path, trained, r.metric)
     except ModelFileError as err:
         raise CoordinatorError(f"rerank: {err}") from None
-    if net.metric != r.metric:
-        raise CoordinatorError(
-            f"rerank.optimizer {path!r} was trained for {net.metric}, not rerank.metric {r.metric}"
-        )
-    if tuple(net.header.get("probes", ())) != trained.probes:
-        raise CoordinatorError(
-            f"rerank.optimizer {path!r} was trained for another predictor's probes than "
-            f"{'rerank.predictor' if r.predictor else 'the shipped predictor'}'s "
-            "(`fleetbench train-optimizer --predictor` makes one for it)"
-        )
-    return trained, net
 
 
 def build_model(space: str, arch: str, path: str) -> str:
@@ -304,13 +292,15 @@ class Reranker:
                 device_id, now, state="failed", detail=f"job {job_id} was rejected: {ended.error}"
             )
             return
+        instant = self._instant_pick(device_id, state)
         measured = {
-            **self._earlier(device_id, state),
+            **_measured_by(instant),
             **self.store.measured(device_id, job_id, self.config.rerank.space),
         }
         decision = decide(self.reference, self.space, device_id, measured, self.accuracy, budget)
-        installed = self._installed_instant(device_id, state, decision)
-        if installed is not None:  # the refinement agrees with the instant pick: no second push
+        dep = instant.deployment if instant else None
+        if instant and dep and dep.state == "installed" and decision.arch and decision.arch == instant.arch:
+            installed = instant.rollout_id  # the refinement agrees with the instant pick: no second push
             note = f"the same as the instant pick, installed by rollout {installed}: not pushed again"
             self._decided(
                 device, dataclasses.replace(decision, notes=(*decision.notes, note)), state, installed, now
@@ -318,28 +308,13 @@ class Reranker:
             return
         self._choose(device, decision, state, now, retry=0)
 
-    def _installed_instant(self, device_id: str, state: RerankState, decision: Decision) -> Optional[str]:
-        """The rollout that installed this round's instant pick, if ``decision`` chose it too."""
+    def _instant_pick(self, device_id: str, state: RerankState) -> Optional[DecisionRecord]:
+        """This round's instant pick (the device's newest decision, if it is one)."""
         found = self.store.latest_decisions(device_id)
         last = found[0] if found else None
         if last is None or last.inputs.get("stage") != "instant" or last.inputs.get("round") != state.rounds:
             return None
-        dep = last.deployment
-        same = decision.arch is not None and decision.arch == last.arch
-        return last.rollout_id if same and dep is not None and dep.state == "installed" else None
-
-    def _earlier(self, device_id: str, state: RerankState) -> dict[str, float]:
-        """What this round measured before its samples: the probes, and the smoke run of the
-        instant pick's model (a measurement of that architecture on the device too)."""
-        found = self.store.latest_decisions(device_id)
-        last = found[0] if found else None
-        if last is None or last.inputs.get("stage") != "instant" or last.inputs.get("round") != state.rounds:
-            return {}
-        out = dict(last.inputs["measured"])
-        dep = last.deployment
-        if last.arch and dep is not None and dep.p50_ms is not None and dep.p50_ms > 0:
-            out[last.arch] = dep.p50_ms
-        return out
+        return last
 
     def _choose(
         self, device: OnlineDevice, decision: Decision, state: RerankState, now: float, retry: int
@@ -455,6 +430,18 @@ class Reranker:
             logger.warning(
                 "%s: no architecture fits %.2f ms with margin", device.device_id, decision.budget_ms
             )
+
+
+def _measured_by(instant: Optional[DecisionRecord]) -> dict[str, float]:
+    """What a round measured before its samples: the probes, and the smoke run of the instant
+    pick's model (a measurement of that architecture on the device too)."""
+    if instant is None:
+        return {}
+    out = dict(instant.inputs["measured"])
+    dep = instant.deployment
+    if instant.arch and dep is not None and dep.p50_ms is not None and dep.p50_ms > 0:
+        out[instant.arch] = dep.p50_ms
+    return out
 
 
 def over_budget(decision: DecisionRecord) -> Optional[str]:

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from agent.common.args import whole
 from coordinator.cli.ranking import _add_space, _budget_ms, _warn
 
 
@@ -48,9 +49,9 @@ def register(sub: Any) -> None:
     tp.add_argument("table", metavar="TABLE.csv")
     _add_space(tp)
     tp.add_argument("-o", "--output", required=True, metavar="MODEL")
-    tp.add_argument("--rank", type=_positive_int, default=16, help="architecture factors (default 16)")
+    tp.add_argument("--rank", type=whole(1), default=16, help="architecture factors (default 16)")
     tp.add_argument(
-        "--probes", type=_positive_int, default=20, metavar="N", help="probe architectures (default 20)"
+        "--probes", type=whole(1), default=20, metavar="N", help="probe architectures (default 20)"
     )
     tp.set_defaults(func=cmd_train_predictor)
 
@@ -71,7 +72,7 @@ def register(sub: Any) -> None:
         "--predictor", metavar="MODEL", help="predictor from train-predictor (default: the shipped one)"
     )
     to.add_argument(
-        "--synthetic", type=_positive_int, default=2000, metavar="N", help="synthetic devices (default 2000)"
+        "--synthetic", type=whole(1), default=2000, metavar="N", help="synthetic devices (default 2000)"
     )
     to.add_argument("-o", "--output", required=True, metavar="MODEL")
     to.set_defaults(func=cmd_train_optimizer)
@@ -110,16 +111,6 @@ def register(sub: Any) -> None:
     )
     op.add_argument("--format", choices=["table", "json"], default="table")
     op.set_defaults(func=cmd_optimize)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
 
 
 def _progress(text: str) -> None:
@@ -232,12 +223,10 @@ def cmd_train_optimizer(args: argparse.Namespace) -> int:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    import os
-
     import numpy as np
 
     from coordinator.errors import ModelFileError, NotEnoughDataError
-    from coordinator.ranking import SHIPPED_OPTIMIZERS, crossdevice, optimizer
+    from coordinator.ranking import crossdevice, optimizer
     from coordinator.ranking.spaces import get_space
     from coordinator.ranking.tables import read_table
 
@@ -267,30 +256,24 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise NotEnoughDataError(f"no candidate of {args.table} has a {args.metric} in {args.accuracy}")
     net = None
     if args.method == "network":
-        path = args.optimizer or SHIPPED_OPTIMIZERS.get((space.name, args.metric))
-        if path is None or not os.path.exists(path):
+        path = args.optimizer or optimizer.shipped_path(space.name, args.metric)
+        if path is None:
             raise ModelFileError(
                 f"no optimizer network is shipped for {args.metric} in {space.name}; train one with "
                 "`fleetbench train-optimizer` and give it with --optimizer, or use --method search"
             )
-        net = optimizer.load(path, space.name)
-        if net.metric != args.metric:
-            raise ModelFileError(f"optimizer model {path!r} was trained for {net.metric}, not {args.metric}")
-        if tuple(net.header.get("probes", ())) != trained.probes:
-            raise ModelFileError(f"optimizer model {path!r} was trained with another predictor's probes")
-    enc = space.encode_all([table.archs[i] for i in cand])
-    basis = trained.model.basis(enc["onehot"], enc["alive"])
+        net = optimizer.load_for(path, trained, args.metric)
+    enc_all = space.encode_all(table.archs)
+    basis_all = trained.model.basis(enc_all["onehot"], enc_all["alive"])
+    basis, onehot = basis_all[cand], enc_all["onehot"][cand]
     measured = np.flatnonzero(~np.isnan(y_all))
-    all_enc = space.encode_all([table.archs[i] for i in measured])
     probe_log = y_all[np.array(have)]
     log_budget = math.log(args.budget_ms)
     # -- the decision alone: adapt to the device, then the network (or the search) --------------
     started = time.perf_counter()
-    fit = trained.model.adapt(trained.model.basis(all_enc["onehot"], all_enc["alive"]), y_all[measured])
+    fit = trained.model.adapt(basis_all[measured], y_all[measured])
     if net is not None:
-        decision = optimizer.decide(
-            net, trained, fit, probe_log, log_budget, basis, enc["onehot"], accuracy[cand]
-        )
+        decision = optimizer.decide(net, trained, fit, probe_log, log_budget, basis, onehot, accuracy[cand])
         row = None if decision is None else decision.row
     else:
         row = optimizer.pick_under_budget(fit.predict(basis), fit.log_std(basis), accuracy[cand], log_budget)

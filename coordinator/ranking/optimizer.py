@@ -134,12 +134,39 @@ def load(path: str, space: Optional[str] = None) -> OptimizerNet:
             arrays["in_scale"],
             header,
         )
-        for w, b in zip(net.weights, net.biases):
-            if w.shape[1] != b.shape[0]:
+        inputs = len(header["probes"]) + 1  # the probes, centred, and the budget
+        if net.in_mean.shape != (inputs,) or net.weights[0].shape[0] != inputs:
+            raise ValueError(f"its first layer does not take {inputs} inputs")
+        for w, b, after in zip(net.weights, net.biases, [*net.weights[1:], None]):
+            if w.shape[1] != b.shape[0] or (after is not None and after.shape[0] != w.shape[1]):
                 raise ValueError("layer shapes do not match")
         str(header["metric"])
     except (KeyError, TypeError, ValueError) as err:
         raise ModelFileError(f"optimizer model {path!r} is damaged: {err}") from None
+    return net
+
+
+def shipped_path(space: str, metric: str) -> Optional[str]:
+    """The network fleetbench ships for ``space`` and ``metric``, or None."""
+    import os
+
+    from coordinator.ranking import SHIPPED_OPTIMIZERS
+
+    path = SHIPPED_OPTIMIZERS.get((space, metric))
+    return path if path is not None and os.path.exists(path) else None
+
+
+def load_for(path: str, trained: TrainedPredictor, metric: str) -> OptimizerNet:
+    """The network in ``path``, checked against what it must serve: ``trained``'s space and
+    probes, and ``metric``.  ModelFileError (one sentence) for anything else."""
+    net = load(path, trained.space)
+    if net.metric != metric:
+        raise ModelFileError(f"optimizer model {path!r} was trained for {net.metric}, not {metric}")
+    if tuple(net.header.get("probes", ())) != trained.probes:
+        raise ModelFileError(
+            f"optimizer model {path!r} was trained with another predictor's probes than {trained.path!r} "
+            "(`fleetbench train-optimizer --predictor` makes one for it)"
+        )
     return net
 
 
@@ -198,13 +225,11 @@ def train(
     progress: Progress = None,
 ) -> OptimizerNet:
     """Train the network for one accuracy metric over the candidates (rows of ``basis``)."""
-    try:
-        from sklearn.neural_network import MLPClassifier
-    except ImportError:
-        from coordinator.extras import need
+    from coordinator.extras import need
 
-        need("sklearn", "training the optimizer network")
-        raise
+    need("sklearn", "training the optimizer network")
+    from sklearn.neural_network import MLPClassifier
+
     model: CrossDevicePredictor = trained.model
     rng = np.random.default_rng(seed)
     probe_basis = basis[np.asarray(probe_rows)]

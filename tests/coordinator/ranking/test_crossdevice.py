@@ -183,3 +183,16 @@ def test_the_fast_evidence_matches_the_direct_one(public):
     np.testing.assert_allclose(
         fit.weights, np.linalg.solve(precision, b.T @ y / best + np.linalg.solve(cov, mean))
     )
+
+
+def test_a_network_that_does_not_fit_its_probes_is_refused_when_loaded(tmp_path):
+    path = SHIPPED_OPTIMIZERS[("nas-bench-201", "cifar10_top1")]
+    net = optimizer.load(path)
+    cut = optimizer.OptimizerNet(net.weights, net.biases, net.in_mean[:-1], net.in_scale[:-1],
+                                 {**net.header, "probes": net.header["probes"][:-1]})  # fmt: skip
+    cut.save(str(tmp_path / "cut.npz"))
+    with pytest.raises(ModelFileError, match="is damaged: its first layer does not take 20 inputs"):
+        optimizer.load(str(tmp_path / "cut.npz"))
+    trained = crossdevice.shipped("nas-bench-201")
+    with pytest.raises(ModelFileError, match="was trained for cifar10_top1, not cifar100_top1"):
+        optimizer.load_for(path, trained, "cifar100_top1")
