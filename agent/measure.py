@@ -22,6 +22,7 @@ from agent.bench.settings import BenchSettings
 from agent.common.errors import FleetbenchError, UsageError
 from agent.config import JobsConfig
 from agent.device.jobs import JobError
+from agent.materialize.families import DEFAULT_GRID, FAMILIES, table_size
 from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LutItem
 from agent.protocol.reports import LutRow, LutTable
 
@@ -75,6 +76,7 @@ def bench_settings(settings: JobSettings, limits: JobsConfig, defaults: Any = No
 def check_job(spec: JobSpec, model_dir: str, limits: JobsConfig) -> None:
     """JobError naming the first thing this device cannot do in ``spec``."""
     from agent.materialize import SPACES, check
+    from agent.materialize.families import FAMILIES
 
     for name in spec.models:
         resolve_model(name, model_dir)
@@ -91,6 +93,8 @@ def check_job(spec: JobSpec, model_dir: str, limits: JobsConfig) -> None:
             raise JobError(f"{where}: {err}") from None
     if spec.lut is not None and spec.lut.space not in SPACES:
         raise JobError(f"lut.space must be one of {', '.join(SPACES)} (got {spec.lut.space!r})")
+    if spec.lut is not None and spec.lut.grid is not None and spec.lut.space not in FAMILIES:
+        raise JobError(f"lut.grid is for the prunable families ({', '.join(FAMILIES)}), not {spec.lut.space}")
     settings = bench_settings(spec.settings, limits)
     need_s = estimate_s(spec, settings)
     if need_s > limits.max_job_s:
@@ -111,6 +115,8 @@ def estimate_s(spec: JobSpec, settings: BenchSettings) -> float:
     items = len(spec.models) + len(spec.all_architectures) * (1 + BUILD_S / per_item)
     if spec.lut is not None:
         items += spec.lut.sample
+        if spec.lut.space in FAMILIES:  # a width table also times each layer at each grid width
+            items += table_size(spec.lut.space, spec.lut.grid or DEFAULT_GRID)
     return items * per_item
 
 
@@ -148,14 +154,20 @@ def lut_target(payload: Any, send_progress: Any) -> LutTable:
 
     item, settings = payload
     assert isinstance(item, LutItem) and isinstance(settings, BenchSettings)
-    archs = sample(item.space, item.sample, item.seed)
-    run = lut.run(item.space, archs, item.format, settings, lambda text: send_progress(text, 0, 0, 0.0))
+    say = lambda text: send_progress(text, 0, 0, 0.0)  # noqa: E731
+    grid = None
+    if item.space in FAMILIES:
+        grid = item.grid or DEFAULT_GRID
+        run = lut.run_widths(item.space, grid, item.sample, item.seed, item.format, settings, say)
+    else:
+        run = lut.run(item.space, sample(item.space, item.sample, item.seed), item.format, settings, say)
     srcc = run.srcc
     return LutTable(
         space=item.space,
         sample=item.sample,
         seed=item.seed,
         format=item.format,
+        grid=tuple(grid) if grid is not None else None,
         srcc=srcc if srcc == srcc else None,
         archs=tuple(run.archs),
         measured_ms=tuple(run.measured_ms),

@@ -2,7 +2,9 @@
 
 ``materialize(space, arch, ...)`` builds a backend-neutral ``Network`` (weights random
 and seeded: latency does not depend on their values); ``write_model`` writes it as
-ONNX (NCHW) or TFLite (NHWC), chosen by the file extension, atomically.
+ONNX (NCHW) or TFLite (NHWC), chosen by the file extension, atomically.  The prunable
+families (``families``: resnet20, resnet56, resnet50, mobilenetv1) are spaces too: their
+"arch" is a width spec.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import os
 from typing import Any, Optional
 
 from agent.common.errors import UsageError
+from agent.materialize.families import DEFAULTS as FAMILY_DEFAULTS
+from agent.materialize.families import FAMILIES
 
-SPACES = ("nas-bench-201", "mobilenetv2")
+SPACES = ("nas-bench-201", "mobilenetv2", *FAMILIES)
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 #: (classes, resolution) each space's networks have unless asked otherwise
-DEFAULTS = {"nas-bench-201": (10, 32), "mobilenetv2": (1000, 224)}
+DEFAULTS = {"nas-bench-201": (10, 32), "mobilenetv2": (1000, 224), **FAMILY_DEFAULTS}
 
 
 def materialize(
@@ -41,7 +45,38 @@ def _module(space: str) -> Any:
         from agent.materialize import mobilenetv2
 
         return mobilenetv2
+    if space in FAMILIES:
+        return _Family(space)
     raise UsageError(f"unknown search space {space!r} (known: {', '.join(SPACES)})")
+
+
+class _Family:
+    """A prunable family behind the interface of a search-space module (the arch is a width spec)."""
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+
+    def parse_arch(self, arch: str) -> tuple[int, ...]:
+        from agent.materialize.families import parse_widths
+
+        return parse_widths(self.family, arch)
+
+    def check_options(self, classes: int, resolution: int) -> None:
+        from agent.materialize.families import check_options
+
+        check_options(classes, resolution, self.family)
+
+    def sample(self, n: int, rng: Any) -> list[str]:
+        from agent.materialize.families import sample
+
+        return sample(self.family, n, rng)
+
+    def build(self, arch: str, classes: int, resolution: int, seed: int) -> Any:
+        from agent.materialize.families import plan
+        from agent.materialize.weights import seeded, to_network
+
+        the_plan = plan(self.family, arch, classes, resolution)
+        return to_network(the_plan, seeded(the_plan, seed))
 
 
 def sample(space: str, n: int, seed: int) -> list[str]:

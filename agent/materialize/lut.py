@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from agent.materialize import network as nw
 
 @dataclass(frozen=True, order=True)
 class LayerKey:
-    op: str  # conv, dwconv, relu, relu6, avgpool, add, affine, head
+    op: str  # conv, dwconv, relu, relu6, avgpool, maxpool, add, affine, head
     cin: int
     cout: int
     size: int  # input height and width
@@ -60,9 +60,10 @@ def decompose(net: nw.Network) -> list[LayerKey]:
             c, size = shapes[layer.src]
             op = {nw.Relu: "relu", nw.Relu6: "relu6", nw.Affine: "affine"}[type(layer)]
             keys.append(LayerKey(op, c, c, size))
-        elif isinstance(layer, nw.AvgPool):
+        elif isinstance(layer, (nw.AvgPool, nw.MaxPool)):
             c, size = shapes[layer.src]
-            keys.append(LayerKey("avgpool", c, c, size, layer.kernel, layer.stride, layer.pad))
+            op = "avgpool" if isinstance(layer, nw.AvgPool) else "maxpool"
+            keys.append(LayerKey(op, c, c, size, layer.kernel, layer.stride, layer.pad))
         elif isinstance(layer, nw.Add):
             c, size = shapes[layer.srcs[0]]
             keys.append(LayerKey("add", c, c, size, arity=len(layer.srcs)))
@@ -92,6 +93,8 @@ def layer_network(key: LayerKey, seed: int = 0) -> nw.Network:
         layers = [nw.Affine("y", x, np.ones(key.cin, np.float32), np.zeros(key.cin, np.float32))]
     elif key.op == "avgpool":
         layers = [nw.AvgPool("y", x, key.kernel, key.stride, key.pad)]
+    elif key.op == "maxpool":
+        layers = [nw.MaxPool("y", x, key.kernel, key.stride, key.pad)]
     elif key.op == "add":
         layers = [nw.Add("y", (x,) * key.arity)]
     elif key.op == "head":
@@ -170,3 +173,64 @@ def run(space: str, archs: Sequence[str], fmt: str, settings: Any, progress: Any
             say(f"whole model {n}/{2 * len(nets)}")
             whole[i] = min(whole[i], run_benchmark(paths[i], settings).stats.p50_ms)
     return LutRun(table, uses, tuple(archs), tuple(whole), tuple(predict_ms(table, net) for net in nets))
+
+
+# -- width lookup tables: a prunable family's layers at every width of a grid ------------------
+
+
+def plan_keys(plan: Any) -> list[LayerKey]:
+    """``decompose(weights.to_network(plan, ...))`` from the plan alone: no weights built, so a
+    predictor can price thousands of width specs."""
+    from agent.materialize import families as fam
+
+    keys = []
+    for op in plan.ops:
+        if isinstance(op, fam.ConvOp):
+            keys.append(LayerKey("dwconv" if op.depthwise else "conv", op.cin, op.cout, op.size, op.kernel,
+                                 op.stride, op.pad))  # fmt: skip
+            if op.relu:
+                keys.append(LayerKey("relu", op.cout, op.cout, op.out_size))
+        elif isinstance(op, fam.AddOp):
+            keys.append(LayerKey("add", op.channels, op.channels, op.size, arity=2))
+            keys.append(LayerKey("relu", op.channels, op.channels, op.size))
+        elif isinstance(op, fam.MaxPoolOp):
+            keys.append(LayerKey("maxpool", op.channels, op.channels, op.size, op.kernel, op.stride, op.pad))
+        else:
+            keys.append(LayerKey("head", op.cin, op.classes, op.size))
+    return keys
+
+
+def run_widths(family: str, percents: Sequence[int], sample: int, seed: int, fmt: str, settings: Any,
+               progress: Any = None, resolution: Optional[int] = None) -> LutRun:  # fmt: skip
+    """Time every layer of ``family`` at every grid width, then ``sample`` whole width specs on
+    the grid against the sums of their layers; ``progress(text)`` as it goes."""
+    import os
+    import tempfile
+
+    from agent.bench.runner import run_benchmark
+    from agent.materialize import families as fam
+    from agent.materialize import write_model
+    from agent.materialize.weights import seeded, to_network
+
+    say = progress or (lambda text: None)
+    uses: Counter = Counter()
+    for widths in fam.cover_specs(family, percents):
+        uses.update(set(plan_keys(fam.plan(family, widths, resolution=resolution))))
+    specs = fam.sample(family, sample, np.random.default_rng(seed), percents)
+    plans = [fam.plan(family, spec, resolution=resolution) for spec in specs]
+    table: dict[LayerKey, float] = {}
+    with tempfile.TemporaryDirectory(prefix="fleetbench-lut-") as tmp:
+        for i, key in enumerate(sorted(uses), start=1):
+            say(f"layer {i}/{len(uses)}: {key.name}")
+            path = write_model(layer_network(key), os.path.join(tmp, f"layer{i}.{fmt}"))
+            table[key] = run_benchmark(path, settings).stats.p50_ms
+        paths = []
+        for i, p in enumerate(plans):
+            say(f"building width spec {i + 1}/{len(plans)}")
+            paths.append(write_model(to_network(p, seeded(p)), os.path.join(tmp, f"model{i}.{fmt}")))
+        whole = [float("inf")] * len(plans)  # two passes in opposite orders, as ``run``
+        for n, i in enumerate([*range(len(plans)), *reversed(range(len(plans)))], start=1):
+            say(f"whole model {n}/{2 * len(plans)}")
+            whole[i] = min(whole[i], run_benchmark(paths[i], settings).stats.p50_ms)
+    sums = tuple(float(sum(table[k] for k in plan_keys(p))) for p in plans)
+    return LutRun(table, uses, tuple(specs), tuple(whole), sums)

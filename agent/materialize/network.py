@@ -57,6 +57,17 @@ class AvgPool:
 
 
 @dataclass(frozen=True)
+class MaxPool:
+    """Max pooling; its input is never negative (it follows a ReLU), so zero padding is exact."""
+
+    out: str
+    src: str
+    kernel: int
+    stride: int
+    pad: int = 0
+
+
+@dataclass(frozen=True)
 class Add:
     out: str
     srcs: tuple[str, ...]
@@ -95,7 +106,7 @@ class Dense:
     bias: np.ndarray
 
 
-Layer = Union[Conv, Relu, Relu6, AvgPool, Add, Affine, Zeros, GlobalAvgPool, Dense]
+Layer = Union[Conv, Relu, Relu6, AvgPool, MaxPool, Add, Affine, Zeros, GlobalAvgPool, Dense]
 
 
 @dataclass(frozen=True)
@@ -175,7 +186,7 @@ def value_shapes(net: Network) -> dict[str, tuple[int, int]]:
             c, size = shapes[layer.src]
             k = layer.weight.shape[2]
             shapes[layer.out] = (layer.channels, (size + 2 * layer.pad - k) // layer.stride + 1)
-        elif isinstance(layer, AvgPool):
+        elif isinstance(layer, (AvgPool, MaxPool)):
             c, size = shapes[layer.src]
             shapes[layer.out] = (c, (size + 2 * layer.pad - layer.kernel) // layer.stride + 1)
         elif isinstance(layer, Add):

@@ -61,6 +61,18 @@ def to_onnx(net: nw.Network) -> Any:
                     count_include_pad=0,
                 )
             )
+        elif isinstance(layer, nw.MaxPool):
+            nodes.append(
+                helper.make_node(
+                    "MaxPool",
+                    [layer.src],
+                    [layer.out],
+                    name=layer.out,
+                    kernel_shape=[layer.kernel] * 2,
+                    strides=[layer.stride] * 2,
+                    pads=[layer.pad] * 4,
+                )
+            )
         elif isinstance(layer, nw.Add):
             op = "Add" if len(layer.srcs) == 2 else "Sum"
             nodes.append(helper.make_node(op, list(layer.srcs), [layer.out], name=layer.out))

@@ -136,27 +136,28 @@ def to_tflite(net: nw.Network) -> bytes:
         )
         return o
 
+    def padded(
+        name: str, src: int, channels: int, size: int, k: int, stride: int, pad: int
+    ) -> tuple[int, int]:
+        """The input and TFLite padding of a window of ``k`` with PyTorch's symmetric ``pad``."""
+        if pad == 0:
+            return src, s.Padding.VALID
+        if stride == 1 and pad == k // 2:
+            return src, s.Padding.SAME
+        # symmetric padding SAME cannot express: explicit PAD (zeros), then VALID
+        pads = b.tensor(f"{name}/pads", [4, 2], np.array([[0, 0], [pad, pad], [pad, pad], [0, 0]], np.int32),
+                        dtype="int32")  # fmt: skip
+        out = b.tensor(f"{name}/padded", [1, size + 2 * pad, size + 2 * pad, channels])
+        b.op(s.BuiltinOperator.PAD, [src, pads], [out], s.BuiltinOptions.PadOptions, s.PadOptionsT())
+        return out, s.Padding.VALID
+
     x_in = value(net.input_name)
     for layer in net.layers:
         if isinstance(layer, nw.Conv):
             cin, size = shapes[layer.src]
             k = int(layer.weight.shape[2])
             src = ids[layer.src]
-            if layer.pad == 0:
-                padding = s.Padding.VALID
-            elif layer.stride == 1 and layer.pad == k // 2:
-                padding = s.Padding.SAME
-            else:  # symmetric padding SAME cannot express: explicit PAD, then VALID
-                padded = size + 2 * layer.pad
-                pads = b.tensor(
-                    f"{layer.out}/pads",
-                    [4, 2],
-                    np.array([[0, 0], [layer.pad, layer.pad], [layer.pad, layer.pad], [0, 0]], np.int32),
-                    dtype="int32",
-                )
-                out = b.tensor(f"{layer.out}/padded", [1, padded, padded, cin])
-                b.op(s.BuiltinOperator.PAD, [src, pads], [out], s.BuiltinOptions.PadOptions, s.PadOptionsT())
-                src, padding = out, s.Padding.VALID
+            src, padding = padded(layer.out, src, cin, size, k, layer.stride, layer.pad)
             bias = b.tensor(f"{layer.out}/B", [layer.channels], layer.bias)
             out = value(layer.out)
             if layer.depthwise:  # TFLite keeps depthwise filters as (1, kh, kw, channels)
@@ -188,6 +189,17 @@ def to_tflite(net: nw.Network) -> bytes:
             b.op(
                 s.BuiltinOperator.AVERAGE_POOL_2D,
                 [ids[layer.src]],
+                [value(layer.out)],
+                s.BuiltinOptions.Pool2DOptions,
+                pool_options(layer.kernel, layer.stride, padding),
+            )
+        elif isinstance(layer, nw.MaxPool):
+            c, size = shapes[layer.src]
+            # zero padding is exact: a max pool's input follows a ReLU (network.MaxPool)
+            src, padding = padded(layer.out, ids[layer.src], c, size, layer.kernel, layer.stride, layer.pad)
+            b.op(
+                s.BuiltinOperator.MAX_POOL_2D,
+                [src],
                 [value(layer.out)],
                 s.BuiltinOptions.Pool2DOptions,
                 pool_options(layer.kernel, layer.stride, padding),

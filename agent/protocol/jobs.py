@@ -63,17 +63,31 @@ class ArchItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return f"{self.space}:{self.arch}:seed={self.seed}:classes={classes}:{size}px.{self.format}"
 
 
-class LutItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Build a layer lookup table for a search space on the device (``fleetbench lut`` as a job)."""
+#: a width, in percent of a prunable layer's full width
+Percent = Annotated[int, Meta(ge=1, le=100)]
+
+
+class LutItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Build a layer lookup table for a search space on the device (``fleetbench lut`` as a job).
+
+    For a prunable family (resnet20, resnet56, resnet50, mobilenetv1) it is a width table:
+    every layer at every ``grid`` width, checked against ``sample`` width specs on the grid."""
 
     space: Space
     sample: Annotated[int, Meta(ge=2, le=MAX_LUT_SAMPLE)] = 30
     seed: Seed = 0
     format: Format = "onnx"
+    #: a family's candidate widths (None: 25, 50, 75, 100); absent from older coordinators' jobs
+    grid: Optional[Annotated[tuple[Percent, ...], Meta(min_length=1, max_length=16)]] = None
+
+    def __post_init__(self) -> None:
+        if self.grid is not None and len(set(self.grid)) != len(self.grid):
+            raise ValueError("lut.grid names the same width twice")
 
     @property
     def key(self) -> str:
-        return f"lut:{self.space}:sample={self.sample}:seed={self.seed}.{self.format}"
+        grid = f":grid={'-'.join(map(str, self.grid))}" if self.grid is not None else ""
+        return f"lut:{self.space}:sample={self.sample}:seed={self.seed}{grid}.{self.format}"
 
 
 #: probe architectures one job may name

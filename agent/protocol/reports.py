@@ -163,6 +163,8 @@ class LutTable(msgspec.Struct, frozen=True, kw_only=True):
     sample: Count
     seed: Seed
     format: Format
+    #: a width table's grid, in percent of each prunable layer's full width
+    grid: Optional[tuple[Count, ...]] = None
     #: how well the sums of layers rank the whole models (None with fewer than 3)
     srcc: Optional[Annotated[float, Meta(ge=-1, le=1)]] = None
     archs: tuple[Annotated[str, Meta(max_length=400)], ...] = ()

@@ -3,6 +3,7 @@
 
     ranking  monotonicity, plan-samples, predict, rank
     crossdevice  probes, train-predictor, train-optimizer, optimize
+    prune    train, prune (the prunable families; PyTorch in the prune extra)
     service  coordinator, fleet, push, rollouts, explain
     trust    keygen, job, revoke, broker-config, enroll
     demo     demo
@@ -19,10 +20,11 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add the coordinator's commands to the ``fleetbench`` subparsers."""
-    from coordinator.cli import crossdevice, demo, ranking, service, trust
+    from coordinator.cli import crossdevice, demo, prune, ranking, service, trust
 
     service.register(sub)
     trust.register(sub)
     demo.register(sub)
     ranking.register(sub)
     crossdevice.register(sub)
+    prune.register(sub)
