@@ -284,11 +284,12 @@ class Agent(DeviceDaemon):
 
         loop = asyncio.get_running_loop()
         spec, limits = job.spec, self.config.jobs
-        if spec.lut is not None and item == spec.lut.key:
+        wanted = spec.table(item)
+        if wanted is not None:
             settings = bench_settings(spec.settings, limits, LUT_DEFAULTS)
             table = await loop.run_in_executor(
-                None, call_in_worker, lut_target, (spec.lut, settings), LOAD_GRACE_S + 3600.0,
-                f"the {spec.lut.space} lookup table", None, self._cancel,
+                None, call_in_worker, lut_target, (wanted, settings), LOAD_GRACE_S + 3600.0,
+                f"the {wanted.space} lookup table", None, self._cancel,
             )  # fmt: skip
             return ResultData(job_id=job.job_id, model=item, lut=table, conditions=conditions)
         settings = bench_settings(spec.settings, limits)

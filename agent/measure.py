@@ -22,8 +22,8 @@ from agent.bench.settings import BenchSettings
 from agent.common.errors import FleetbenchError, UsageError
 from agent.config import JobsConfig
 from agent.device.jobs import JobError
-from agent.materialize.families import DEFAULT_GRID, FAMILIES, table_size
-from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LutItem
+from agent.materialize.families import FAMILIES, table_size
+from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LutItem, WidthLutItem
 from agent.protocol.reports import LutRow, LutTable
 
 #: what a lookup table's item measures unless the job says otherwise
@@ -76,7 +76,6 @@ def bench_settings(settings: JobSettings, limits: JobsConfig, defaults: Any = No
 def check_job(spec: JobSpec, model_dir: str, limits: JobsConfig) -> None:
     """JobError naming the first thing this device cannot do in ``spec``."""
     from agent.materialize import SPACES, check
-    from agent.materialize.families import FAMILIES
 
     for name in spec.models:
         resolve_model(name, model_dir)
@@ -91,10 +90,13 @@ def check_job(spec: JobSpec, model_dir: str, limits: JobsConfig) -> None:
             check(item.space, item.arch, item.classes, item.resolution)
         except ValueError as err:
             raise JobError(f"{where}: {err}") from None
-    if spec.lut is not None and spec.lut.space not in SPACES:
-        raise JobError(f"lut.space must be one of {', '.join(SPACES)} (got {spec.lut.space!r})")
-    if spec.lut is not None and spec.lut.grid is not None and spec.lut.space not in FAMILIES:
-        raise JobError(f"lut.grid is for the prunable families ({', '.join(FAMILIES)}), not {spec.lut.space}")
+    spaces = [s for s in SPACES if s not in FAMILIES]
+    if spec.lut is not None and spec.lut.space in FAMILIES:
+        raise JobError(f"lut.space {spec.lut.space} is a prunable family: ask for its width_lut")
+    if spec.lut is not None and spec.lut.space not in spaces:
+        raise JobError(f"lut.space must be one of {', '.join(spaces)} (got {spec.lut.space!r})")
+    if spec.width_lut is not None and spec.width_lut.space not in FAMILIES:
+        raise JobError(f"width_lut.space must be one of {', '.join(FAMILIES)} (got {spec.width_lut.space!r})")
     settings = bench_settings(spec.settings, limits)
     need_s = estimate_s(spec, settings)
     if need_s > limits.max_job_s:
@@ -115,8 +117,8 @@ def estimate_s(spec: JobSpec, settings: BenchSettings) -> float:
     items = len(spec.models) + len(spec.all_architectures) * (1 + BUILD_S / per_item)
     if spec.lut is not None:
         items += spec.lut.sample
-        if spec.lut.space in FAMILIES:  # a width table also times each layer at each grid width
-            items += table_size(spec.lut.space, spec.lut.grid or DEFAULT_GRID)
+    if spec.width_lut is not None:  # each layer at each grid width, then the whole width specs
+        items += spec.width_lut.sample + table_size(spec.width_lut.space, spec.width_lut.grid)
     return items * per_item
 
 
@@ -149,16 +151,15 @@ def bench_target(payload: Any, send_progress: Any) -> Any:
 
 
 def lut_target(payload: Any, send_progress: Any) -> LutTable:
-    """Worker-process entry: build a layer lookup table (``fleetbench lut`` for a job)."""
+    """Worker-process entry: build a layer lookup table, or a family's width table (``fleetbench
+    lut`` for a job)."""
     from agent.materialize import lut, sample
 
     item, settings = payload
-    assert isinstance(item, LutItem) and isinstance(settings, BenchSettings)
+    assert isinstance(item, (LutItem, WidthLutItem)) and isinstance(settings, BenchSettings)
     say = lambda text: send_progress(text, 0, 0, 0.0)  # noqa: E731
-    grid = None
-    if item.space in FAMILIES:
-        grid = item.grid or DEFAULT_GRID
-        run = lut.run_widths(item.space, grid, item.sample, item.seed, item.format, settings, say)
+    if isinstance(item, WidthLutItem):
+        run = lut.run_widths(item.space, item.grid, item.sample, item.seed, item.format, settings, say)
     else:
         run = lut.run(item.space, sample(item.space, item.sample, item.seed), item.format, settings, say)
     srcc = run.srcc
@@ -167,7 +168,7 @@ def lut_target(payload: Any, send_progress: Any) -> LutTable:
         sample=item.sample,
         seed=item.seed,
         format=item.format,
-        grid=tuple(grid) if grid is not None else None,
+        grid=tuple(item.grid) if isinstance(item, WidthLutItem) else None,
         srcc=srcc if srcc == srcc else None,
         archs=tuple(run.archs),
         measured_ms=tuple(run.measured_ms),

@@ -17,6 +17,8 @@ MODULES = [
     "coordinator.ranking.uncertainty",
     "agent.materialize.nasbench201",
     "agent.materialize.network",
+    "agent.materialize.families",
+    "coordinator.prune.slicing",
     "agent.transport.discovery",
     "firmware_bridge.framing",
     "firmware_bridge.codec",

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from agent.common.args import EXIT_OK, seconds, whole
-from agent.common.files import check_writable, write_text_atomic
+from agent.common.args import EXIT_OK, percent_grid, seconds, whole
+from agent.common.files import check_writable
 from agent.common.progress import ProgressLine
 
 
@@ -141,17 +141,6 @@ Prunable layers: channels tied by a residual addition are never pruned, so in a 
 mobilenetv1 the stem and every pointwise convolution are (a depthwise one keeps its input's)."""
 
 
-def percent_grid(text: str) -> tuple[int, ...]:
-    """argparse type: '25,50,75,100' -> (25, 50, 75, 100), each a whole percent from 1 to 100."""
-    parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() and 1 <= int(p) <= 100 for p in parts):
-        raise argparse.ArgumentTypeError(f"{text!r} must be whole percents from 1 to 100, comma-separated")
-    values = sorted({int(p) for p in parts})
-    if len(values) > 16:
-        raise argparse.ArgumentTypeError(f"{text!r} names more than 16 widths")
-    return tuple(values)
-
-
 def cmd_make_model(args: argparse.Namespace) -> int:
     from agent.common.errors import UsageError
     from agent.materialize import format_for, materialize, write_model
@@ -192,9 +181,6 @@ def cmd_make_model(args: argparse.Namespace) -> int:
 
 
 def cmd_lut(args: argparse.Namespace) -> int:
-    import csv
-    import io
-
     from agent.bench.settings import BenchSettings
     from agent.common.errors import UsageError
     from agent.materialize import lut, sample
@@ -230,11 +216,7 @@ def cmd_lut(args: argparse.Namespace) -> int:
         what = f"{len(archs)} {args.space} archs"
     progress.clear()
     rows = lut.to_rows(result.table, result.uses)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(args.output, out.getvalue())
+    lut.write_csv(args.output, rows)
     print(f"fleetbench: wrote {len(rows)} layers to {args.output}", file=sys.stderr)
     whole, sums = result.measured_ms, result.predicted_ms
     print(

@@ -91,3 +91,14 @@ def add_config_args(p: argparse.ArgumentParser, default_path: str) -> None:
         help="outbox, baseline, jobs and status live here (default: $STATE_DIRECTORY under systemd, "
         "/var/lib/fleetbench as root, ~/.local/state/fleetbench otherwise)",
     )
+
+
+def percent_grid(text: str) -> tuple[int, ...]:
+    """argparse type: '25,50,75,100' -> (25, 50, 75, 100), each a whole percent from 1 to 100."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and 1 <= int(p) <= 100 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} must be whole percents from 1 to 100, comma-separated")
+    values = sorted({int(p) for p in parts})
+    if len(values) > 16:
+        raise argparse.ArgumentTypeError(f"{text!r} names more than 16 widths")
+    return tuple(values)

@@ -123,6 +123,21 @@ def to_rows(table: dict[LayerKey, float], uses: Counter) -> list[dict[str, Any]]
             for key, ms in sorted(table.items())]  # fmt: skip
 
 
+def write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    """The table as CSV (one row per layer; ``from_rows`` reads it back), written atomically."""
+    import csv
+    import io
+
+    from agent.common.files import write_text_atomic
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[*COLUMNS, "name", "p50_ms", "uses"], lineterminator="\n",
+                            extrasaction="ignore")  # fmt: skip
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, out.getvalue())
+
+
 def from_rows(rows: Sequence[dict[str, str]]) -> dict[LayerKey, float]:
     table = {}
     for row in rows:

@@ -133,8 +133,9 @@ def load(path: str) -> tuple[fam.Plan, Params, dict]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise WeightsError(f"{what} is not an .npz of arrays ({err})") from None
+    except (OSError, ValueError, EOFError):
+        why = "fleetbench train and prune write them"
+        raise WeightsError(f"{what} is not an .npz of arrays ({why})") from None
     try:
         meta = json.loads(str(arrays.pop("__meta__")))
         assert isinstance(meta, dict)

@@ -4,6 +4,7 @@
      "models": ["mobilenet_v2.tflite", "example:squeezenet"],
      "architectures": [{"space": "nas-bench-201", "arch": "|nor_conv_3x3~0|+|...|", "seed": 0}],
      "probe": {"space": "nas-bench-201", "archs": ["|nor_conv_3x3~0|+|...|", ...]},
+     "width_lut": {"space": "resnet56", "grid": [25, 50, 75, 100]},
      "settings": {"runs": 100, "warmup_runs": 10, "threads": 1},
      "device_id": "shed-pi-3", "seq": 1764240000000000, "expires_at": 1764326400.0,
      "signature": "<base64 Ed25519 by the coordinator's key>"}
@@ -16,7 +17,7 @@ which search spaces it can build) the device checks when it turns the job into w
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 import msgspec
 from msgspec import Meta
@@ -63,31 +64,42 @@ class ArchItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return f"{self.space}:{self.arch}:seed={self.seed}:classes={classes}:{size}px.{self.format}"
 
 
-#: a width, in percent of a prunable layer's full width
-Percent = Annotated[int, Meta(ge=1, le=100)]
-
-
-class LutItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Build a layer lookup table for a search space on the device (``fleetbench lut`` as a job).
-
-    For a prunable family (resnet20, resnet56, resnet50, mobilenetv1) it is a width table:
-    every layer at every ``grid`` width, checked against ``sample`` width specs on the grid."""
+class LutItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Build a layer lookup table for a search space on the device (``fleetbench lut`` as a job)."""
 
     space: Space
     sample: Annotated[int, Meta(ge=2, le=MAX_LUT_SAMPLE)] = 30
     seed: Seed = 0
     format: Format = "onnx"
-    #: a family's candidate widths (None: 25, 50, 75, 100); absent from older coordinators' jobs
-    grid: Optional[Annotated[tuple[Percent, ...], Meta(min_length=1, max_length=16)]] = None
-
-    def __post_init__(self) -> None:
-        if self.grid is not None and len(set(self.grid)) != len(self.grid):
-            raise ValueError("lut.grid names the same width twice")
 
     @property
     def key(self) -> str:
-        grid = f":grid={'-'.join(map(str, self.grid))}" if self.grid is not None else ""
-        return f"lut:{self.space}:sample={self.sample}:seed={self.seed}{grid}.{self.format}"
+        return f"lut:{self.space}:sample={self.sample}:seed={self.seed}.{self.format}"
+
+
+#: a width, in percent of a prunable layer's full width
+Percent = Annotated[int, Meta(ge=1, le=100)]
+
+
+class WidthLutItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Build a width table of a prunable family on the device (``fleetbench lut --space FAMILY``):
+    every layer at every ``grid`` width, checked against ``sample`` width specs on the grid."""
+
+    space: Space
+    #: candidate widths, in percent of each prunable layer's full width
+    grid: Annotated[tuple[Percent, ...], Meta(min_length=1, max_length=16)] = (25, 50, 75, 100)
+    sample: Annotated[int, Meta(ge=2, le=MAX_LUT_SAMPLE)] = 30
+    seed: Seed = 0
+    format: Format = "onnx"
+
+    def __post_init__(self) -> None:
+        if len(set(self.grid)) != len(self.grid):
+            raise ValueError("width_lut.grid names the same width twice")
+
+    @property
+    def key(self) -> str:
+        grid = "-".join(map(str, self.grid))
+        return f"width-lut:{self.space}:grid={grid}:sample={self.sample}:seed={self.seed}.{self.format}"
 
 
 #: probe architectures one job may name
@@ -141,6 +153,8 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     models: tuple[ItemName, ...] = ()
     architectures: tuple[ArchItem, ...] = ()
     lut: Optional[LutItem] = None
+    #: a prunable family's width table (absent from older coordinators' jobs)
+    width_lut: Optional[WidthLutItem] = None
     #: the device's features: probe architectures (absent from older coordinators' jobs; a
     #: device older than it refuses the job, as an unknown field, and says so in its ack)
     probe: Optional[ProbeItem] = None
@@ -157,8 +171,8 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
 
     def __post_init__(self) -> None:
         total = len(self.models) + len(self.architectures)
-        if total == 0 and self.lut is None and self.probe is None:
-            raise ValueError("a job needs at least one model, architecture, lut or probe")
+        if total == 0 and self.lut is None and self.width_lut is None and self.probe is None:
+            raise ValueError("a job needs at least one model, architecture, lut, width_lut or probe")
         if total > MAX_ITEMS:
             raise ValueError(f"a job may name at most {MAX_ITEMS} models and architectures (got {total})")
         if len(set(self.items)) != len(self.items):
@@ -166,9 +180,17 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
 
     @property
     def items(self) -> tuple[str, ...]:
-        """Everything the job measures, by name: model paths, architecture keys, the table."""
+        """Everything the job measures, by name: model paths, architecture keys, the tables."""
         archs = tuple(a.key for a in self.all_architectures)
-        return self.models + archs + ((self.lut.key,) if self.lut else ())
+        return self.models + archs + tuple(t.key for t in self.tables)
+
+    @property
+    def tables(self) -> tuple[Union[LutItem, WidthLutItem], ...]:
+        """The lookup tables the job builds."""
+        return tuple(t for t in (self.lut, self.width_lut) if t is not None)
+
+    def table(self, key: str) -> Optional[Union[LutItem, WidthLutItem]]:
+        return next((t for t in self.tables if t.key == key), None)
 
     @property
     def all_architectures(self) -> tuple[ArchItem, ...]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
 from typing import Any
 
-from agent.common.args import EXIT_FAILED, EXIT_OK
+from agent.common.args import EXIT_FAILED, EXIT_OK, percent_grid, whole
 from agent.common.errors import UsageError
+from agent.common.files import check_writable
 from coordinator.cli.format import print_table
 from coordinator.cli.service import EPILOG_CONFIG, _common, _config, _open
 from coordinator.extras import need
@@ -54,9 +56,35 @@ def register(sub: Any) -> None:
             "arrive.  Exit 0 when every device measured every model, 1 when one failed, refused "
             "or did not finish in --timeout."
         ),
-        epilog="Example: fleetbench job --device shed-pi-3 mobilenet_v2.tflite --runs 100\n" + EPILOG_CONFIG,
+        epilog="Examples: fleetbench job --device shed-pi-3 mobilenet_v2.tflite --runs 100\n"
+        "fleetbench job --sku 'Raspberry Pi 4 Model B' --lut resnet56 --widths 25,50,75,100 --lut-dir luts/\n"
+        + EPILOG_CONFIG,
     )
-    job.add_argument("models", nargs="+", metavar="MODEL")
+    job.add_argument("models", nargs="*", metavar="MODEL")
+    job.add_argument(
+        "--lut",
+        metavar="SPACE",
+        help="also build a lookup table of SPACE on each device (a family's: a width table)",
+    )
+    job.add_argument(
+        "--widths",
+        type=percent_grid,
+        metavar="GRID",
+        help="--lut of a family: widths in percent of each layer (default 25,50,75,100)",
+    )
+    job.add_argument(
+        "--sample",
+        type=whole(2),
+        default=30,
+        metavar="N",
+        help="--lut: architectures (width specs) timed whole to check it (default 30)",
+    )
+    job.add_argument(
+        "--lut-dir",
+        default=".",
+        metavar="DIR",
+        help="where each device's table is written, as DEVICE-lut.csv (default: here)",
+    )
     target = job.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", metavar="ID")
     target.add_argument("--sku", metavar="SKU")
@@ -166,9 +194,26 @@ def _spec(args: argparse.Namespace, job_id: str) -> Any:
              "min_time_s": args.min_time, "max_time_s": args.max_time, "backend": args.backend}  # fmt: skip
     import msgspec
 
+    from agent.materialize import SPACES
+    from agent.materialize.families import DEFAULT_GRID, FAMILIES
+    from agent.protocol.jobs import LutItem, WidthLutItem
+
+    if not args.models and not args.lut:
+        raise UsageError("name a MODEL to benchmark, or --lut SPACE")
+    if args.lut is not None and args.lut not in SPACES:
+        raise UsageError(f"--lut {args.lut!r} is not one of {', '.join(SPACES)}")
+    if args.widths is not None and args.lut not in FAMILIES:
+        raise UsageError(f"--widths is for --lut of a prunable family ({', '.join(FAMILIES)})")
     try:
         settings = msgspec.convert({k: v for k, v in given.items() if v is not None}, JobSettings)
-        return JobSpec(job_id=job_id, models=tuple(args.models), settings=settings)
+        lut, width_lut = None, None
+        if args.lut in FAMILIES:
+            width_lut = WidthLutItem(space=args.lut, grid=args.widths or DEFAULT_GRID, sample=args.sample)
+        elif args.lut:
+            lut = LutItem(space=args.lut, sample=args.sample)
+        return JobSpec(
+            job_id=job_id, models=tuple(args.models), lut=lut, width_lut=width_lut, settings=settings
+        )
     except (msgspec.ValidationError, ValueError) as err:
         raise UsageError(f"the job is not one a device takes: {err}") from None
 
@@ -193,15 +238,21 @@ def cmd_job(args: argparse.Namespace) -> int:
     now = time.time()
     raw = msgspec.json.encode(spec).decode()
     store.queue_jobs([OutgoingJob(job_id, d, raw, "queued", now) for d in targets])
-    print(f"job {job_id}: {len(spec.models)} model(s) on {len(targets)} device(s); the running coordinator "
+    what = f"{len(spec.models)} model(s)"
+    for table in spec.tables:
+        check_writable(os.path.join(args.lut_dir, "lut.csv"), "--lut-dir")
+        what += f" and a {table.space} lookup table"
+    print(f"job {job_id}: {what} on {len(targets)} device(s); the running coordinator "
           "signs and sends it", file=sys.stderr)  # fmt: skip
     if args.no_wait:
         print(job_id)
         return EXIT_OK
-    return _follow_job(store, job_id, targets, args.format, args.timeout)
+    return _follow_job(store, job_id, targets, args.format, args.timeout, args.lut_dir)
 
 
-def _follow_job(store: Any, job_id: str, targets: list[str], fmt: str, timeout_s: float) -> int:
+def _follow_job(
+    store: Any, job_id: str, targets: list[str], fmt: str, timeout_s: float, lut_dir: str = "."
+) -> int:
     deadline = time.monotonic() + timeout_s
     after, failed = 0.0, False
     ended: dict[str, str] = {}
@@ -215,6 +266,9 @@ def _follow_job(store: Any, job_id: str, targets: list[str], fmt: str, timeout_s
         for report in store.job_reports([job_id], after):
             after = max(after, report.ts)
             data = report.data
+            if report.kind == "result" and data.get("lut") is not None:
+                _write_lut(report.device_id, data["lut"], lut_dir)
+                continue
             if report.kind == "result":
                 _print_result(report.device_id, data, fmt, rows)
                 continue
@@ -237,6 +291,24 @@ def _follow_job(store: Any, job_id: str, targets: list[str], fmt: str, timeout_s
     if fmt == "table" and rows:
         print_table(("device", "model", "p50 ms", "p90 ms", "runs", "backend"), rows)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _write_lut(device_id: str, table: dict[str, Any], directory: str) -> None:
+    from agent.materialize.lut import write_csv
+
+    path = os.path.join(directory, f"{device_id}-lut.csv")
+    write_csv(path, table.get("rows") or [])
+    srcc = table.get("srcc")
+    ranks = (
+        f"; the sums of layers rank {len(table.get('archs') or [])} whole models with SRCC {srcc:.3f}"
+        if srcc is not None
+        else ""
+    )
+    layers = len(table.get("rows") or [])
+    print(
+        f"{device_id}: wrote its {table.get('space')} table ({layers} layers) to {path}{ranks}",
+        file=sys.stderr,
+    )
 
 
 def _print_result(device_id: str, data: dict[str, Any], fmt: str, rows: list[tuple[Any, ...]]) -> None:

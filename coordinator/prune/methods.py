@@ -126,18 +126,28 @@ def netadapt(plan: fam.Plan, params: Params, ratio: float, lut: Any, data: Any,
     settings = settings or NetAdaptSettings()
     target = ratio * plan.macs
     pick = data.holdout(settings.holdout, settings.seed)
-    start_ms = lut.predict_ms(plan)
-    budget = start_ms
+    drop_ms = settings.step * lut.predict_ms(plan)
     floors = floor_widths(plan)
     step = 0
     while plan.macs > target:
         step += 1
-        budget -= settings.step * start_ms
+        # the budget is the last network's latency less the step; when no layer alone can meet
+        # it (the cheap cuts are gone), the step is halved rather than the search given up
+        for _ in range(8):
+            budget = lut.predict_ms(plan) - drop_ms
+            widths_of = {i: w for i in range(len(plan.widths))
+                         if (w := _widest_under(plan, i, budget, floors[i], lut)) is not None}  # fmt: skip
+            if widths_of:
+                break
+            drop_ms /= 2
+        else:
+            raise PruneError(
+                f"netadapt cannot make {plan.family} faster by narrowing any one layer (FLOPs at "
+                f"{plan.macs / target * ratio:.3f} of the original, every layer at or near its floor); "
+                "ask for a larger --flops"
+            )
         best: Optional[tuple[float, float, fam.Plan, Params]] = None
-        for i in range(len(plan.widths)):
-            width = _widest_under(plan, i, budget, floors[i], lut)
-            if width is None:
-                continue
+        for i, width in widths_of.items():
             # the last step: a candidate that reaches the FLOPs target stops there, not below it
             width = max(width, _widest_within(plan, i, target, width))
             say(f"netadapt step {step}: budget {budget:.3f} ms, layer {i + 1}/{len(plan.widths)} "
@@ -150,11 +160,7 @@ def netadapt(plan: fam.Plan, params: Params, ratio: float, lut: Any, data: Any,
             ms = lut.predict_ms(small)
             if best is None or (score, -ms) > (best[0], -best[1]):
                 best = (score, ms, small, net.params())
-        if best is None:
-            raise PruneError(
-                f"netadapt could not meet a budget of {budget:.3f} ms by narrowing any one layer of "
-                f"{plan.family} (FLOPs at {plan.macs / target * ratio:.3f}); ask for a larger --flops"
-            )
+        assert best is not None
         plan, params = best[2], best[3]
         say(f"netadapt step {step}: kept widths {plan.spec}, holdout accuracy {best[0]:.3f}")
     return plan, params

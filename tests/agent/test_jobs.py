@@ -72,8 +72,8 @@ def test_a_good_job(models):
         ({"models": ["a.onnx"]}, "missing required field `job_id`"),
         ({"job_id": "../x", "models": ["a.onnx"]}, "data.job_id: Expected `str` matching regex"),
         ({"job_id": "j", "models": ["a.onnx"], "setings": {}}, "unknown field `setings`"),
-        ({"job_id": "j", "models": []}, "at least one model, architecture, lut or probe"),
-        ({"job_id": "j"}, "at least one model, architecture, lut or probe"),
+        ({"job_id": "j", "models": []}, "at least one model, architecture, lut, width_lut or probe"),
+        ({"job_id": "j"}, "at least one model, architecture, lut, width_lut or probe"),
         (
             {"job_id": "j", "probe": {"space": NB, "archs": []}},
             "data.probe.archs: Expected `array` of length >= 1",
@@ -90,6 +90,26 @@ def test_a_good_job(models):
         ({"job_id": "j", "lut": {"space": "darts"}}, "lut.space must be one of"),
         ({"job_id": "j", "lut": {"space": NB, "sample": 10**6}}, "data.lut.sample: Expected `int` <= 500"),
         ({"job_id": "j", "lut": {"space": NB, "samples": 3}}, "unknown field `samples`"),
+        ({"job_id": "j", "lut": {"space": NB, "grid": [50]}}, "unknown field `grid`"),
+        (
+            {"job_id": "j", "lut": {"space": "resnet20"}},
+            "resnet20 is a prunable family: ask for its",
+        ),
+        ({"job_id": "j", "width_lut": {"space": NB}}, "width_lut.space must be one of resnet20, resnet56"),
+        (
+            {"job_id": "j", "width_lut": {"space": "resnet20", "grid": [0]}},
+            "grid[0]: Expected `int` >= 1",
+        ),
+        ({"job_id": "j", "width_lut": {"space": "resnet20", "grid": [101]}}, "Expected `int` <= 100"),
+        ({"job_id": "j", "width_lut": {"space": "resnet20", "grid": []}}, "Expected `array` of length >= 1"),
+        (
+            {"job_id": "j", "width_lut": {"space": "resnet20", "grid": [5, 5]}},
+            "grid names the same width twice",
+        ),
+        (
+            {"job_id": "j", "architectures": [{"space": "resnet20", "arch": "1,2"}]},
+            "9 prunable layers; the spec",
+        ),
         ({"job_id": "j", "models": "a.onnx"}, "data.models: Expected `array`, got `str`"),
         ({"job_id": "j", "models": ["a.onnx", "a.onnx"]}, "the same model or architecture twice"),
         ({"job_id": "j", "models": ["../secret.onnx"]}, "outside the model directory"),

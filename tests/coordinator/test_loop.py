@@ -126,6 +126,25 @@ def test_a_real_agent_goes_from_registration_to_an_installed_chosen_model(tmp_pa
         assert out.returncode == 0, out.stderr
         assert "loop-pi" in out.stdout and "example:squeezenet" in out.stdout and "p50 ms" in out.stdout
 
+        # issue 18: a width lookup table of a prunable family, built on the device, written here
+        lut_job = ("job", "--device", "loop-pi", "--lut", "resnet20", "--widths", "50,100", "--sample", "3",
+                   "--runs", "3", "--min-time", "0", "--lut-dir", str(tmp_path), "--config", config,
+                   "--timeout", "120")  # fmt: skip
+        out = fleetbench(*lut_job, timeout_s=200)
+        assert out.returncode == 0, out.stderr
+        assert "loop-pi: wrote its resnet20 table" in out.stderr and "SRCC" in out.stderr
+        from agent.materialize import families
+        from coordinator.prune.widthlut import WidthLut
+
+        table = WidthLut.read(str(tmp_path / "loop-pi-lut.csv"))
+        assert len(table.table) == families.table_size("resnet20", (50, 100))
+        # every width spec on the grid is priced from measured layers alone, thinner ones for less
+        assert (
+            0
+            < table.predict_ms(families.plan("resnet20", "x0.5"))
+            < table.predict_ms(families.plan("resnet20"))
+        )
+
         # the key rotated while the agent runs: it is told the new key under the old one's
         # signature, says so in its status, and takes the next job signed by the new key
         rotated = fleetbench("keygen", "--rotate", "--config", config)

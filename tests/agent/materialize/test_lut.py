@@ -7,7 +7,9 @@ import os
 
 import numpy as np
 import pytest
-from test_nasbench201 import DENSE, SPARSE, cli, run_onnx, run_tflite
+from daemon_proc import fleetbench as cli
+from runtimes import run_onnx, run_tflite
+from test_nasbench201 import DENSE, SPARSE
 
 from agent.materialize import lut, materialize, model_bytes
 from agent.materialize.lut import LayerKey

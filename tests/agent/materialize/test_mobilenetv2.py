@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_nasbench201 import run_onnx, run_tflite
+from runtimes import run_onnx, run_tflite
 
 from agent.common.errors import UsageError
 from agent.materialize import materialize, mobilenetv2, model_bytes, network

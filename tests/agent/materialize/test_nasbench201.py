@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 from daemon_proc import fleetbench as cli
+from runtimes import run_onnx, run_tflite
 
 from agent.common.errors import UsageError
 from agent.materialize import materialize, model_bytes, nasbench201, network, write_model
@@ -19,27 +20,6 @@ DENSE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|avg_po
 SPARSE = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"  # edge 0->1 is dead
 CONSTANT = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"  # no path in to out
 POOLS = "|avg_pool_3x3~0|+|avg_pool_3x3~0|skip_connect~1|+|avg_pool_3x3~0|none~1|skip_connect~2|"
-
-
-def run_onnx(data: bytes, x_nchw: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {"input": x_nchw})[0]
-
-
-def run_tflite(data: bytes, x_nchw: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=data)
-    interp.allocate_tensors()
-    interp.set_tensor(
-        interp.get_input_details()[0]["index"], np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
-    )
-    interp.invoke()
-    return interp.get_tensor(interp.get_output_details()[0]["index"])
 
 
 @pytest.mark.parametrize(
