@@ -165,29 +165,43 @@ class LutRun:
 
 def run(space: str, archs: Sequence[str], fmt: str, settings: Any, progress: Any = None) -> LutRun:
     """Time every distinct layer of ``archs`` and every whole model; ``progress(text)`` as it goes."""
+    from agent.materialize import materialize
+
+    nets = [materialize(space, arch) for arch in archs]
+    uses = distinct(nets)
+    table, whole = _time(
+        uses, [lambda net=net: net for net in nets], fmt, settings, progress or (lambda text: None)
+    )
+    return LutRun(table, uses, tuple(archs), tuple(whole), tuple(predict_ms(table, net) for net in nets))
+
+
+def _time(
+    uses: Counter, builders: Sequence[Any], fmt: str, settings: Any, say: Any
+) -> tuple[dict, list[float]]:
+    """Each layer of ``uses`` timed as a one-layer model, then each network ``builders`` make timed
+    whole: two passes in opposite orders, the lower p50 kept (a device whose speed drifts with
+    heat or a shared host would otherwise rank models by when they were measured)."""
     import os
     import tempfile
 
     from agent.bench.runner import run_benchmark
-    from agent.materialize import materialize, write_model
+    from agent.materialize import write_model
 
-    say = progress or (lambda text: None)
-    nets = [materialize(space, arch) for arch in archs]
-    uses = distinct(nets)
     table: dict[LayerKey, float] = {}
     with tempfile.TemporaryDirectory(prefix="fleetbench-lut-") as tmp:
         for i, key in enumerate(sorted(uses), start=1):
             say(f"layer {i}/{len(uses)}: {key.name}")
             path = write_model(layer_network(key), os.path.join(tmp, f"layer{i}.{fmt}"))
             table[key] = run_benchmark(path, settings).stats.p50_ms
-        paths = [write_model(net, os.path.join(tmp, f"model{i}.{fmt}")) for i, net in enumerate(nets)]
-        # Two passes in opposite orders, the lower p50 kept: a device whose speed drifts
-        # (heat, a shared host) would otherwise rank models by when they were measured.
-        whole = [float("inf")] * len(nets)
-        for n, i in enumerate([*range(len(nets)), *reversed(range(len(nets)))], start=1):
-            say(f"whole model {n}/{2 * len(nets)}")
+        paths = []
+        for i, build in enumerate(builders):
+            say(f"building whole model {i + 1}/{len(builders)}")
+            paths.append(write_model(build(), os.path.join(tmp, f"model{i}.{fmt}")))
+        whole = [float("inf")] * len(paths)
+        for n, i in enumerate([*range(len(paths)), *reversed(range(len(paths)))], start=1):
+            say(f"whole model {n}/{2 * len(paths)}")
             whole[i] = min(whole[i], run_benchmark(paths[i], settings).stats.p50_ms)
-    return LutRun(table, uses, tuple(archs), tuple(whole), tuple(predict_ms(table, net) for net in nets))
+    return table, whole
 
 
 # -- width lookup tables: a prunable family's layers at every width of a grid ------------------
@@ -219,33 +233,15 @@ def run_widths(family: str, percents: Sequence[int], sample: int, seed: int, fmt
                progress: Any = None, resolution: Optional[int] = None) -> LutRun:  # fmt: skip
     """Time every layer of ``family`` at every grid width, then ``sample`` whole width specs on
     the grid against the sums of their layers; ``progress(text)`` as it goes."""
-    import os
-    import tempfile
-
-    from agent.bench.runner import run_benchmark
     from agent.materialize import families as fam
-    from agent.materialize import write_model
     from agent.materialize.weights import seeded, to_network
 
-    say = progress or (lambda text: None)
     uses: Counter = Counter()
     for widths in fam.cover_specs(family, percents):
         uses.update(set(plan_keys(fam.plan(family, widths, resolution=resolution))))
     specs = fam.sample(family, sample, np.random.default_rng(seed), percents)
     plans = [fam.plan(family, spec, resolution=resolution) for spec in specs]
-    table: dict[LayerKey, float] = {}
-    with tempfile.TemporaryDirectory(prefix="fleetbench-lut-") as tmp:
-        for i, key in enumerate(sorted(uses), start=1):
-            say(f"layer {i}/{len(uses)}: {key.name}")
-            path = write_model(layer_network(key), os.path.join(tmp, f"layer{i}.{fmt}"))
-            table[key] = run_benchmark(path, settings).stats.p50_ms
-        paths = []
-        for i, p in enumerate(plans):
-            say(f"building width spec {i + 1}/{len(plans)}")
-            paths.append(write_model(to_network(p, seeded(p)), os.path.join(tmp, f"model{i}.{fmt}")))
-        whole = [float("inf")] * len(plans)  # two passes in opposite orders, as ``run``
-        for n, i in enumerate([*range(len(plans)), *reversed(range(len(plans)))], start=1):
-            say(f"whole model {n}/{2 * len(plans)}")
-            whole[i] = min(whole[i], run_benchmark(paths[i], settings).stats.p50_ms)
+    builders = [lambda p=p: to_network(p, seeded(p)) for p in plans]
+    table, whole = _time(uses, builders, fmt, settings, progress or (lambda text: None))
     sums = tuple(float(sum(table[k] for k in plan_keys(p))) for p in plans)
     return LutRun(table, uses, tuple(specs), tuple(whole), sums)

@@ -48,29 +48,20 @@ def to_onnx(net: nw.Network) -> Any:
             nodes.append(
                 helper.make_node("Clip", [layer.src, "relu6/min", "relu6/max"], [layer.out], name=layer.out)
             )
-        elif isinstance(layer, nw.AvgPool):
+        elif isinstance(layer, (nw.AvgPool, nw.MaxPool)):
+            # average pooling skips the padding (count_include_pad=0), as PyTorch's here does
+            average = isinstance(layer, nw.AvgPool)
+            extra: dict[str, Any] = {"count_include_pad": 0} if average else {}
             nodes.append(
                 helper.make_node(
-                    "AveragePool",
+                    "AveragePool" if average else "MaxPool",
                     [layer.src],
                     [layer.out],
                     name=layer.out,
                     kernel_shape=[layer.kernel] * 2,
                     strides=[layer.stride] * 2,
                     pads=[layer.pad] * 4,
-                    count_include_pad=0,
-                )
-            )
-        elif isinstance(layer, nw.MaxPool):
-            nodes.append(
-                helper.make_node(
-                    "MaxPool",
-                    [layer.src],
-                    [layer.out],
-                    name=layer.out,
-                    kernel_shape=[layer.kernel] * 2,
-                    strides=[layer.stride] * 2,
-                    pads=[layer.pad] * 4,
+                    **extra,
                 )
             )
         elif isinstance(layer, nw.Add):
