@@ -245,3 +245,47 @@ def run_widths(family: str, percents: Sequence[int], sample: int, seed: int, fmt
     table, whole = _time(uses, builders, fmt, settings, progress or (lambda text: None))
     sums = tuple(float(sum(table[k] for k in plan_keys(p))) for p in plans)
     return LutRun(table, uses, tuple(specs), tuple(whole), sums)
+
+
+# -- layer kinds and device profiles ----------------------------------------------------------
+
+#: what a layer's cost is mostly made of; a board ages unevenly across these (a throttled clock
+#: slows arithmetic, worn or shared memory slows the elementwise layers, fewer cores hurt the
+#: large convolutions most)
+KINDS = ("conv", "pointwise", "depthwise", "memory", "head")
+
+
+def kind(key: LayerKey) -> str:
+    """The kind of a layer (``KINDS``).
+
+    >>> kind(LayerKey("conv", 16, 16, 32, 3, 1, 1)), kind(LayerKey("relu", 16, 16, 32))
+    ('conv', 'memory')
+    """
+    if key.op == "conv":
+        return "pointwise" if key.kernel == 1 else "conv"
+    if key.op == "dwconv":
+        return "depthwise"
+    if key.op == "head":
+        return "head"
+    return "memory"
+
+
+def profile_keys(plan: Any, per_kind: int = 2) -> list[LayerKey]:
+    """The probe layers of a device profile for ``plan``'s family: of each kind the plan has, the
+    layers at its largest and smallest spatial size (``per_kind`` in all), the heaviest there.
+    Deterministic, so a device and the coordinator agree on them without saying."""
+    by_kind: dict[str, list[LayerKey]] = {}
+    for key in sorted(set(plan_keys(plan))):
+        by_kind.setdefault(kind(key), []).append(key)
+    chosen = []
+    for k in KINDS:
+        keys = by_kind.get(k, [])
+        sizes = sorted({key.size for key in keys}, reverse=True)
+        picks = (
+            [sizes[round(i * (len(sizes) - 1) / max(1, per_kind - 1))] for i in range(per_kind)]
+            if sizes
+            else []
+        )
+        for size in dict.fromkeys(picks):
+            chosen.append(max((key for key in keys if key.size == size), key=lambda x: (x.cin * x.cout, x)))
+    return chosen

@@ -4,6 +4,7 @@
     ranking  monotonicity, plan-samples, predict, rank
     crossdevice  probes, train-predictor, train-optimizer, optimize
     prune    train, prune (the prunable families; PyTorch in the prune extra)
+    hdap     hdap (one pruned model for a drifted SKU)
     service  coordinator, fleet, push, rollouts, explain
     trust    keygen, job, revoke, broker-config, enroll
     demo     demo
@@ -20,7 +21,7 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add the coordinator's commands to the ``fleetbench`` subparsers."""
-    from coordinator.cli import crossdevice, demo, prune, ranking, service, trust
+    from coordinator.cli import crossdevice, demo, hdap, prune, ranking, service, trust
 
     service.register(sub)
     trust.register(sub)
@@ -28,3 +29,4 @@ def register(sub: Any) -> None:
     ranking.register(sub)
     crossdevice.register(sub)
     prune.register(sub)
+    hdap.register(sub)

@@ -6,7 +6,8 @@
   target is met (Li et al., ICLR 2017, ranked globally).  A norm is compared with the
   mean norm of its own layer, since raw norms grow with a layer's fan-in; every layer
   keeps at least a tenth of its filters.  Device-agnostic.
-- ``netadapt``: NetAdapt (Yang et al., ECCV 2018) for one device.  Each step lowers a
+- ``netadapt``: NetAdapt (Yang et al., ECCV 2018) for one device (without data, as in a simulated
+  fleet, its candidates are compared by the filter importance they remove instead).  Each step lowers a
   latency budget by ``step`` of the starting latency (priced by the device's width
   lookup table); for every layer alone it makes the candidate that narrows that layer
   just enough to meet the budget, fine-tunes it briefly and measures it on a holdout
@@ -120,12 +121,12 @@ def netadapt(plan: fam.Plan, params: Params, ratio: float, lut: Any, data: Any,
              settings: Optional[NetAdaptSettings] = None,
              say: Say = quiet) -> tuple[fam.Plan, Params]:  # fmt: skip
     """NetAdapt's loop, stopped at the FLOPs target; returns the plan and its (briefly tuned) weights."""
-    from coordinator.prune.torchnet import PlanNet
-    from coordinator.prune.train import accuracy, fine_tune
-
     settings = settings or NetAdaptSettings()
+    if data is not None:
+        from coordinator.prune.torchnet import PlanNet
+        from coordinator.prune.train import accuracy, fine_tune
     target = ratio * plan.macs
-    pick = data.holdout(settings.holdout, settings.seed)
+    pick = data.holdout(settings.holdout, settings.seed) if data is not None else None
     drop_ms = settings.step * lut.predict_ms(plan)
     floors = floor_widths(plan)
     step = 0
@@ -154,16 +155,28 @@ def netadapt(plan: fam.Plan, params: Params, ratio: float, lut: Any, data: Any,
                 f"{plan.widths[i]} -> {width} filters")  # fmt: skip
             widths = (*plan.widths[:i], width, *plan.widths[i + 1 :])
             small, small_params = narrow(plan, params, keep_largest(plan, params, widths))
-            net = PlanNet(small).load_params(small_params)
-            fine_tune(net, pick, 1, max_batches=settings.short_batches, seed=settings.seed + step)
-            score = accuracy(net, pick.x_test, pick.y_test)
+            if pick is None:  # no data: the candidate that removes the least filter importance
+                score = -_importance_lost(plan, params, widths)
+            else:
+                net = PlanNet(small).load_params(small_params)
+                fine_tune(net, pick, 1, max_batches=settings.short_batches, seed=settings.seed + step)
+                score, small_params = accuracy(net, pick.x_test, pick.y_test), net.params()
             ms = lut.predict_ms(small)
             if best is None or (score, -ms) > (best[0], -best[1]):
-                best = (score, ms, small, net.params())
+                best = (score, ms, small, small_params)
         assert best is not None
         plan, params = best[2], best[3]
         say(f"netadapt step {step}: kept widths {plan.spec}, holdout accuracy {best[0]:.3f}")
     return plan, params
+
+
+def _importance_lost(plan: fam.Plan, params: Params, widths: tuple[int, ...]) -> float:
+    """The relative L1 norm (the ``l1`` criterion) of the filters ``widths`` removes from ``plan``."""
+    total = 0.0
+    for i, norms in filter_norms(plan, params).items():
+        rel = np.sort(norms / max(float(norms.mean()), 1e-12))
+        total += float(rel[: plan.widths[i] - widths[i]].sum())
+    return total
 
 
 def _widest_within(plan: fam.Plan, i: int, target_macs: float, floor: int) -> int:

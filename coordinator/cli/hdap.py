@@ -1,0 +1,185 @@
+"""``fleetbench hdap``: one pruned model for a SKU whose boards have drifted apart (HDAP).
+
+This release plans on a described fleet (``--simulate FLEET.json``); the live loop through the
+coordinator (profile jobs, the representatives' width tables, ``--push``) builds on the same
+planning.  Heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from agent.common.args import EXIT_OK, whole
+from agent.common.progress import ProgressLine
+from coordinator.cli.prune import DATA_HELP, ratio
+
+
+def register(sub: Any) -> None:
+    from agent.materialize.families import FAMILIES
+    from coordinator.hdap.cluster import TOL
+
+    hd = sub.add_parser(
+        "hdap",
+        help="prune one model for a whole SKU whose boards have drifted apart (HDAP)",
+        description=(
+            "Homogeneous-device aware pruning: cluster the SKU's devices on short profiles (a few "
+            "probe layers), take a full width table from one representative per cluster, estimate "
+            "every device from its representative's table corrected by its own profile, and search "
+            "the per-layer widths that make the fleet fastest on average under the FLOPs target, "
+            "removing no more filter importance (the l1 criterion) than l1 does. With --simulate "
+            "FLEET.json the fleet is described, and HDAP is compared with uniform, l1, NetAdapt tuned "
+            "on one board and an oracle that knows every board, by the fleet's truth. " + DATA_HELP
+        ),
+        epilog=FLEET_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hd.add_argument("--space", required=True, choices=FAMILIES, help="the family (must match the weights)")
+    hd.add_argument("--weights", required=True, metavar="W.npz", help="the trained network")
+    hd.add_argument(
+        "--flops", required=True, type=ratio, metavar="RATIO", help="FLOPs to keep (0 < RATIO <= 1)"
+    )
+    hd.add_argument("--simulate", required=True, metavar="FLEET.json", help="plan for a described fleet")
+    hd.add_argument(
+        "--objective",
+        choices=["mean", "p90", "mean+p90"],
+        default="mean",
+        help="what to minimize: the fleet average (default), the 90th percentile board, or both",
+    )
+    hd.add_argument(
+        "--tol",
+        type=float,
+        default=TOL,
+        metavar="X",
+        help=f"a device within this RMS log slowdown of its representative is described by it "
+        f"(default {TOL})",
+    )
+    hd.add_argument(
+        "--no-oracle", action="store_true", help="skip the oracle (it searches on every board's truth)"
+    )
+    hd.add_argument("--data", metavar="digits|FILE.npz", help="fine-tune the result on these images")
+    hd.add_argument(
+        "--finetune-epochs", type=whole(0), default=0, metavar="N", help="fine-tuning epochs (default 0)"
+    )
+    hd.add_argument(
+        "--seed", type=whole(0), default=0, metavar="N", help="clustering and search seed (default 0)"
+    )
+    hd.add_argument("-o", "--output", metavar="P.npz", help="write the pruned network's weights")
+    hd.add_argument("--onnx", metavar="P.onnx", help="also write it as a model (.onnx or .tflite)")
+    hd.add_argument("--format", choices=["text", "json"], default="text", help="the report's form")
+    hd.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
+    hd.set_defaults(func=cmd_hdap)
+
+
+FLEET_HELP = """\
+FLEET.json (--simulate):
+  {"space": "resnet56", "base_lut": "resnet56-lut.csv",
+   "conditions": {"healthy": {}, "throttled": {"conv": 1.6, "pointwise": 1.5, "memory": 1.1},
+                  "worn-memory": {"memory": 1.9, "pointwise": 1.3}},
+   "generate": {"devices": 10000, "mix": {"healthy": 0.6, "throttled": 0.25, "worn-memory": 0.15}},
+   "jitter": 0.02, "shape_noise": 0.05, "profile_noise": 0.01, "seed": 0}
+base_lut: a width table measured on one healthy board (fleetbench lut --space FAMILY), relative to
+the file. conditions: slowdowns by layer kind (conv, pointwise, depthwise, memory, head; 1 if left
+out); shape_noise: each condition also slows each layer shape by its own log-normal factor.
+devices: a list of {"id", "condition"} or {"id", "slowdown": {kind: factor}}, or generate: a count
+and the conditions' shares. jitter: each board's own log-normal variation per kind; profile_noise:
+the measurement noise of a profile.
+
+Example: fleetbench hdap --space resnet56 --weights resnet56.npz --flops 0.5 --simulate fleet.json"""
+
+
+def cmd_hdap(args: argparse.Namespace) -> int:
+    from agent.common.errors import UsageError
+    from agent.common.files import check_writable
+    from agent.materialize import format_for
+    from agent.materialize.weights import matching
+    from coordinator.hdap import simulate as sim
+    from coordinator.hdap.planning import simulate
+
+    for path, flag in ((args.output, "--output"), (args.onnx, "--onnx")):
+        if path:
+            check_writable(path, flag)
+    if args.onnx:
+        format_for(args.onnx)
+    if args.finetune_epochs and not args.data:
+        raise UsageError("--finetune-epochs needs --data (the images to fine-tune on)")
+    if not 0 < args.tol < 1:
+        raise UsageError(f"--tol {args.tol:g} must be above 0 and below 1")
+    plan, params = matching(args.weights, args.space, None, None, None)
+    fleet = sim.load(args.simulate)
+    if fleet.space != args.space:
+        raise UsageError(f"{args.simulate} describes a {fleet.space} fleet, not {args.space}")
+    progress = ProgressLine(args.quiet)
+    fleet.base.predict_ms(plan)  # a table of another resolution is said before any work
+    report = simulate(
+        fleet,
+        plan,
+        params,
+        args.flops,
+        args.objective,
+        args.tol,
+        args.seed,
+        progress,
+        oracle=not args.no_oracle,
+    )
+    progress.clear()
+    if args.output or args.onnx or args.data:
+        _write(args, plan, params, report, progress)
+    if args.format == "json":
+        print(json.dumps(report))
+        return EXIT_OK
+    methods = ["hdap", "uniform", "l1", "netadapt"] + ([] if args.no_oracle else ["oracle"])
+    print(
+        f"{report['network']}: {report['devices']} devices in {report['conditions']} condition(s); "
+        f"{report['clusters']} cluster(s), full width tables from {report['full_luts']} device(s) "
+        f"({report['measured_share']:.2%}); planned in {report['planning_s']:.1f} s"
+    )
+    print(f"{'method':<9} {'FLOPs':>6} {'fleet mean ms':>14} {'p90 ms':>8} {'slowest 10% ms':>15}")
+    for m in methods:
+        print(
+            f"{m:<9} {report[m + '_flops']:>6.3f} {report[m + '_ms']:>14.4f} {report[m + '_p90_ms']:>8.4f} "
+            f"{report[m + '_slowest_decile_ms']:>15.4f}"
+        )
+    best = min(report[m + "_ms"] for m in ("uniform", "l1", "netadapt"))
+    print(f"hdap vs the best baseline: {100 * (report['hdap_ms'] / best - 1):+.1f} %")
+    return EXIT_OK
+
+
+def _write(args: argparse.Namespace, plan: Any, params: Any, report: dict, progress: Any) -> None:
+    from agent.materialize import families as fam
+    from agent.materialize.weights import save, to_network
+    from coordinator.prune.slicing import keep_largest, narrow
+
+    widths = fam.parse_widths(args.space, report["hdap_widths"])
+    small, small_params = narrow(plan, params, keep_largest(plan, params, widths))
+    if args.data:
+        from coordinator.cli.prune import _load_data
+        from coordinator.prune.torchnet import PlanNet
+        from coordinator.prune.train import accuracy, fine_tune
+
+        data = _load_data(args.data, small.resolution)
+        net = PlanNet(small).load_params(small_params)
+        report["hdap_acc_pruned"] = round(accuracy(net, data.x_test, data.y_test), 6)
+        if args.finetune_epochs:
+
+            def show(epoch: int, epochs: int, done: float, loss: float) -> None:
+                progress(f"fine-tuning: epoch {epoch}/{epochs} {done:4.0%}, loss {loss:.3f}")
+
+            fine_tune(net, data, args.finetune_epochs, show, seed=args.seed)
+            progress.clear()
+            small_params = net.params()
+            report["hdap_acc"] = round(accuracy(net, data.x_test, data.y_test), 6)
+    if args.output:
+        save(
+            args.output,
+            small,
+            small_params,
+            {"method": "hdap", "flops_target": args.flops, "fleet": args.simulate, "plan": report},
+        )
+    if args.onnx:
+        from agent.materialize import write_model
+
+        write_model(to_network(small, small_params, f"{args.space} hdap {args.flops:g}"), args.onnx)
+    print(f"fleetbench: wrote {' and '.join(p for p in (args.output, args.onnx) if p)}", file=sys.stderr)
