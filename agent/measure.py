@@ -23,7 +23,8 @@ from agent.common.errors import FleetbenchError, UsageError
 from agent.config import JobsConfig
 from agent.device.jobs import JobError
 from agent.materialize.families import FAMILIES, table_size
-from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LutItem, WidthLutItem
+from agent.materialize.lut import KINDS
+from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LayerProfileItem, LutItem, WidthLutItem
 from agent.protocol.reports import LutRow, LutTable
 
 #: what a lookup table's item measures unless the job says otherwise
@@ -95,6 +96,10 @@ def check_job(spec: JobSpec, model_dir: str, limits: JobsConfig) -> None:
         raise JobError(f"lut.space {spec.lut.space} is a prunable family: ask for its width_lut")
     if spec.lut is not None and spec.lut.space not in spaces:
         raise JobError(f"lut.space must be one of {', '.join(spaces)} (got {spec.lut.space!r})")
+    if spec.layer_profile is not None and spec.layer_profile.space not in FAMILIES:
+        raise JobError(
+            f"layer_profile.space must be one of {', '.join(FAMILIES)} (got {spec.layer_profile.space!r})"
+        )
     if spec.width_lut is not None and spec.width_lut.space not in FAMILIES:
         raise JobError(f"width_lut.space must be one of {', '.join(FAMILIES)} (got {spec.width_lut.space!r})")
     settings = bench_settings(spec.settings, limits)
@@ -119,6 +124,8 @@ def estimate_s(spec: JobSpec, settings: BenchSettings) -> float:
         items += spec.lut.sample
     if spec.width_lut is not None:  # each layer at each grid width, then the whole width specs
         items += spec.width_lut.sample + table_size(spec.width_lut.space, spec.width_lut.grid)
+    if spec.layer_profile is not None:  # a few layers of each kind (lut.profile_keys)
+        items += 2 * len(KINDS)
     return items * per_item
 
 
@@ -153,20 +160,28 @@ def bench_target(payload: Any, send_progress: Any) -> Any:
 def lut_target(payload: Any, send_progress: Any) -> LutTable:
     """Worker-process entry: build a layer lookup table, or a family's width table (``fleetbench
     lut`` for a job)."""
-    from agent.materialize import lut, sample
+    from agent.materialize import lut
+    from agent.materialize import sample as sample_archs
 
     item, settings = payload
-    assert isinstance(item, (LutItem, WidthLutItem)) and isinstance(settings, BenchSettings)
+    assert isinstance(item, (LutItem, WidthLutItem, LayerProfileItem)) and isinstance(settings, BenchSettings)
     say = lambda text: send_progress(text, 0, 0, 0.0)  # noqa: E731
-    if isinstance(item, WidthLutItem):
+    sample = 0
+    if isinstance(item, LayerProfileItem):
+        run = lut.run_profile(item.space, item.format, settings, say)
+    elif isinstance(item, WidthLutItem):
         run = lut.run_widths(item.space, item.grid, item.sample, item.seed, item.format, settings, say)
+        sample = item.sample
     else:
-        run = lut.run(item.space, sample(item.space, item.sample, item.seed), item.format, settings, say)
-    srcc = run.srcc
+        run = lut.run(
+            item.space, sample_archs(item.space, item.sample, item.seed), item.format, settings, say
+        )
+        sample = item.sample
+    srcc = run.srcc if len(run.measured_ms) >= 3 else float("nan")
     return LutTable(
         space=item.space,
-        sample=item.sample,
-        seed=item.seed,
+        sample=sample,
+        seed=getattr(item, "seed", 0),
         format=item.format,
         grid=tuple(item.grid) if isinstance(item, WidthLutItem) else None,
         srcc=srcc if srcc == srcc else None,

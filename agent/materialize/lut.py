@@ -229,6 +229,15 @@ def plan_keys(plan: Any) -> list[LayerKey]:
     return keys
 
 
+def run_profile(family: str, fmt: str, settings: Any, progress: Any = None) -> LutRun:
+    """Time ``family``'s probe layers (``profile_keys``): this device's profile, in seconds."""
+    from agent.materialize import families as fam
+
+    keys = Counter(profile_keys(fam.plan(family)))
+    table, _ = _time(keys, [], fmt, settings, progress or (lambda text: None))
+    return LutRun(table, keys, (), (), ())
+
+
 def run_widths(family: str, percents: Sequence[int], sample: int, seed: int, fmt: str, settings: Any,
                progress: Any = None, resolution: Optional[int] = None) -> LutRun:  # fmt: skip
     """Time every layer of ``family`` at every grid width, then ``sample`` whole width specs on

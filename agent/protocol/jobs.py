@@ -102,6 +102,18 @@ class WidthLutItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit
         return f"width-lut:{self.space}:grid={grid}:sample={self.sample}:seed={self.seed}.{self.format}"
 
 
+class LayerProfileItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Time a prunable family's probe layers (``agent.materialize.lut.profile_keys``, a few per
+    layer kind): the device's profile, by which HDAP groups the boards of a SKU.  Seconds."""
+
+    space: Space
+    format: Format = "onnx"
+
+    @property
+    def key(self) -> str:
+        return f"layer-profile:{self.space}.{self.format}"
+
+
 #: probe architectures one job may name
 MAX_PROBES = 64
 
@@ -155,6 +167,8 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     lut: Optional[LutItem] = None
     #: a prunable family's width table (absent from older coordinators' jobs)
     width_lut: Optional[WidthLutItem] = None
+    #: a prunable family's probe layers: the device's profile for HDAP (absent from older jobs)
+    layer_profile: Optional[LayerProfileItem] = None
     #: the device's features: probe architectures (absent from older coordinators' jobs; a
     #: device older than it refuses the job, as an unknown field, and says so in its ack)
     probe: Optional[ProbeItem] = None
@@ -171,8 +185,10 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
 
     def __post_init__(self) -> None:
         total = len(self.models) + len(self.architectures)
-        if total == 0 and self.lut is None and self.width_lut is None and self.probe is None:
-            raise ValueError("a job needs at least one model, architecture, lut, width_lut or probe")
+        if total == 0 and not self.tables and self.probe is None:
+            raise ValueError(
+                "a job needs at least one model, architecture, lut, width_lut, layer_profile or probe"
+            )
         if total > MAX_ITEMS:
             raise ValueError(f"a job may name at most {MAX_ITEMS} models and architectures (got {total})")
         if len(set(self.items)) != len(self.items):
@@ -185,11 +201,11 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
         return self.models + archs + tuple(t.key for t in self.tables)
 
     @property
-    def tables(self) -> tuple[Union[LutItem, WidthLutItem], ...]:
-        """The lookup tables the job builds."""
-        return tuple(t for t in (self.lut, self.width_lut) if t is not None)
+    def tables(self) -> tuple[Union[LutItem, WidthLutItem, LayerProfileItem], ...]:
+        """The lookup tables the job builds (a profile is a small one)."""
+        return tuple(t for t in (self.lut, self.width_lut, self.layer_profile) if t is not None)
 
-    def table(self, key: str) -> Optional[Union[LutItem, WidthLutItem]]:
+    def table(self, key: str) -> Optional[Union[LutItem, WidthLutItem, LayerProfileItem]]:
         return next((t for t in self.tables if t.key == key), None)
 
     @property

@@ -1,8 +1,9 @@
 """``fleetbench hdap``: one pruned model for a SKU whose boards have drifted apart (HDAP).
 
-This release plans on a described fleet (``--simulate FLEET.json``); the live loop through the
-coordinator (profile jobs, the representatives' width tables, ``--push``) builds on the same
-planning.  Heavy imports happen inside the command.
+``--sku SKU`` plans for the real fleet through the running coordinator (profile jobs, the
+representatives' width tables, then ``--push`` to roll the model out); ``--simulate
+FLEET.json`` plans for a described fleet and compares every method by its truth.  Heavy
+imports happen inside the command.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import json
 import sys
 from typing import Any
 
-from agent.common.args import EXIT_OK, whole
+from agent.common.args import EXIT_OK, percent_grid, whole
 from agent.common.progress import ProgressLine
 from coordinator.cli.prune import DATA_HELP, ratio
+from coordinator.cli.service import _common, _config, _open
 
 
 def register(sub: Any) -> None:
@@ -41,7 +43,11 @@ def register(sub: Any) -> None:
     hd.add_argument(
         "--flops", required=True, type=ratio, metavar="RATIO", help="FLOPs to keep (0 < RATIO <= 1)"
     )
-    hd.add_argument("--simulate", required=True, metavar="FLEET.json", help="plan for a described fleet")
+    where = hd.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--sku", metavar="SKU", help="plan for this SKU's devices, through the running coordinator"
+    )
+    where.add_argument("--simulate", metavar="FLEET.json", help="plan for a described fleet (below)")
     hd.add_argument(
         "--objective",
         choices=["mean", "p90", "mean+p90"],
@@ -66,7 +72,39 @@ def register(sub: Any) -> None:
     hd.add_argument(
         "--seed", type=whole(0), default=0, metavar="N", help="clustering and search seed (default 0)"
     )
-    hd.add_argument("-o", "--output", metavar="P.npz", help="write the pruned network's weights")
+    hd.add_argument(
+        "--widths",
+        type=percent_grid,
+        default=None,
+        metavar="GRID",
+        help="--sku: the representatives' width-table grid, percent (default 25,50,75,100)",
+    )
+    hd.add_argument(
+        "--sample",
+        type=whole(2),
+        default=30,
+        metavar="N",
+        help="--sku: width specs each representative times whole to check its table (default 30)",
+    )
+    hd.add_argument(
+        "--runs", type=whole(1), metavar="N", help="--sku: measured runs per layer (device default)"
+    )
+    hd.add_argument("--min-time", type=float, metavar="S", help="--sku: measuring seconds per layer at least")
+    hd.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="--sku: how long to wait for each step's answers (default 3600)",
+    )
+    hd.add_argument("--push", action="store_true", help="--sku: roll the model out to the SKU (needs --onnx)")
+    _common(hd)
+    hd.add_argument(
+        "-o",
+        "--output",
+        metavar="P.npz",
+        help="write the pruned network's weights (and, with --sku, its plan as P.plan.json)",
+    )
     hd.add_argument("--onnx", metavar="P.onnx", help="also write it as a model (.onnx or .tflite)")
     hd.add_argument("--format", choices=["text", "json"], default="text", help="the report's form")
     hd.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
@@ -87,7 +125,10 @@ devices: a list of {"id", "condition"} or {"id", "slowdown": {kind: factor}}, or
 and the conditions' shares. jitter: each board's own log-normal variation per kind; profile_noise:
 the measurement noise of a profile.
 
-Example: fleetbench hdap --space resnet56 --weights resnet56.npz --flops 0.5 --simulate fleet.json"""
+Examples:
+  fleetbench hdap --space resnet56 --weights resnet56.npz --flops 0.5 --simulate fleet.json
+  fleetbench hdap --sku 'Raspberry Pi 4 Model B' --space resnet56 --weights resnet56.npz --flops 0.5 \
+      --data digits --finetune-epochs 5 -o hdap.npz --onnx hdap.tflite --push"""
 
 
 def cmd_hdap(args: argparse.Namespace) -> int:
@@ -108,6 +149,13 @@ def cmd_hdap(args: argparse.Namespace) -> int:
     if not 0 < args.tol < 1:
         raise UsageError(f"--tol {args.tol:g} must be above 0 and below 1")
     plan, params = matching(args.weights, args.space, None, None, None)
+    if args.sku is not None:
+        return _live(args, plan, params)
+    for flag in ("widths", "runs", "min_time"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')} is for --sku (a real fleet)")
+    if args.push:
+        raise UsageError("--push is for --sku (a real fleet)")
     fleet = sim.load(args.simulate)
     if fleet.space != args.space:
         raise UsageError(f"{args.simulate} describes a {fleet.space} fleet, not {args.space}")
@@ -144,6 +192,74 @@ def cmd_hdap(args: argparse.Namespace) -> int:
         )
     best = min(report[m + "_ms"] for m in ("uniform", "l1", "netadapt"))
     print(f"hdap vs the best baseline: {100 * (report['hdap_ms'] / best - 1):+.1f} %")
+    return EXIT_OK
+
+
+def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
+    from agent.common.errors import UsageError
+    from agent.materialize import families as fam
+    from coordinator.hdap.live import LiveOptions, run
+
+    if not args.output:
+        raise UsageError("--sku needs -o P.npz: where the pruned model and its plan go")
+    if args.push and not args.onnx:
+        raise UsageError("--push needs --onnx P.onnx (or .tflite): the model file to roll out")
+    if plan.resolution != fam.DEFAULTS[args.space][1]:
+        raise UsageError(
+            f"{args.weights} is for {plan.resolution} px input; the devices' tables are measured at "
+            f"the family's {fam.DEFAULTS[args.space][1]} px"
+        )
+    config = _config(args)
+    store = _open(config)
+    settings = {k: v for k, v in (("runs", args.runs), ("min_time_s", args.min_time)) if v is not None}
+    options = LiveOptions(
+        grid=args.widths or fam.DEFAULT_GRID,
+        sample=args.sample,
+        settings=settings,
+        timeout_s=args.timeout,
+        objective=args.objective,
+        tol=args.tol,
+        seed=args.seed,
+    )
+    progress = ProgressLine(args.quiet)
+
+    def say(text: str) -> None:
+        progress.clear()
+        print(f"fleetbench: {text}", file=sys.stderr)
+
+    live = run(store, args.sku, plan, params, args.flops, options, say)
+    report = live.as_json(plan)
+    report.update(
+        network=args.space, sku=args.sku, devices=len(live.devices), planning_s=round(live.planned.seconds, 2)
+    )
+    report["hdap_widths"] = report["widths"]
+    _write(args, plan, params, report, progress)
+    plan_path = args.output[: -len(".npz")] if args.output.endswith(".npz") else args.output
+    from agent.common.files import write_text_atomic
+
+    write_text_atomic(plan_path + ".plan.json", json.dumps(report, indent=1) + "\n")
+    if args.push:
+        from coordinator.deploy import create_rollout
+
+        row = create_rollout(store, config, args.onnx, sku=args.sku, name=f"{args.space}-hdap")
+        report["rollout"] = row.rollout_id
+        say(
+            f"rollout {row.rollout_id}: {row.name} {row.version} to SKU {args.sku!r}; follow it with "
+            f"fleetbench rollouts {row.rollout_id}"
+        )
+    if args.format == "json":
+        print(json.dumps(report))
+        return EXIT_OK
+    print(
+        f"{args.space} for {args.sku!r}: {report['devices']} device(s) in {len(report['clusters'])} "
+        f"cluster(s); full width tables from {', '.join(c['representative'] for c in report['clusters'])}"
+    )
+    print(
+        f"widths {report['widths']} (FLOPs {report['flops_ratio']:.3f}): predicted fleet average "
+        f"{report['predicted_fleet_ms']:.3f} ms, 90th percentile {report['predicted_p90_ms']:.3f} ms"
+    )
+    for d, why in live.left_out.items():
+        print(f"left out: {d}: {why}")
     return EXIT_OK
 
 

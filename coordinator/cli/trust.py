@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from typing import Any
 
 from agent.common.args import EXIT_FAILED, EXIT_OK, percent_grid, whole
@@ -23,7 +22,6 @@ from coordinator.cli.service import EPILOG_CONFIG, _common, _config, _open
 from coordinator.extras import need
 
 #: the acks that end a job on a device
-ENDINGS = ("done", "failed", "rejected", "duplicate")
 
 
 def register(sub: Any) -> None:
@@ -219,9 +217,7 @@ def _spec(args: argparse.Namespace, job_id: str) -> Any:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    import msgspec
-
-    from coordinator.store.records import OutgoingJob
+    from coordinator.fleetjobs import new_job_id, queue
 
     config = _config(args)
     store = _open(config)
@@ -233,15 +229,13 @@ def cmd_job(args: argparse.Namespace) -> int:
         targets = store.devices_of_sku(args.sku)
         if not targets:
             raise UsageError(f"--sku {args.sku!r}: no device of the fleet has it (see `fleetbench fleet`)")
-    job_id = f"op-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    job_id = new_job_id()
     spec = _spec(args, job_id)
-    now = time.time()
-    raw = msgspec.json.encode(spec).decode()
-    store.queue_jobs([OutgoingJob(job_id, d, raw, "queued", now) for d in targets])
     what = f"{len(spec.models)} model(s)"
     for table in spec.tables:
-        check_writable(os.path.join(args.lut_dir, "lut.csv"), "--lut-dir")
+        check_writable(os.path.join(args.lut_dir, "lut.csv"), "--lut-dir")  # before the job goes out
         what += f" and a {table.space} lookup table"
+    queue(store, spec, targets)
     print(f"job {job_id}: {what} on {len(targets)} device(s); the running coordinator "
           "signs and sends it", file=sys.stderr)  # fmt: skip
     if args.no_wait:
@@ -253,43 +247,34 @@ def cmd_job(args: argparse.Namespace) -> int:
 def _follow_job(
     store: Any, job_id: str, targets: list[str], fmt: str, timeout_s: float, lut_dir: str = "."
 ) -> int:
-    deadline = time.monotonic() + timeout_s
-    after, failed = 0.0, False
-    ended: dict[str, str] = {}
+    from coordinator.fleetjobs import follow
+
     rows: list[tuple[Any, ...]] = []
-    while len(ended) < len(targets):
-        for row in store.outgoing_jobs(job_id):
-            if row.state == "failed" and row.device_id not in ended:
-                ended[row.device_id] = "failed"
-                failed = True
-                print(f"{row.device_id}: not sent: {row.detail}", file=sys.stderr)
-        for report in store.job_reports([job_id], after):
-            after = max(after, report.ts)
-            data = report.data
-            if report.kind == "result" and data.get("lut") is not None:
-                _write_lut(report.device_id, data["lut"], lut_dir)
-                continue
-            if report.kind == "result":
-                _print_result(report.device_id, data, fmt, rows)
-                continue
-            state = data.get("state")
+
+    def show(report: Any) -> None:
+        data = report.data
+        if report.kind == "result" and data.get("lut") is not None:
+            _write_lut(report.device_id, data["lut"], lut_dir)
+        elif report.kind == "result":
+            _print_result(report.device_id, data, fmt, rows)
+        elif data.get("state") not in ("progress", "running"):
             why = data.get("error") or data.get("reason") or data.get("message") or ""
-            if state in ("model_failed", *ENDINGS[1:]):
-                failed = True
-            if state in ENDINGS and report.device_id not in ended:
-                ended[report.device_id] = state
-            if state not in ("progress", "running"):
-                model = f" {data['model']}" if data.get("model") else ""
-                print(f"{report.device_id}: {state}{model}{': ' + why if why else ''}", file=sys.stderr)
-        if len(ended) >= len(targets):
-            break
-        if time.monotonic() > deadline:
-            waiting = ", ".join(d for d in targets if d not in ended)
-            print(f"job {job_id}: no end after {timeout_s:g} s from {waiting}", file=sys.stderr)
-            return EXIT_FAILED
-        time.sleep(0.5)  # polling the database the coordinator writes
+            model = f" {data['model']}" if data.get("model") else ""
+            print(
+                f"{report.device_id}: {data.get('state')}{model}{': ' + why if why else ''}", file=sys.stderr
+            )
+
+    def unsent(device_id: str, detail: str) -> None:
+        print(f"{device_id}: not sent: {detail}", file=sys.stderr)
+
+    answers = follow(store, job_id, targets, timeout_s, show, unsent)
+    waiting = [d for d, a in answers.items() if a.state == "waiting"]
+    if waiting:
+        print(f"job {job_id}: no end after {timeout_s:g} s from {', '.join(waiting)}", file=sys.stderr)
+        return EXIT_FAILED
     if fmt == "table" and rows:
         print_table(("device", "model", "p50 ms", "p90 ms", "runs", "backend"), rows)
+    failed = any(a.state != "done" or a.failed_items for a in answers.values())
     return EXIT_FAILED if failed else EXIT_OK
 
 

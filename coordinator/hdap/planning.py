@@ -37,20 +37,26 @@ def plan_fleet(
     ratio: float,
     profiles: np.ndarray,
     probes: Sequence[LayerKey],
-    rep_table: Callable[[int], Any],
+    rep_tables: Callable[[Sequence[int]], Sequence[Any]],
     objective: str = "mean",
     tol: float = TOL,
     seed: int = 0,
     say: Optional[Callable[[str], None]] = None,
+    extra: Optional[np.ndarray] = None,
     **search_options: Any,
 ) -> Planned:
-    """Cluster the devices on ``profiles`` (devices x probes), ask ``rep_table(device)`` for each
-    representative's table, and search the widths for the fleet's surrogate."""
+    """Cluster the devices on ``profiles`` (devices x probes, and ``extra`` features in log units
+    such as the degradation index), ask ``rep_tables(devices)`` for the representatives' tables
+    (all at once: on a real fleet they are measured in parallel), and search the widths for the
+    fleet's surrogate."""
     say = say or (lambda text: None)
     started = time.monotonic()
-    clusters = cluster(slowdowns(profiles), tol, seed=seed)
+    features = slowdowns(profiles)
+    if extra is not None:
+        features = np.hstack([features, np.asarray(extra, float).reshape(len(features), -1)])
+    clusters = cluster(features, tol, seed=seed)
     say(f"hdap: {clusters.k} cluster(s) of {', '.join(map(str, clusters.sizes))} device(s)")
-    tables = [rep_table(r) for r in clusters.representatives]
+    tables = list(rep_tables(clusters.representatives))
     ratios = surrogate_ratios(profiles, clusters, [kind(p) for p in probes], KINDS)
     surrogate = FleetModel(tables, clusters.labels, ratios)
     result = search(plan, params, ratio, surrogate, objective, seed=seed, say=say, **search_options)
@@ -102,8 +108,12 @@ def simulate(
     probe_kind = np.array([index[kind(p)] for p in probes])
     profiles = true_probes[fleet.condition_of] * fleet.factors[:, probe_kind]
     profiles = profiles * np.exp(rng.normal(0.0, fleet.profile_noise, profiles.shape))
+
+    def tables(reps: Sequence[int]) -> list[DeviceTable]:
+        return [board(r) for r in reps]
+
     planned = plan_fleet(
-        plan, params, ratio, profiles, probes, board, objective, tol, seed, say, **search_options
+        plan, params, ratio, profiles, probes, tables, objective, tol, seed, say, **search_options
     )
     srcc, error = surrogate_quality(planned, truth, plan, rng)
     widths: dict[str, tuple[int, ...]] = {"hdap": planned.result.widths}
@@ -139,8 +149,14 @@ def simulate(
     return report
 
 
-def surrogate_quality(planned: Planned, truth: FleetModel, plan: fam.Plan, rng: np.random.Generator,
-                      specs: int = 20, devices: int = 200) -> tuple[float, float]:  # fmt: skip
+def surrogate_quality(
+    planned: Planned,
+    truth: FleetModel,
+    plan: fam.Plan,
+    rng: np.random.Generator,
+    specs: int = 20,
+    devices: int = 200,
+) -> tuple[float, float]:
     """How well the surrogate ranks ``specs`` random width specs on devices that were not measured
     (mean SRCC over up to ``devices`` of them), and its mean relative error there."""
     from scipy.stats import spearmanr

@@ -72,8 +72,9 @@ def test_a_good_job(models):
         ({"models": ["a.onnx"]}, "missing required field `job_id`"),
         ({"job_id": "../x", "models": ["a.onnx"]}, "data.job_id: Expected `str` matching regex"),
         ({"job_id": "j", "models": ["a.onnx"], "setings": {}}, "unknown field `setings`"),
-        ({"job_id": "j", "models": []}, "at least one model, architecture, lut, width_lut or probe"),
-        ({"job_id": "j"}, "at least one model, architecture, lut, width_lut or probe"),
+        ({"job_id": "j", "models": []}, "at least one model, architecture, lut, width_lut, layer_profile"),
+        ({"job_id": "j"}, "at least one model, architecture, lut, width_lut, layer_profile or probe"),
+        ({"job_id": "j", "layer_profile": {"space": NB}}, "layer_profile.space must be one of resnet20"),
         (
             {"job_id": "j", "probe": {"space": NB, "archs": []}},
             "data.probe.archs: Expected `array` of length >= 1",

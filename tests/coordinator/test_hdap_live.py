@@ -1,0 +1,111 @@
+"""`fleetbench hdap --sku` end to end: a real mosquitto, a real coordinator and three real agents of one
+SKU; profile jobs, the representatives' width tables, the search, the model and its plan written, and the
+model rolled out to the SKU, signed, and installed on every board (short settings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from daemon_proc import AgentProcess, eventually, fleetbench, start_configured_coordinator, write_config
+from test_loop import coordinator_config, keygen, rollouts, stop
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("sklearn")
+
+from agent.materialize import families as fam
+from agent.materialize.weights import load, save, seeded
+
+DEVICES = ("shed-a", "shed-b", "shed-c")
+
+
+def test_hdap_plans_for_a_real_sku_and_rolls_the_model_out(tmp_path, mosquitto):
+    config = coordinator_config(tmp_path, mosquitto, "[rerank]\nenabled = false\n[push]\nsmoke_runs = 3\n")
+    public = keygen(config)
+    coord = start_configured_coordinator(config)
+    agents = []
+    plan = fam.plan("resnet20")
+    save(str(tmp_path / "w.npz"), plan, seeded(plan, 4))
+    try:
+        for name in DEVICES:
+            work = tmp_path / name
+            work.mkdir()
+            cfg = write_config(
+                str(work / "agent.toml"), mosquitto.url, f'[models]\npublic_key = "{public}"\n'
+            )
+            agent = AgentProcess(str(work), cfg, name)
+            agent.start()
+            agents.append(agent)
+        for agent in agents:
+            agent.wait_note("READY=1")
+
+        def fleet():
+            out = fleetbench("fleet", "--config", config, "--format", "json")
+            return {d["device_id"]: d for d in json.loads(out.stdout)} if out.returncode == 0 else {}
+
+        def all_registered():
+            found = fleet()
+            return found if set(DEVICES) <= set(found) else None
+
+        devices = eventually(all_registered, 60)
+        (sku,) = {devices[d]["sku"] for d in DEVICES}
+        out = fleetbench(
+            "hdap",
+            "--sku",
+            sku,
+            "--space",
+            "resnet20",
+            "--weights",
+            str(tmp_path / "w.npz"),
+            "--flops",
+            "0.5",
+            "--config",
+            config,
+            "-o",
+            str(tmp_path / "hdap.npz"),
+            "--onnx",
+            str(tmp_path / "hdap.onnx"),
+            "--widths",
+            "50,100",
+            "--sample",
+            "3",
+            "--runs",
+            "3",
+            "--min-time",
+            "0",
+            "--timeout",
+            "150",
+            "--push",
+            "--format",
+            "json",
+            timeout_s=400,
+        )
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert "profiling 3 device(s)" in out.stderr and "full width tables from" in out.stderr
+        members = sorted(d for c in report["clusters"] for d in c["devices"])
+        assert members == sorted(DEVICES) and report["left_out"] == {}
+        assert 1 <= report["full_luts"] == len(report["clusters"]) <= 3
+        assert set(report["predicted_ms"]) == set(DEVICES) and report["predicted_fleet_ms"] > 0
+        assert 0.45 <= report["flops_ratio"] <= 0.5
+        small, _, info = load(str(tmp_path / "hdap.npz"))
+        assert small.spec == report["widths"] and info["method"] == "hdap"
+        assert json.loads((tmp_path / "hdap.plan.json").read_text())["widths"] == report["widths"]
+        # rolled out to the SKU with the existing rules: signed, installed on every board
+        rollout = eventually(
+            lambda: [
+                r
+                for r in rollouts(config)
+                if r["rollout_id"] == report["rollout"] and r["state"] in ("done", "halted")
+            ],
+            240,
+        )
+        (r,) = rollout
+        assert r["state"] == "done", r
+        assert sorted(d["device_id"] for d in r["deployments"] if d["state"] == "installed") == sorted(
+            DEVICES
+        )
+    finally:
+        for agent in agents:
+            agent.close()
+        stop(coord)
