@@ -87,6 +87,12 @@ def _table(answer: Any) -> Optional[dict[LayerKey, float]]:
     return None
 
 
+def send(store: Any, spec: Any, targets: Sequence[str], timeout_s: float) -> dict[str, Any]:
+    """A job to every one of ``targets`` at once, and their answers (``fleetjobs.Answer``)."""
+    queue(store, spec, targets)
+    return follow(store, spec.job_id, targets, timeout_s)
+
+
 def run(
     store: Any,
     sku: str,
@@ -95,10 +101,14 @@ def run(
     ratio: float,
     options: LiveOptions,
     say: Callable[[str], None],
+    dispatch: Optional[Callable[..., dict[str, Any]]] = None,
 ) -> LivePlan:
-    """Profiles, clusters, the representatives' tables, the search: the plan for ``sku``."""
+    """Profiles, clusters, the representatives' tables, the search: the plan for ``sku``.
+    ``dispatch(store, spec, targets, timeout_s)`` sends a job and collects the answers (a
+    benchmark on one shared host sends to one device at a time)."""
     from agent.protocol.jobs import JobSpec, LayerProfileItem, WidthLutItem
 
+    dispatch = dispatch or send
     targets = store.devices_of_sku(sku)
     if not targets:
         raise HdapError(f"--sku {sku!r}: no device of the fleet has it (see `fleetbench fleet`)")
@@ -110,8 +120,7 @@ def run(
         settings=settings,
     )
     say(f"hdap: profiling {len(targets)} device(s) of {sku!r} ({len(probes)} probe layers each)")
-    queue(store, job, targets)
-    answers = follow(store, job.job_id, targets, options.timeout_s)
+    answers = dispatch(store, job, targets, options.timeout_s)
     devices, rows, left_out = [], [], {}
     for d in targets:
         table = _table(answers[d])
@@ -139,8 +148,7 @@ def run(
             settings=settings,
         )
         say(f"hdap: full width tables from {', '.join(names)}")
-        queue(store, wjob, names)
-        got = follow(store, wjob.job_id, names, options.timeout_s)
+        got = dispatch(store, wjob, names, options.timeout_s)
         tables = []
         for name in names:
             table = _table(got[name])

@@ -166,7 +166,8 @@ def netadapt(plan: fam.Plan, params: Params, ratio: float, lut: Any, data: Any,
                 best = (score, ms, small, small_params)
         assert best is not None
         plan, params = best[2], best[3]
-        say(f"netadapt step {step}: kept widths {plan.spec}, holdout accuracy {best[0]:.3f}")
+        how = f"holdout accuracy {best[0]:.3f}" if pick is not None else f"importance removed {-best[0]:.3f}"
+        say(f"netadapt step {step}: kept widths {plan.spec}, {how}")
     return plan, params
 
 
