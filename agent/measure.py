@@ -22,8 +22,7 @@ from agent.bench.settings import BenchSettings
 from agent.common.errors import FleetbenchError, UsageError
 from agent.config import JobsConfig
 from agent.device.jobs import JobError
-from agent.materialize.families import FAMILIES, table_size
-from agent.materialize.lut import KINDS
+from agent.materialize.families import FAMILIES, KINDS, table_size
 from agent.protocol.jobs import ArchItem, JobSettings, JobSpec, LayerProfileItem, LutItem, WidthLutItem
 from agent.protocol.reports import LutRow, LutTable
 

@@ -36,6 +36,10 @@ FAMILIES = ("resnet20", "resnet56", "resnet50", "mobilenetv1")
 DEFAULTS = {"resnet20": (10, 32), "resnet56": (10, 32), "resnet50": (1000, 224), "mobilenetv1": (1000, 224)}
 #: how far a width spec may widen a layer
 MAX_WIDEN = 2.0
+#: what a layer's cost is mostly made of (``lut.kind``); a board ages unevenly across these (a
+#: throttled clock slows arithmetic, worn or shared memory the elementwise layers, fewer cores the
+#: large convolutions most).  Here, not in ``lut``, so the daemon can count them without numpy.
+KINDS = ("conv", "pointwise", "depthwise", "memory", "head")
 #: a width table's candidate widths, in percent of each prunable layer's full width, unless asked otherwise
 DEFAULT_GRID = (25, 50, 75, 100)
 

@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from agent.materialize import network as nw
+from agent.materialize.families import KINDS
 
 
 @dataclass(frozen=True, order=True)
@@ -257,11 +258,6 @@ def run_widths(family: str, percents: Sequence[int], sample: int, seed: int, fmt
 
 
 # -- layer kinds and device profiles ----------------------------------------------------------
-
-#: what a layer's cost is mostly made of; a board ages unevenly across these (a throttled clock
-#: slows arithmetic, worn or shared memory slows the elementwise layers, fewer cores hurt the
-#: large convolutions most)
-KINDS = ("conv", "pointwise", "depthwise", "memory", "head")
 
 
 def kind(key: LayerKey) -> str:

@@ -21,7 +21,7 @@ from coordinator.cli.service import _common, _config, _open
 
 def register(sub: Any) -> None:
     from agent.materialize.families import FAMILIES
-    from coordinator.hdap.cluster import TOL
+    from coordinator.hdap import TOL
 
     hd = sub.add_parser(
         "hdap",

@@ -23,10 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: a device within this RMS log slowdown of its representative is described well enough by it
-TOL = 0.05
-#: at most this share of a SKU's devices are asked for a full width table
-MAX_SHARE = 0.3
+from coordinator.hdap import MAX_SHARE, TOL
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,17 @@ def test_the_cli_and_the_daemon_do_not_load_numpy():
     import subprocess
     import sys
 
-    heavy = ("numpy", "onnxruntime", "ai_edge_litert", "sqlalchemy", "scipy", "matplotlib", "onnx")
+    heavy = (
+        "numpy",
+        "onnxruntime",
+        "ai_edge_litert",
+        "sqlalchemy",
+        "scipy",
+        "matplotlib",
+        "onnx",
+        "torch",
+        "sklearn",
+    )
     code = (
         "import sys; from agent import cli, daemon; cli.build_parser(); "
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
