@@ -237,7 +237,8 @@ def test_a_flood_from_a_forged_device_leaves_a_real_agents_reports_flowing(tmp_p
 
         eventually(lambda: health_since_start() and store.results_for("real-pi", "during-flood"))
         eventually(lambda: store.count("dead_letters") >= 1000)
-        assert store.job_ending("real-pi", "during-flood").state == "done"
+        # the "done" ack follows the result on the wire: wait for it too, not just the result
+        assert eventually(lambda: store.job_ending("real-pi", "during-flood")).state == "done"
         assert len(store.results_for("real-pi", "during-flood")) == 1, "none lost"
         assert "forged-dev" not in {d.device_id for d in store.fleet()}, "garbage registers no device"
         dead = store.dead_letters(limit=10_000, device_id="forged-dev")
