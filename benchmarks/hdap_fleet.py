@@ -219,7 +219,7 @@ def full_tables(fleet: Fleet, family: str) -> dict[str, Any]:
             fleet.store, job(width_lut=WidthLutItem(space=family, sample=3)), [b.name], 3600
         )
         rows = next(r["lut"]["rows"] for r in answers[b.name].results if r.get("lut"))
-        tables[b.name] = WidthLut(from_rows([{k: str(v) for k, v in row.items()} for row in rows]), b.name)
+        tables[b.name] = WidthLut(from_rows(rows), b.name)
         log(f"{family}: {b.name}'s full width table in {time.monotonic() - started:.0f} s")
     return tables
 
@@ -263,14 +263,12 @@ def measure(fleet: Fleet, family: str, specs: dict[str, str], rounds: int) -> di
 
 
 def accuracy_after(plan: Any, params: Any, widths: tuple[int, ...], data: Any, epochs: int) -> float:
-    from coordinator.prune.slicing import keep_largest, narrow
-    from coordinator.prune.torchnet import PlanNet
-    from coordinator.prune.train import accuracy, fine_tune
+    from coordinator.prune.pipeline import recover
+    from coordinator.prune.slicing import narrow_to
 
-    small, small_params = narrow(plan, params, keep_largest(plan, params, widths))
-    net = PlanNet(small).load_params(small_params)
-    fine_tune(net, data, epochs)
-    return accuracy(net, data.x_test, data.y_test)
+    tuned = recover(*narrow_to(plan, params, widths), data, epochs)[2]
+    assert tuned is not None
+    return tuned
 
 
 def run_network(fleet: Fleet, family: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -17,7 +17,7 @@ have.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
@@ -139,7 +139,8 @@ def write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
     write_text_atomic(path, out.getvalue())
 
 
-def from_rows(rows: Sequence[dict[str, str]]) -> dict[LayerKey, float]:
+def from_rows(rows: Sequence[Mapping[str, Any]]) -> dict[LayerKey, float]:
+    """The table of ``to_rows``' rows: read from a CSV (strings) or from a result (numbers)."""
     table = {}
     for row in rows:
         key = LayerKey(row["op"], *(int(row[c]) for c in COLUMNS[1:]))

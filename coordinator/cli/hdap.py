@@ -266,33 +266,32 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
 def _write(args: argparse.Namespace, plan: Any, params: Any, report: dict, progress: Any) -> None:
     from agent.materialize import families as fam
     from agent.materialize.weights import save, to_network
-    from coordinator.prune.slicing import keep_largest, narrow
+    from coordinator.cli.prune import load_data
+    from coordinator.prune.pipeline import recover
+    from coordinator.prune.slicing import narrow_to
 
     widths = fam.parse_widths(args.space, report["hdap_widths"])
-    small, small_params = narrow(plan, params, keep_largest(plan, params, widths))
+    small, small_params = narrow_to(plan, params, widths)
     if args.data:
-        from coordinator.cli.prune import _load_data
-        from coordinator.prune.torchnet import PlanNet
-        from coordinator.prune.train import accuracy, fine_tune
-
-        data = _load_data(args.data, small.resolution)
-        net = PlanNet(small).load_params(small_params)
-        report["hdap_acc_pruned"] = round(accuracy(net, data.x_test, data.y_test), 6)
-        if args.finetune_epochs:
-
-            def show(epoch: int, epochs: int, done: float, loss: float) -> None:
-                progress(f"fine-tuning: epoch {epoch}/{epochs} {done:4.0%}, loss {loss:.3f}")
-
-            fine_tune(net, data, args.finetune_epochs, show, seed=args.seed)
-            progress.clear()
-            small_params = net.params()
-            report["hdap_acc"] = round(accuracy(net, data.x_test, data.y_test), 6)
+        data = load_data(args.data, small.resolution)
+        small_params, pruned, tuned = recover(
+            small, small_params, data, args.finetune_epochs, progress, args.seed
+        )
+        progress.clear()
+        report["hdap_acc_pruned"] = round(pruned, 6) if pruned is not None else None
+        if tuned is not None:
+            report["hdap_acc"] = round(tuned, 6)
     if args.output:
         save(
             args.output,
             small,
             small_params,
-            {"method": "hdap", "flops_target": args.flops, "fleet": args.simulate, "plan": report},
+            {
+                "method": "hdap",
+                "flops_target": args.flops,
+                "fleet": args.simulate or args.sku,
+                "plan": report,
+            },
         )
     if args.onnx:
         from agent.materialize import write_model

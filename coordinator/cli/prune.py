@@ -156,7 +156,7 @@ def _need_torch() -> None:
     need("sklearn", PRUNE_EXTRA, "prune")
 
 
-def _load_data(source: str, resolution: int) -> Any:
+def load_data(source: str, resolution: int) -> Any:
     _need_torch()
     from coordinator.prune import data
 
@@ -173,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.lr > 0:
         raise UsageError(f"--lr {args.lr:g} must be above 0")
     _need_torch()
-    data = _load_data(args.data, args.resolution or fam.DEFAULTS[args.space][1])
+    data = load_data(args.data, args.resolution or fam.DEFAULTS[args.space][1])
     try:
         plan = fam.plan(args.space, args.widths, data.classes, args.resolution)
     except ValueError as err:
@@ -246,7 +246,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
         lut = WidthLut.read(args.lut)
         lut.predict_ms(plan)  # a table of another family or resolution is said before any work
-    data = _load_data(args.data, plan.resolution) if args.data else None
+    data = load_data(args.data, plan.resolution) if args.data else None
     if data is not None and data.classes > plan.classes:
         raise UsageError(
             f"--data {args.data} has {data.classes} classes; {args.weights} was trained for {plan.classes}"

@@ -194,7 +194,7 @@ def _spec(args: argparse.Namespace, job_id: str) -> Any:
 
     from agent.materialize import SPACES
     from agent.materialize.families import DEFAULT_GRID, FAMILIES
-    from agent.protocol.jobs import LutItem, WidthLutItem
+    from agent.protocol.jobs import MAX_LUT_SAMPLE, LutItem, WidthLutItem
 
     if not args.models and not args.lut:
         raise UsageError("name a MODEL to benchmark, or --lut SPACE")
@@ -202,6 +202,10 @@ def _spec(args: argparse.Namespace, job_id: str) -> Any:
         raise UsageError(f"--lut {args.lut!r} is not one of {', '.join(SPACES)}")
     if args.widths is not None and args.lut not in FAMILIES:
         raise UsageError(f"--widths is for --lut of a prunable family ({', '.join(FAMILIES)})")
+    if args.lut and args.sample > MAX_LUT_SAMPLE:
+        raise UsageError(
+            f"--sample {args.sample} is more than a device takes for one table ({MAX_LUT_SAMPLE})"
+        )
     try:
         settings = msgspec.convert({k: v for k, v in given.items() if v is not None}, JobSettings)
         lut, width_lut = None, None
@@ -219,6 +223,10 @@ def _spec(args: argparse.Namespace, job_id: str) -> Any:
 def cmd_job(args: argparse.Namespace) -> int:
     from coordinator.fleetjobs import new_job_id, queue
 
+    job_id = new_job_id()
+    spec = _spec(args, job_id)  # what is wrong with the request is said before the database is opened
+    if spec.tables:
+        check_writable(os.path.join(args.lut_dir, "lut.csv"), "--lut-dir")
     config = _config(args)
     store = _open(config)
     if args.device:
@@ -229,12 +237,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         targets = store.devices_of_sku(args.sku)
         if not targets:
             raise UsageError(f"--sku {args.sku!r}: no device of the fleet has it (see `fleetbench fleet`)")
-    job_id = new_job_id()
-    spec = _spec(args, job_id)
-    what = f"{len(spec.models)} model(s)"
-    for table in spec.tables:
-        check_writable(os.path.join(args.lut_dir, "lut.csv"), "--lut-dir")  # before the job goes out
-        what += f" and a {table.space} lookup table"
+    what = f"{len(spec.models)} model(s)" + "".join(f" and a {t.space} lookup table" for t in spec.tables)
     queue(store, spec, targets)
     print(f"job {job_id}: {what} on {len(targets)} device(s); the running coordinator "
           "signs and sends it", file=sys.stderr)  # fmt: skip

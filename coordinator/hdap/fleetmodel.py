@@ -11,6 +11,7 @@ many devices there are.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,36 +29,33 @@ class FleetModel:
         self.factors = np.asarray(factors, float)
         if self.factors.shape != (len(self.groups), len(KINDS)):
             raise ValueError(f"factors must be (devices, {len(KINDS)}), got {self.factors.shape}")
-        n = len(self.groups)
-        # the mean device: per group, the sum of its devices' factors, over all devices
-        self._mean_weights = np.zeros((len(self.tables), len(KINDS)))
-        np.add.at(self._mean_weights, self.groups, self.factors / n)
-        self._cost: list[dict[LayerKey, float]] = [{} for _ in self.tables]
+        # each layer's time in every group's table, and its kind: looked up once, then reused
+        self._rows: dict[LayerKey, tuple[int, np.ndarray]] = {}
         self._kind_index = {k: i for i, k in enumerate(KINDS)}
 
     @property
     def devices(self) -> int:
         return len(self.groups)
 
+    def _row(self, key: LayerKey) -> tuple[int, np.ndarray]:
+        row = self._rows.get(key)
+        if row is None:
+            ms = np.array([table.layer_ms(key) for table in self.tables])  # type: ignore[attr-defined]
+            row = self._rows[key] = (self._kind_index[kind(key)], ms)
+        return row
+
     def kind_sums(self, plan: fam.Plan) -> np.ndarray:
         """(groups, kinds) each group table's time for the plan's layers of each kind."""
-        keys = plan_keys(plan)
-        out = np.zeros((len(self.tables), len(KINDS)))
-        for g, table in enumerate(self.tables):
-            cache = self._cost[g]
-            for key in keys:
-                ms = cache.get(key)
-                if ms is None:
-                    ms = cache[key] = float(table.layer_ms(key))  # type: ignore[attr-defined]
-                out[g, self._kind_index[kind(key)]] += ms
-        return out
+        out = np.zeros((len(KINDS), len(self.tables)))
+        for key, uses in Counter(plan_keys(plan)).items():
+            k, ms = self._row(key)
+            out[k] += uses * ms
+        return out.T
 
     def device_ms(self, plan: fam.Plan) -> np.ndarray:
         """(devices,) every device's latency for the plan."""
         return (self.factors * self.kind_sums(plan)[self.groups]).sum(axis=1)
 
     def mean_ms(self, plan: fam.Plan) -> float:
-        return float((self._mean_weights * self.kind_sums(plan)).sum())
-
-    def quantile_ms(self, plan: fam.Plan, q: float = 0.9) -> float:
-        return float(np.quantile(self.device_ms(plan), q))
+        """The fleet's average latency for the plan."""
+        return float(self.device_ms(plan).mean())

@@ -83,7 +83,7 @@ def _table(answer: Any) -> Optional[dict[LayerKey, float]]:
     for data in answer.results:
         table = data.get("lut")
         if table and table.get("rows"):
-            return from_rows([{k: str(v) for k, v in row.items()} for row in table["rows"]])
+            return from_rows(table["rows"])
     return None
 
 

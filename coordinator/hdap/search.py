@@ -32,7 +32,7 @@ from agent.materialize import families as fam
 from agent.materialize.weights import Params
 from coordinator.hdap.fleetmodel import FleetModel
 from coordinator.prune.methods import floor_widths, l1_widths, uniform_widths
-from coordinator.prune.slicing import filter_norms
+from coordinator.prune.slicing import Importance
 
 #: how finely a layer's width moves: steps of a sixteenth of it
 STEPS = 16
@@ -50,22 +50,6 @@ class SearchResult:
     importance_lost: float
     importance_bound: float
     evaluated: int
-
-
-class Importance:
-    """Filter importance removed by a width spec: each layer loses its smallest relative L1 norms."""
-
-    def __init__(self, plan: fam.Plan, params: Params) -> None:
-        self.cum = []
-        every = filter_norms(plan, params)
-        for i in range(len(plan.widths)):
-            norms = every[i]
-            rel = np.sort(norms / max(float(norms.mean()), 1e-12))
-            self.cum.append(np.concatenate([[0.0], np.cumsum(rel)]))
-        self.full = plan.widths
-
-    def lost(self, widths: tuple[int, ...]) -> float:
-        return float(sum(c[f - w] for c, f, w in zip(self.cum, self.full, widths)))
 
 
 def search(
@@ -93,42 +77,53 @@ def search(
     ]
     l1 = l1_widths(plan, params, ratio)
     bound = importance.lost(l1) * (1 + slack) + 1e-9
-    cache: dict[tuple[int, ...], tuple[float, float, float, int]] = {}
+    values: dict[tuple[int, ...], float] = {}
+    macs_of: dict[tuple[int, ...], int] = {plan.widths: plan.macs}
 
     def at(widths: tuple[int, ...]) -> fam.Plan:
         return fam.plan(plan.family, widths, plan.classes, plan.resolution)
 
-    def evaluate(widths: tuple[int, ...]) -> tuple[float, float, float, int]:
-        """(objective, mean, p90, macs) of a width spec."""
-        hit = cache.get(widths)
+    def macs(widths: tuple[int, ...]) -> int:
+        """A width spec's FLOPs: all that repairing needs, so no latency is computed for it."""
+        hit = macs_of.get(widths)
+        if hit is None:
+            hit = macs_of[widths] = at(widths).macs
+        return hit
+
+    def value(widths: tuple[int, ...]) -> float:
+        """The objective of a width spec (the 90th percentile only when it is asked for)."""
+        hit = values.get(widths)
         if hit is None:
             p = at(widths)
-            per_device = model.device_ms(p)
-            mean, p90 = float(per_device.mean()), float(np.quantile(per_device, 0.9))
-            value = {"mean": mean, "p90": p90, "mean+p90": mean + p90}[objective]
-            hit = cache[widths] = (value, mean, p90, p.macs)
+            macs_of[widths] = p.macs
+            if objective == "mean":
+                hit = model.mean_ms(p)
+            else:
+                per_device = model.device_ms(p)
+                p90 = float(np.quantile(per_device, 0.9))
+                hit = p90 if objective == "p90" else float(per_device.mean()) + p90
+            values[widths] = hit
         return hit
 
     def fitness(widths: tuple[int, ...]) -> float:
-        value, _, _, macs = evaluate(widths)
-        over_flops = max(0.0, macs / target - 1.0) + max(0.0, 1.0 - USE - macs / target)
+        f = macs(widths) / target
+        over_flops = max(0.0, f - 1.0) + max(0.0, 1.0 - USE - f)
         over_imp = max(0.0, importance.lost(widths) / bound - 1.0)
-        return value * (1.0 + 10.0 * (over_flops + over_imp))
+        return value(widths) * (1.0 + 10.0 * (over_flops + over_imp))
 
-    def step_down(widths: tuple[int, ...], i: int) -> Optional[tuple[int, ...]]:
-        lower = [w for w in options[i] if w < widths[i]]
-        return (*widths[:i], lower[-1], *widths[i + 1 :]) if lower else None
-
-    def repair(widths: tuple[int, ...]) -> tuple[int, ...]:
-        """Narrow, least important FLOPs first, until the FLOPs target is met."""
-        while evaluate(widths)[3] > target:
+    def narrow_until_target(
+        widths: tuple[int, ...], gain: Callable[[tuple[int, ...], tuple[int, ...]], float]
+    ) -> tuple[int, ...]:
+        """Step one layer a notch narrower at a time, the step of most ``gain`` per importance lost,
+        until the FLOPs target is met (or no layer can step)."""
+        while macs(widths) > target:
             best, best_score = None, -1.0
-            for i in range(len(widths)):
-                cand = step_down(widths, i)
-                if cand is None:
+            for i, options_i in enumerate(options):
+                lower = [w for w in options_i if w < widths[i]]
+                if not lower:
                     continue
-                saved = evaluate(widths)[3] - evaluate(cand)[3]
-                score = saved / (importance.lost(cand) - importance.lost(widths) + 1e-6)
+                cand = (*widths[:i], lower[-1], *widths[i + 1 :])
+                score = gain(widths, cand) / (importance.lost(cand) - importance.lost(widths) + 1e-6)
                 if score > best_score:
                     best, best_score = cand, score
             if best is None:
@@ -136,25 +131,16 @@ def search(
             widths = best
         return widths
 
+    def repair(widths: tuple[int, ...]) -> tuple[int, ...]:
+        """Narrow, least important FLOPs first, until the FLOPs target is met."""
+        return narrow_until_target(widths, lambda w, c: macs(w) - macs(c))
+
     # the greedy start: the step saving the most (latency + FLOPs, relative) per importance lost
-    full_value, _, _, full_macs = evaluate(plan.widths)
-    greedy = plan.widths
-    while evaluate(greedy)[3] > target:
-        value, _, _, macs = evaluate(greedy)
-        best, best_score = None, -1.0
-        for i in range(len(greedy)):
-            cand = step_down(greedy, i)
-            if cand is None:
-                continue
-            c_value, _, _, c_macs = evaluate(cand)
-            gain = (value - c_value) / full_value + (macs - c_macs) / full_macs
-            score = gain / (importance.lost(cand) - importance.lost(greedy) + 1e-6)
-            if score > best_score:
-                best, best_score = cand, score
-        if best is None:
-            break
-        greedy = best
-    say(f"hdap search: greedy start {evaluate(greedy)[0]:.3f} ms")
+    full_value, full_macs = value(plan.widths), plan.macs
+    greedy = narrow_until_target(
+        plan.widths, lambda w, c: (value(w) - value(c)) / full_value + (macs(w) - macs(c)) / full_macs
+    )
+    say(f"hdap search: greedy start {value(greedy):.3f} ms")
     seeds = [greedy, tuple(l1), tuple(uniform_widths(plan, ratio))]
     pop = list(dict.fromkeys(seeds))
     while len(pop) < population:
@@ -175,8 +161,11 @@ def search(
                 f"hdap search: generation {g + 1}/{generations}, best {fitness(min(pop, key=fitness)):.3f} ms"
             )
     best = min(pop, key=fitness)
-    value, mean, p90, macs = evaluate(best)
-    return SearchResult(best, value, mean, p90, macs / plan.macs, importance.lost(best), bound, len(cache))
+    per_device = model.device_ms(at(best))
+    mean, p90 = float(per_device.mean()), float(np.quantile(per_device, 0.9))
+    return SearchResult(
+        best, value(best), mean, p90, macs(best) / plan.macs, importance.lost(best), bound, len(values)
+    )
 
 
 def _mutate(

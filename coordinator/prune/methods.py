@@ -26,12 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import numpy as np
-
 from agent.materialize import families as fam
 from agent.materialize.weights import Params
 from coordinator.errors import CoordinatorError
-from coordinator.prune.slicing import filter_norms, keep_largest, narrow
+from coordinator.prune.slicing import Importance, narrow_to, relative_norms
 
 METHODS = ("uniform", "l1", "netadapt")
 #: the smallest share of its filters a layer keeps under ``l1`` and ``netadapt``
@@ -84,10 +82,8 @@ def l1_widths(plan: fam.Plan, params: Params, ratio: float) -> tuple[int, ...]:
     target = ratio * plan.macs
     floors = floor_widths(plan)
     candidates = []  # (relative norm, layer) of every filter that may go
-    for i, norms in filter_norms(plan, params).items():
-        relative = norms / max(float(norms.mean()), 1e-12)
-        removable = np.sort(relative)[: len(norms) - floors[i]]
-        candidates += [(float(r), i) for r in removable]
+    for i, relative in relative_norms(plan, params).items():
+        candidates += [(float(r), i) for r in relative[: len(relative) - floors[i]]]
     candidates.sort()
 
     def widths_after(k: int) -> tuple[int, ...]:
@@ -154,9 +150,9 @@ def netadapt(plan: fam.Plan, params: Params, ratio: float, lut: Any, data: Any,
             say(f"netadapt step {step}: budget {budget:.3f} ms, layer {i + 1}/{len(plan.widths)} "
                 f"{plan.widths[i]} -> {width} filters")  # fmt: skip
             widths = (*plan.widths[:i], width, *plan.widths[i + 1 :])
-            small, small_params = narrow(plan, params, keep_largest(plan, params, widths))
+            small, small_params = narrow_to(plan, params, widths)
             if pick is None:  # no data: the candidate that removes the least filter importance
-                score = -_importance_lost(plan, params, widths)
+                score = -Importance(plan, params).lost(widths)
             else:
                 net = PlanNet(small).load_params(small_params)
                 fine_tune(net, pick, 1, max_batches=settings.short_batches, seed=settings.seed + step)
@@ -169,15 +165,6 @@ def netadapt(plan: fam.Plan, params: Params, ratio: float, lut: Any, data: Any,
         how = f"holdout accuracy {best[0]:.3f}" if pick is not None else f"importance removed {-best[0]:.3f}"
         say(f"netadapt step {step}: kept widths {plan.spec}, {how}")
     return plan, params
-
-
-def _importance_lost(plan: fam.Plan, params: Params, widths: tuple[int, ...]) -> float:
-    """The relative L1 norm (the ``l1`` criterion) of the filters ``widths`` removes from ``plan``."""
-    total = 0.0
-    for i, norms in filter_norms(plan, params).items():
-        rel = np.sort(norms / max(float(norms.mean()), 1e-12))
-        total += float(rel[: plan.widths[i] - widths[i]].sum())
-    return total
 
 
 def _widest_within(plan: fam.Plan, i: int, target_macs: float, floor: int) -> int:

@@ -23,7 +23,7 @@ from coordinator.prune.methods import (
     quiet,
     uniform_widths,
 )
-from coordinator.prune.slicing import keep_largest, narrow
+from coordinator.prune.slicing import narrow_to
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,45 @@ class Outcome:
         }
 
 
+def recover(
+    plan: fam.Plan, params: Params, data: Any, epochs: int, say: Say = quiet, seed: int = 0
+) -> tuple[Params, Optional[float], Optional[float]]:
+    """A pruned network's test accuracy, then ``epochs`` of fine-tuning and its accuracy after:
+    (its weights, accuracy pruned, accuracy fine-tuned); None where not computed (no data, no
+    epochs).  Every method's network recovers the same way, so their accuracies compare."""
+    if data is None:
+        return params, None, None
+    from coordinator.prune.torchnet import PlanNet
+    from coordinator.prune.train import accuracy, fine_tune
+
+    net = PlanNet(plan).load_params(params)
+    pruned = accuracy(net, data.x_test, data.y_test)
+    if epochs <= 0:
+        return params, pruned, None
+
+    def progress(epoch: int, total: int, done: float, loss: float) -> None:
+        say(f"fine-tuning: epoch {epoch}/{total} {done:4.0%}, loss {loss:.3f}")
+
+    fine_tune(net, data, epochs, progress, seed=seed)
+    return net.params(), pruned, accuracy(net, data.x_test, data.y_test)
+
+
 def check_ratio(ratio: float) -> None:
     if not 0 < ratio <= 1:
         raise PruneError(f"--flops {ratio:g} must be a share of the network's FLOPs: above 0, at most 1")
 
 
-def prune(plan: fam.Plan, params: Params, method: str, ratio: float, lut: Any = None, data: Any = None,
-          finetune_epochs: int = 0, say: Say = quiet,
-          settings: Optional[NetAdaptSettings] = None) -> Outcome:  # fmt: skip
+def prune(
+    plan: fam.Plan,
+    params: Params,
+    method: str,
+    ratio: float,
+    lut: Any = None,
+    data: Any = None,
+    finetune_epochs: int = 0,
+    say: Say = quiet,
+    settings: Optional[NetAdaptSettings] = None,
+) -> Outcome:
     settings = settings or NetAdaptSettings()
     check_ratio(ratio)
     if method not in METHODS:
@@ -71,35 +102,19 @@ def prune(plan: fam.Plan, params: Params, method: str, ratio: float, lut: Any = 
     if method == "netadapt" and (lut is None or data is None):
         raise PruneError("--method netadapt needs the device's width table (--lut) and data (--data)")
 
-    def score(p: fam.Plan, w: Params) -> Optional[float]:
-        if data is None:
-            return None
+    before = None
+    if data is not None:
         from coordinator.prune.torchnet import PlanNet
         from coordinator.prune.train import accuracy
 
-        return accuracy(PlanNet(p).load_params(w), data.x_test, data.y_test)
-
-    before = score(plan, params)
+        before = accuracy(PlanNet(plan).load_params(params), data.x_test, data.y_test)
     if method == "netadapt":
         small, small_params = netadapt(plan, params, ratio, lut, data, settings, say)
     else:
         say(f"{method}: choosing widths")
         widths = uniform_widths(plan, ratio) if method == "uniform" else l1_widths(plan, params, ratio)
-        small, small_params = narrow(plan, params, keep_largest(plan, params, widths))
-    pruned = score(small, small_params)
-    tuned = None
-    if data is not None and finetune_epochs > 0:
-        from coordinator.prune.torchnet import PlanNet
-        from coordinator.prune.train import accuracy, fine_tune
-
-        net = PlanNet(small).load_params(small_params)
-
-        def progress(epoch: int, epochs: int, done: float, loss: float) -> None:
-            say(f"fine-tuning: epoch {epoch}/{epochs} {done:4.0%}, loss {loss:.3f}")
-
-        fine_tune(net, data, finetune_epochs, progress, seed=settings.seed)
-        small_params = net.params()
-        tuned = accuracy(net, data.x_test, data.y_test)
+        small, small_params = narrow_to(plan, params, widths)
+    small_params, pruned, tuned = recover(small, small_params, data, finetune_epochs, say, settings.seed)
     return Outcome(
         method=method,
         plan=small,
@@ -113,4 +128,4 @@ def prune(plan: fam.Plan, params: Params, method: str, ratio: float, lut: Any = 
     )
 
 
-__all__ = ["Outcome", "PruneError", "check_ratio", "prune"]
+__all__ = ["Outcome", "PruneError", "check_ratio", "prune", "recover"]

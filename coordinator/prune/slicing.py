@@ -32,6 +32,40 @@ def filter_norms(plan: fam.Plan, params: Mapping[str, np.ndarray]) -> dict[int, 
             for i, op in plan.producers().items()}  # fmt: skip
 
 
+def relative_norms(plan: fam.Plan, params: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """Each prunable layer's filter norms over their layer's mean, ascending: the importance the
+    ``l1`` baseline ranks filters by across layers (raw norms grow with a layer's fan-in)."""
+    return {
+        i: np.sort(norms / max(float(norms.mean()), 1e-12)) for i, norms in filter_norms(plan, params).items()
+    }
+
+
+class Importance:
+    """The importance a width spec removes from ``plan``: each layer loses its smallest relative norms.
+
+    >>> from agent.materialize.weights import seeded
+    >>> plan = fam.plan("resnet20")
+    >>> Importance(plan, seeded(plan)).lost(plan.widths)
+    0.0
+    """
+
+    def __init__(self, plan: fam.Plan, params: Mapping[str, np.ndarray]) -> None:
+        self.cum = [
+            np.concatenate([[0.0], np.cumsum(rel)]) for _, rel in sorted(relative_norms(plan, params).items())
+        ]
+        self.full = plan.widths
+
+    def lost(self, widths: Sequence[int]) -> float:
+        return float(sum(c[f - w] for c, f, w in zip(self.cum, self.full, widths)))
+
+
+def narrow_to(
+    plan: fam.Plan, params: Mapping[str, np.ndarray], widths: Sequence[int]
+) -> tuple[fam.Plan, Params]:
+    """``plan`` at ``widths``, each layer keeping its filters of largest L1 norm with their weights."""
+    return narrow(plan, params, keep_largest(plan, params, widths))
+
+
 def keep_largest(plan: fam.Plan, params: Mapping[str, np.ndarray], widths: Sequence[int]) -> Kept:
     """At each prunable layer, the ``widths[i]`` filters of largest L1 norm."""
     norms = filter_norms(plan, params)

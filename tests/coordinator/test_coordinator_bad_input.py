@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 
+import pytest
 from daemon_proc import (
     AgentProcess,
     eventually,
@@ -250,3 +251,26 @@ def test_a_flood_from_a_forged_device_leaves_a_real_agents_reports_flowing(tmp_p
         pub.loop_stop()
         agent.close()
         stop(coord)
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (
+            ("--lut", "resnet20", "--sample", "1000"),
+            "--sample 1000 is more than a device takes for one table (500)",
+        ),
+        (("--lut", "nas-bench-201", "--widths", "50"), "--widths is for --lut of a prunable family"),
+        (("--lut", "vgg16"), "--lut 'vgg16' is not one of nas-bench-201"),
+        (("--lut", "resnet20", "--lut-dir", "MISSING"), "does not exist"),
+        ((), "name a MODEL to benchmark, or --lut SPACE"),
+    ],
+)
+def test_a_lookup_table_job_that_no_device_takes_is_refused_before_anything_is_queued(tmp_path, args, error):
+    db = str(tmp_path / "fleet.sqlite")
+    open_store(db)
+    argv = [str(tmp_path / "gone" / "dir") if a == "MISSING" else a for a in args]
+    out = fleetbench("job", "--device", "shed-pi", *argv, "--db", db)
+    assert out.returncode == 2 and error in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0
+    assert open_store(db, migrate=False).count("outgoing_jobs") == 0

@@ -33,6 +33,11 @@ KEYS = {
 }
 
 
+def prune(weights: str, *args: str):
+    """`fleetbench prune` of the trained resnet20."""
+    return fleetbench("prune", "--space", "resnet20", "--weights", weights, *args)
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("train") / "w.npz")
@@ -67,11 +72,7 @@ def test_prune_by_each_method_prints_its_figures_and_writes_a_model(weights, tmp
     plan, _, _ = load(weights)
     write_csv(str(tmp_path / "lut.csv"), to_rows(flops_table(plan), {}))
     for method in ("uniform", "l1", "netadapt"):
-        out = fleetbench(
-            "prune",
-            "--space",
-            "resnet20",
-            "--weights",
+        out = prune(
             weights,
             "--method",
             method,
@@ -114,11 +115,7 @@ def test_prune_by_each_method_prints_its_figures_and_writes_a_model(weights, tmp
 
 
 def test_prune_without_data_or_table_says_null(weights, tmp_path):
-    out = fleetbench(
-        "prune",
-        "--space",
-        "resnet20",
-        "--weights",
+    out = prune(
         weights,
         "--method",
         "uniform",
@@ -132,11 +129,7 @@ def test_prune_without_data_or_table_says_null(weights, tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert [report[k] for k in KEYS if k.startswith("accuracy") or k == "predicted_ms"] == [None] * 4
-    text = fleetbench(
-        "prune",
-        "--space",
-        "resnet20",
-        "--weights",
+    text = prune(
         weights,
         "--method",
         "l1",
