@@ -16,6 +16,7 @@ from daemon_proc import (
     AgentProcess,
     eventually,
     fleet,
+    fleet_if_ready,
     fleetbench,
     publisher,
     start_coordinator,
@@ -65,7 +66,8 @@ def test_an_emulated_board_joins_the_fleet_and_survives_resets_and_unplugging(se
     db, board, bridge, pub = setup
     bridge.start()
     bridge.wait_note("READY=1")
-    device = eventually(lambda: (fleet(db).get(DEVICE) or {}).get("health") and fleet(db)[DEVICE])
+    # the coordinator may not have made its database yet: fleet_if_ready, not fleet
+    device = eventually(lambda: (fleet_if_ready(db).get(DEVICE) or {}).get("health") and fleet(db)[DEVICE])
     caps = device["capabilities"]
     assert device["state"] == "online" and device["platform"] == "mcu"
     assert device["sku"] == "fleetbench emulated board (Cortex-M4F (emulated))"
@@ -112,7 +114,7 @@ def test_jobs_it_cannot_run_are_refused_and_an_accepted_job_outlives_a_restart(s
     db, board, bridge, pub = setup
     bridge.start()
     bridge.wait_note("READY=1")
-    eventually(lambda: fleet(db).get(DEVICE, {}).get("state") == "online")
+    eventually(lambda: fleet_if_ready(db).get(DEVICE, {}).get("state") == "online")
     # a deeply nested message on the board's jobs topic: refused, and the bridge keeps listening
     pub.publish(f"fleetbench/v1/devices/{DEVICE}/jobs", b"[" * 100_000, qos=1).wait_for_publish(10)
     eventually(lambda: any("not a valid job message" in a.get("error", "") for a in acks(db, None)))
