@@ -5,7 +5,8 @@ of one SKU whose conditions diverge the way aged boards do:
 
   healthy-1..3    nothing
   throttled-1..3  a CPU quota (cgroup v1 cpu, 2 ms period) of 55, 65 and 75 % of one core: a
-                  throttled clock
+                  throttled clock (the agent sees the quota and times groups of runs lasting two
+                  periods, so short layers are slowed as evenly as whole models)
   onecore-1..2    one usable core of two (cgroup v1 cpuset): a board with a core gone or taken
   noisy-1..2      a memory-bandwidth hog on the other core while the board measures (one and two
                   copy streams): a noisy neighbour, or worn memory
@@ -21,7 +22,8 @@ For each network (mobilenetv1 at 224 px: latency only; resnet56 at 32 px, traine
      width tables, the search), and the baselines: uniform, l1, NetAdapt on one healthy board's
      table (with digits for resnet56), and the oracle's search on every board's table
   3. every method's network timed on every board: one job per board and round with the five
-     width specs, 3 rounds in rotated order; a board's latency is the median of its rounds' p50
+     width specs, 5 rounds in rotated order; a board's latency is the median of its rounds' p50,
+     and the rounds' spread is reported
   4. resnet56: each pruned network fine-tuned 5 epochs on digits, its test accuracy
 
 The last lines are one JSON object per network.
@@ -244,8 +246,11 @@ def unevenness(fleet: Fleet, tables: dict[str, Any]) -> dict[str, dict[str, list
     return out
 
 
-def measure(fleet: Fleet, family: str, specs: dict[str, str], rounds: int) -> dict[str, dict[str, float]]:
-    """Every board's p50 of every method's network: the median over ``rounds`` jobs, order rotated."""
+def measure(
+    fleet: Fleet, family: str, specs: dict[str, str], rounds: int
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Every board's p50 of every method's network, the median over ``rounds`` jobs, order rotated;
+    and per method the spread of the rounds (max - min over median, the median over boards)."""
     from agent.protocol.jobs import ArchItem
 
     distinct = list(dict.fromkeys(specs.values()))
@@ -259,7 +264,14 @@ def measure(fleet: Fleet, family: str, specs: dict[str, str], rounds: int) -> di
                 if res.get("result") and res.get("architecture"):
                     p50[b.name][res["architecture"]["arch"]].append(res["result"]["stats"]["p50_ms"])
         log(f"{family}: round {r + 1}/{rounds} measured on every board")
-    return {b: {m: statistics.median(p50[b][s]) for m, s in specs.items()} for b in p50}
+    spread = {
+        m: round(
+            statistics.median((max(p50[b][s]) - min(p50[b][s])) / statistics.median(p50[b][s]) for b in p50),
+            4,
+        )
+        for m, s in specs.items()
+    }
+    return {b: {m: statistics.median(p50[b][s]) for m, s in specs.items()} for b in p50}, spread
 
 
 def accuracy_after(plan: Any, params: Any, widths: tuple[int, ...], data: Any, epochs: int) -> float:
@@ -311,6 +323,11 @@ def run_network(fleet: Fleet, family: str, args: argparse.Namespace) -> dict[str
         data = datasets.load("digits", plan.resolution)
     else:
         params = seeded(plan, 0)
+    judge = None
+    if data is not None:
+        from coordinator.prune.pipeline import accuracy_judge
+
+        judge = accuracy_judge(plan, params, data)
     tables = full_tables(fleet, family)
     uneven = unevenness(fleet, tables)
     log(f"{family}: per-kind slowdowns (median, min, max over layers): {json.dumps(uneven)}")
@@ -324,6 +341,7 @@ def run_network(fleet: Fleet, family: str, args: argparse.Namespace) -> dict[str
         LiveOptions(sample=3, settings=SETTINGS, timeout_s=3600, seed=0),
         log,
         fleet.dispatch,
+        judge=judge,
     )
     log(
         f"{family}: HDAP planned in {time.monotonic() - started:.0f} s with "
@@ -340,11 +358,11 @@ def run_network(fleet: Fleet, family: str, args: argparse.Namespace) -> dict[str
     widths["netadapt"] = netadapt(plan, params, args.flops, tables[one], data, settings, log)[0].widths
     names = [b.name for b in fleet.boards]
     truth = FleetModel([tables[n] for n in names], np.arange(len(names)), np.ones((len(names), len(KINDS))))
-    widths["oracle"] = search(plan, params, args.flops, truth).widths
+    widths["oracle"] = search(plan, params, args.flops, truth, judge=judge).widths
     specs = {m: fam.format_widths(w) for m, w in widths.items()}
     for m, s in specs.items():
         log(f"{family}: {m} widths {s} (FLOPs {fam.plan(family, s).macs / plan.macs:.3f})")
-    measured = measure(fleet, family, specs, args.rounds)
+    measured, spread = measure(fleet, family, specs, args.rounds)
     report: dict[str, Any] = {"network": family}
     for m in specs:
         per_board = np.array([measured[n][m] for n in names])
@@ -359,6 +377,9 @@ def run_network(fleet: Fleet, family: str, args: argparse.Namespace) -> dict[str
         if data is not None:
             report[f"{m}_acc"] = round(accuracy_after(plan, params, widths[m], data, args.finetune), 4)
             log(f"{family}: {m} accuracy after {args.finetune} epochs: {report[f'{m}_acc']}")
+    report["round_spread"] = spread
+    if judge is not None:
+        report["judged_acc"] = {m: round(judge(widths[m]), 4) for m in specs}
     report["per_board_ms"] = {n: {m: round(measured[n][m], 4) for m in specs} for n in names}
     report["unevenness"] = uneven
     report["widths"] = specs
@@ -374,7 +395,7 @@ def main(argv: list[str]) -> int:
         "--work", default=None, help="keep the fleet's files here (default: a temporary directory)"
     )
     ap.add_argument("--flops", type=float, default=0.5)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=15, help="resnet56 training epochs")
     ap.add_argument("--finetune", type=int, default=5, help="fine-tuning epochs of each pruned resnet56")
     args = ap.parse_args(argv)
@@ -388,6 +409,7 @@ def main(argv: list[str]) -> int:
     try:
         for family in args.networks:
             reports.append(run_network(fleet, family, args))
+            log(f"{family} done: {json.dumps(reports[-1])}")
     finally:
         fleet.close()
     keys = (

@@ -72,6 +72,8 @@ class ProtocolInfo:
     measure_time_s: float
     load_ms: float
     first_run_ms: float
+    #: runs timed together as one sample (more than 1 under a CPU quota: see the runner)
+    runs_per_sample: int = 1
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,19 @@ both ``runs`` and ``min_time_s`` are met, capped by ``max_time_s``.  Every run i
 timed by ``bench_kernels.time_calls``, in batches sized to about a quarter of a
 second so progress can be shown and the time cap honoured without adding any
 per-run overhead.
+
+Under a CPU quota (a container's ``--cpus``, systemd's ``CPUQuota=``, a cgroup) a run shorter
+than what is left of the quota in its period is not slowed at all, and one that crosses it waits
+for the next period: per-run times of a short model say "not limited" while anything longer runs
+at the quota's pace.  There each sample is a group of runs lasting at least two periods, divided
+by its size, so every figure carries the quota the way a longer job would feel it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from typing import Callable, Optional
 
@@ -32,6 +39,8 @@ from agent.bench.results import (
 )
 from agent.bench.settings import BenchSettings, default_threads
 from agent.bench.stats import LatencyStats
+from agent.collectors._sysfs import SysfsReader
+from agent.collectors.cpu import CpuQuota, cpu_quota
 from agent.common.errors import BenchmarkError
 
 logger = logging.getLogger(__name__)
@@ -70,6 +79,24 @@ def _time_batch(call: Callable[[], object], n: int, path: str) -> np.ndarray:
         first = text.splitlines()[0] if text else type(err).__name__
         raise BenchmarkError(f"running {path!r} failed: {first}") from err
     return out
+
+
+def runs_per_sample(call: Callable[[], object], seconds: float, path: str = "model") -> int:
+    """How many runs of ``call`` in a row last at least ``seconds`` at full speed: from the fastest
+    of a few single runs (under a quota a slow one may only have waited for the next period)."""
+    fastest = max(1, int(_time_batch(call, 5, path).min()))
+    return max(1, min(MAX_RUNS, math.ceil(seconds * 1e9 / fastest)))
+
+
+def _repeated(call: Callable[[], object], n: int) -> Callable[[], object]:
+    if n == 1:
+        return call
+
+    def group() -> None:
+        for _ in range(n):
+            call()
+
+    return group
 
 
 def measure(
@@ -143,7 +170,9 @@ def run_benchmark(path: str, settings: BenchSettings, progress: Optional[Progres
         first_run_ms = float(_time_batch(call, 1, path)[0]) / 1e6
         if progress:
             progress("loaded", 0, settings.runs, load_ms / 1e3)
-        warm, batches, measure_s = measure(call, settings, path, progress)
+        quota = cpu_quota(SysfsReader())
+        per_sample = runs_per_sample(call, 2 * quota.period_s, path) if quota else 1
+        warm, batches, measure_s = measure(_repeated(call, per_sample), settings, path, progress)
         after = take_snapshot()
         profile: tuple[OpProfile, ...] = ()
         if settings.profile:
@@ -153,7 +182,7 @@ def run_benchmark(path: str, settings: BenchSettings, progress: Optional[Progres
     finally:
         session.close()
 
-    samples = np.concatenate(batches).tolist()
+    samples = (np.concatenate(batches) // per_sample).tolist()
     stats = LatencyStats.from_ns(samples)
     size, digest = _file_digest(path)
     return BenchResult(
@@ -179,13 +208,27 @@ def run_benchmark(path: str, settings: BenchSettings, progress: Optional[Progres
             measure_time_s=round(measure_s, 6),
             load_ms=round(load_ms, 3),
             first_run_ms=round(first_run_ms, 3),
+            runs_per_sample=per_sample,
         ),
         stats=stats,
         device=before,
         samples_ns=tuple(samples),
-        warnings=tuple(run_warnings(stats, settings, before, after, measure_s)),
+        warnings=tuple(
+            run_warnings(stats, settings, before, after, measure_s) + quota_warnings(quota, per_sample)
+        ),
         profile=profile,
     )
+
+
+def quota_warnings(quota: Optional[CpuQuota], per_sample: int) -> list[str]:
+    """What a CPU quota did to the measurement, in words (nothing without one)."""
+    if quota is None:
+        return []
+    return [
+        f"this process runs under a CPU quota ({quota.cores:.2f} cores per {quota.period_s * 1e3:g} ms): "
+        f"each sample is the mean of {per_sample} runs in a row (at least two periods), so the quota "
+        "slows every figure as it slows a longer job"
+    ]
 
 
 def run_warnings(

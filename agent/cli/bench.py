@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--warmup and --warmup-time are met), then measured runs until both --runs and "
             "--min-time are met, capped by --max-time. Each run is timed by fleetbench's native "
             "timer; results carry a snapshot of the device (governor, frequencies, temperatures, "
-            "throttling) and warnings about anything that makes them less trustworthy."
+            "throttling) and warnings about anything that makes them less trustworthy. Under a "
+            "CPU quota (a container's --cpus, systemd's CPUQuota=) a sample is the mean of a group "
+            "of runs lasting two quota periods (protocol.runs_per_sample), and --runs counts groups."
         ),
         epilog=(
             "MODEL is a .onnx or .tflite file, or example:NAME for a real model shipped with the "

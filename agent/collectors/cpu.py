@@ -104,3 +104,55 @@ class CpuInfo:
 def cpu_info(reader: SysfsReader) -> CpuInfo:
     logical, physical = _count_cpus(reader)
     return CpuInfo(cpu_model(reader), board_model(reader), logical, physical)
+
+
+@dataclass(frozen=True)
+class CpuQuota:
+    """A CFS bandwidth limit on this process's cgroup or one above it (a container's ``--cpus``,
+    systemd's ``CPUQuota=``): ``cores`` of CPU time per ``period_s``.  Where several levels
+    limit, the tightest share and the longest period."""
+
+    cores: float
+    period_s: float
+
+
+def _quota_levels(reader: SysfsReader) -> list[tuple[int, int]]:
+    """(quota, period) in microseconds of every limited cgroup from this process's up to the root."""
+    levels: list[tuple[int, int]] = []
+    for line in (reader.read_text("/proc/self/cgroup") or "").splitlines():
+        number, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if not path.startswith("/"):
+            continue
+        if number == "0" and controllers == "":  # cgroup v2: one tree, cpu.max "QUOTA PERIOD"
+            bases = ["/sys/fs/cgroup"]
+            v2 = True
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own tree
+            bases = [f"/sys/fs/cgroup/{controllers}", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"]
+            v2 = False
+        else:
+            continue
+        base = next((b for b in bases if reader.exists(b)), None)
+        if base is None:
+            continue
+        parts = [p for p in path.split("/") if p]
+        for depth in range(len(parts), -1, -1):
+            where = "/".join([base, *parts[:depth]])
+            if v2:
+                quota, _, period = (reader.read_text(f"{where}/cpu.max") or "").partition(" ")
+                if quota.isdigit() and period.isdigit():
+                    levels.append((int(quota), int(period)))
+            else:
+                q = reader.read_int(f"{where}/cpu.cfs_quota_us")
+                p = reader.read_int(f"{where}/cpu.cfs_period_us")
+                if q is not None and p and q > 0:
+                    levels.append((q, p))
+    return [(q, p) for q, p in levels if q > 0 and p > 0]
+
+
+def cpu_quota(reader: SysfsReader) -> Optional[CpuQuota]:
+    """The CPU quota this process runs under, None when there is none (or it cannot be read)."""
+    levels = _quota_levels(reader)
+    if not levels:
+        return None
+    return CpuQuota(min(q / p for q, p in levels), max(p for _, p in levels) / 1e6)

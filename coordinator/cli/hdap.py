@@ -38,16 +38,20 @@ def register(sub: Any) -> None:
         epilog=FLEET_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    hd.add_argument("--space", required=True, choices=FAMILIES, help="the family (must match the weights)")
-    hd.add_argument("--weights", required=True, metavar="W.npz", help="the trained network")
-    hd.add_argument(
-        "--flops", required=True, type=ratio, metavar="RATIO", help="FLOPs to keep (0 < RATIO <= 1)"
-    )
+    hd.add_argument("--space", choices=FAMILIES, help="the family (must match the weights)")
+    hd.add_argument("--weights", metavar="W.npz", help="the trained network")
+    hd.add_argument("--flops", type=ratio, metavar="RATIO", help="FLOPs to keep (0 < RATIO <= 1)")
     where = hd.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--sku", metavar="SKU", help="plan for this SKU's devices, through the running coordinator"
     )
     where.add_argument("--simulate", metavar="FLEET.json", help="plan for a described fleet (below)")
+    where.add_argument(
+        "--explain",
+        metavar="P.plan.json",
+        help="show a --sku plan: its clusters and representatives, and each device's predicted "
+        "latency against what it measured when the model was rolled out (--push)",
+    )
     hd.add_argument(
         "--objective",
         choices=["mean", "p90", "mean+p90"],
@@ -65,7 +69,13 @@ def register(sub: Any) -> None:
     hd.add_argument(
         "--no-oracle", action="store_true", help="skip the oracle (it searches on every board's truth)"
     )
-    hd.add_argument("--data", metavar="digits|FILE.npz", help="fine-tune the result on these images")
+    hd.add_argument(
+        "--data",
+        metavar="digits|FILE.npz",
+        help="images to check candidates' accuracy on (their training split: a candidate more than "
+        "0.5 points less accurate than l1's widths, batch norms re-estimated, is not chosen) and to "
+        "fine-tune the result on",
+    )
     hd.add_argument(
         "--finetune-epochs", type=whole(0), default=0, metavar="N", help="fine-tuning epochs (default 0)"
     )
@@ -139,6 +149,11 @@ def cmd_hdap(args: argparse.Namespace) -> int:
     from coordinator.hdap import simulate as sim
     from coordinator.hdap.planning import simulate
 
+    if args.explain is not None:
+        return _explain(args)
+    for flag in ("space", "weights", "flops"):
+        if getattr(args, flag) is None:
+            raise UsageError(f"--{flag} is needed to plan (with --sku or --simulate)")
     for path, flag in ((args.output, "--output"), (args.onnx, "--onnx")):
         if path:
             check_writable(path, flag)
@@ -171,6 +186,7 @@ def cmd_hdap(args: argparse.Namespace) -> int:
         args.seed,
         progress,
         oracle=not args.no_oracle,
+        judge=_judge(args, plan, params),
     )
     progress.clear()
     if args.output or args.onnx or args.data:
@@ -209,6 +225,7 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
             f"{args.weights} is for {plan.resolution} px input; the devices' tables are measured at "
             f"the family's {fam.DEFAULTS[args.space][1]} px"
         )
+    judge = _judge(args, plan, params)  # bad --data is said before anything reaches the fleet
     config = _config(args)
     store = _open(config)
     settings = {k: v for k, v in (("runs", args.runs), ("min_time_s", args.min_time)) if v is not None}
@@ -227,17 +244,13 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
         progress.clear()
         print(f"fleetbench: {text}", file=sys.stderr)
 
-    live = run(store, args.sku, plan, params, args.flops, options, say)
+    live = run(store, args.sku, plan, params, args.flops, options, say, judge=judge)
     report = live.as_json(plan)
     report.update(
         network=args.space, sku=args.sku, devices=len(live.devices), planning_s=round(live.planned.seconds, 2)
     )
     report["hdap_widths"] = report["widths"]
     _write(args, plan, params, report, progress)
-    plan_path = args.output[: -len(".npz")] if args.output.endswith(".npz") else args.output
-    from agent.common.files import write_text_atomic
-
-    write_text_atomic(plan_path + ".plan.json", json.dumps(report, indent=1) + "\n")
     if args.push:
         from coordinator.deploy import create_rollout
 
@@ -247,6 +260,11 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
             f"rollout {row.rollout_id}: {row.name} {row.version} to SKU {args.sku!r}; follow it with "
             f"fleetbench rollouts {row.rollout_id}"
         )
+    from agent.common.files import write_text_atomic
+
+    plan_path = (args.output[: -len(".npz")] if args.output.endswith(".npz") else args.output) + ".plan.json"
+    write_text_atomic(plan_path, json.dumps(report, indent=1) + "\n")
+    say(f"the plan: {plan_path} (fleetbench hdap --explain {plan_path} once the model is out)")
     if args.format == "json":
         print(json.dumps(report))
         return EXIT_OK
@@ -261,6 +279,85 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
     for d, why in live.left_out.items():
         print(f"left out: {d}: {why}")
     return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """``--explain P.plan.json``: the plan's clusters, and each device predicted against measured."""
+    from agent.common.errors import UsageError
+
+    try:
+        with open(args.explain, encoding="utf-8") as fh:
+            report = json.load(fh)
+        clusters, predicted = report["clusters"], report["predicted_ms"]
+        sku, network = report["sku"], report["network"]
+    except OSError as err:
+        raise UsageError(f"--explain {args.explain}: cannot be read ({err.strerror or err})") from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(
+            f"--explain {args.explain} is not a plan that fleetbench hdap --sku wrote (P.plan.json)"
+        ) from None
+    measured: dict[str, float] = {}
+    rollout = report.get("rollout")
+    if rollout:
+        store = _open(_config(args))
+        if not store.rollouts(rollout):
+            raise UsageError(f"rollout {rollout} of {args.explain} is not in the coordinator's database")
+        measured = {d.device_id: d.p50_ms for d in store.deployments(rollout) if d.p50_ms is not None}
+    both = [d for d in predicted if d in measured]
+    out: dict[str, Any] = {
+        "network": network,
+        "sku": sku,
+        "widths": report.get("widths"),
+        "rollout": rollout,
+        "clusters": clusters,
+        "devices": {
+            d: {
+                "cluster": next((k for k, c in enumerate(clusters) if d in c["devices"]), None),
+                "predicted_ms": ms,
+                "measured_ms": measured.get(d),
+            }
+            for d, ms in predicted.items()
+        },
+        "predicted_fleet_ms": report.get("predicted_fleet_ms"),
+        # over the devices that measured it, so the two averages are of the same boards
+        "predicted_measured_devices_ms": round(sum(predicted[d] for d in both) / len(both), 6)
+        if both
+        else None,
+        "measured_fleet_ms": round(sum(measured[d] for d in both) / len(both), 6) if both else None,
+    }
+    if args.format == "json":
+        print(json.dumps(out))
+        return EXIT_OK
+    print(f"{network} for {sku!r}: widths {out['widths']}")
+    for k, c in enumerate(clusters):
+        print(f"cluster {k + 1}: {len(c['devices'])} device(s), representative {c['representative']} "
+              f"(its full width table): {', '.join(c['devices'])}")  # fmt: skip
+    print(f"{'device':<24} {'cluster':>7} {'predicted ms':>13} {'measured ms':>12} {'error':>8}")
+    for d, row in out["devices"].items():
+        got = row["measured_ms"]
+        error = f"{100 * (row['predicted_ms'] / got - 1):+.1f} %" if got else "-"
+        cluster = row["cluster"] + 1 if row["cluster"] is not None else "-"
+        shown = f"{got:.3f}" if got else "-"
+        print(f"{d:<24} {cluster:>7} {row['predicted_ms']:>13.3f} {shown:>12} {error:>8}")
+    if both:
+        p, m = out["predicted_measured_devices_ms"], out["measured_fleet_ms"]
+        print(f"{'fleet average':<24} {'':>7} {p:>13.3f} {m:>12.3f} {100 * (p / m - 1):>+6.1f} %")
+        print(f"measured: the smoke runs of rollout {rollout} (p50 on each of {len(both)} device(s) that "
+              "installed it)")  # fmt: skip
+    else:
+        print("nothing measured yet: " + (f"no device of rollout {rollout} has installed it" if rollout
+              else "the model was not rolled out (fleetbench hdap --sku ... --push)"))  # fmt: skip
+    return EXIT_OK
+
+
+def _judge(args: argparse.Namespace, plan: Any, params: Any) -> Any:
+    """The search's accuracy check on ``--data``, None without it."""
+    if not args.data:
+        return None
+    from coordinator.cli.prune import load_data
+    from coordinator.prune.pipeline import accuracy_judge
+
+    return accuracy_judge(plan, params, load_data(args.data, plan.resolution), args.seed)
 
 
 def _write(args: argparse.Namespace, plan: Any, params: Any, report: dict, progress: Any) -> None:

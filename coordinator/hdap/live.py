@@ -20,7 +20,7 @@ from agent.materialize.lut import LayerKey, from_rows, profile_keys
 from agent.materialize.weights import Params
 from coordinator.errors import CoordinatorError
 from coordinator.fleetjobs import follow, new_job_id, queue
-from coordinator.hdap.planning import Planned, plan_fleet
+from coordinator.hdap.planning import Planned, judged, plan_fleet
 from coordinator.prune.widthlut import WidthLut
 
 
@@ -68,6 +68,7 @@ class LivePlan:
             "left_out": self.left_out,
             "full_luts": c.k,
             "measured_share": round(c.k / max(1, len(self.devices) + len(self.left_out)), 6),
+            **judged(self.planned.result),
         }
 
 
@@ -102,10 +103,12 @@ def run(
     options: LiveOptions,
     say: Callable[[str], None],
     dispatch: Optional[Callable[..., dict[str, Any]]] = None,
+    judge: Optional[Callable[[tuple[int, ...]], float]] = None,
 ) -> LivePlan:
     """Profiles, clusters, the representatives' tables, the search: the plan for ``sku``.
     ``dispatch(store, spec, targets, timeout_s)`` sends a job and collects the answers (a
-    benchmark on one shared host sends to one device at a time)."""
+    benchmark on one shared host sends to one device at a time); ``judge`` is the search's
+    accuracy check (``coordinator.prune.pipeline.accuracy_judge``), None without data."""
     from agent.protocol.jobs import JobSpec, LayerProfileItem, WidthLutItem
 
     dispatch = dispatch or send
@@ -173,6 +176,7 @@ def run(
         options.seed,
         say,
         extra,
+        judge=judge,
     )
     reps = tuple(devices[r] for r in planned.clusters.representatives)
     return LivePlan(tuple(devices), left_out, planned, reps, degradation)

@@ -135,6 +135,7 @@ def simulate(
         "predicted_hdap_ms": round(planned.result.mean_ms, 4),
         "surrogate_srcc": round(srcc, 4),
         "surrogate_error": round(error, 4),
+        **judged(planned.result),
     }
     for name, w in widths.items():
         per_device = truth.device_ms(fam.plan(plan.family, w, plan.classes, plan.resolution))
@@ -147,6 +148,14 @@ def simulate(
         )
         report[f"{name}_widths"] = fam.format_widths(w)
     return report
+
+
+def judged(result: SearchResult) -> dict[str, float]:
+    """The search's accuracy check (before fine-tuning, on training images) of its result and of
+    ``l1``'s widths, for a report; nothing when it ran without one."""
+    if result.judged is None or result.judged_l1 is None:
+        return {}
+    return {"hdap_judged_acc": round(result.judged, 4), "l1_judged_acc": round(result.judged_l1, 4)}
 
 
 def surrogate_quality(

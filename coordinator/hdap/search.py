@@ -10,6 +10,15 @@ with it, the search may move pruning between layers, toward those the fleet pays
 not toward filters that matter more.  The kept filters are, as in every method here, each
 layer's largest by L1 norm.
 
+With data, accuracy is also checked directly: ``judge`` gives a width spec's accuracy before
+fine-tuning, batch norms re-estimated (``coordinator.prune.pipeline.accuracy_judge``), and a
+result must be within ``JUDGE_TOL`` of ``l1``'s.  The importance bound is a proxy (its sum does
+not see that cutting one early layer to a third hurts more than the same norm spread over ten
+layers); the judge sees it.  The search runs in rounds: first free, then with every layer kept at
+least ``1 - margin`` of ``l1``'s width for the shrinking ``MARGINS``, until one of a round's
+``JUDGED`` best passes; if none ever does, the result is ``l1``'s widths.  A handful of judge
+calls, not one per candidate: each is a pass over a thousand images.
+
 The method: a greedy start (repeatedly narrow the layer whose next step saves the most fleet
 latency and FLOPs per importance lost, until the FLOPs target is met), then an evolutionary
 search (tournament selection, uniform crossover, small width moves, repair to the FLOPs target,
@@ -22,6 +31,7 @@ device group (``FleetModel``), so thousands are evaluated in seconds, for any nu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
@@ -38,6 +48,12 @@ from coordinator.prune.slicing import Importance
 STEPS = 16
 #: a result uses the FLOPs target to within this share (every method is compared at the target)
 USE = 0.03
+#: a judged candidate may be this much less accurate than ``l1`` (a fraction: half a point)
+JUDGE_TOL = 0.005
+#: with a judge: how far below ``l1``'s width each layer may go, round after round (1: anywhere)
+MARGINS = (1.0, 0.5, 0.25, 0.1)
+#: with a judge: the best candidates of a round that are judged
+JUDGED = 3
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,9 @@ class SearchResult:
     importance_lost: float
     importance_bound: float
     evaluated: int
+    #: the judge's accuracy of the result and of l1's widths (None without a judge)
+    judged: Optional[float] = None
+    judged_l1: Optional[float] = None
 
 
 def search(
@@ -63,18 +82,14 @@ def search(
     population: int = 32,
     seed: int = 0,
     say: Optional[Callable[[str], None]] = None,
+    judge: Optional[Callable[[tuple[int, ...]], float]] = None,
 ) -> SearchResult:
     """The widths minimizing ``objective`` ("mean": the fleet average; "p90": the 90th percentile
-    device; "mean+p90": their sum) under the two constraints."""
+    device; "mean+p90": their sum) under the two constraints (and ``judge``'s, when given)."""
     rng = np.random.default_rng(seed)
     say = say or (lambda text: None)
     target = ratio * plan.macs
     importance = Importance(plan, params)
-    floors = floor_widths(plan)
-    options = [
-        sorted({max(fl, round(f * s / STEPS)) for s in range(1, STEPS + 1)} | {f})
-        for f, fl in zip(plan.widths, floors)
-    ]
     l1 = l1_widths(plan, params, ratio)
     bound = importance.lost(l1) * (1 + slack) + 1e-9
     values: dict[tuple[int, ...], float] = {}
@@ -105,67 +120,96 @@ def search(
             values[widths] = hit
         return hit
 
-    def fitness(widths: tuple[int, ...]) -> float:
+    def violation(widths: tuple[int, ...]) -> float:
         f = macs(widths) / target
         over_flops = max(0.0, f - 1.0) + max(0.0, 1.0 - USE - f)
-        over_imp = max(0.0, importance.lost(widths) / bound - 1.0)
-        return value(widths) * (1.0 + 10.0 * (over_flops + over_imp))
+        return over_flops + max(0.0, importance.lost(widths) / bound - 1.0)
 
-    def narrow_until_target(
-        widths: tuple[int, ...], gain: Callable[[tuple[int, ...], tuple[int, ...]], float]
-    ) -> tuple[int, ...]:
-        """Step one layer a notch narrower at a time, the step of most ``gain`` per importance lost,
-        until the FLOPs target is met (or no layer can step)."""
-        while macs(widths) > target:
-            best, best_score = None, -1.0
-            for i, options_i in enumerate(options):
-                lower = [w for w in options_i if w < widths[i]]
-                if not lower:
-                    continue
-                cand = (*widths[:i], lower[-1], *widths[i + 1 :])
-                score = gain(widths, cand) / (importance.lost(cand) - importance.lost(widths) + 1e-6)
-                if score > best_score:
-                    best, best_score = cand, score
-            if best is None:
-                break
-            widths = best
-        return widths
+    def fitness(widths: tuple[int, ...]) -> float:
+        return value(widths) * (1.0 + 10.0 * violation(widths))
 
-    def repair(widths: tuple[int, ...]) -> tuple[int, ...]:
-        """Narrow, least important FLOPs first, until the FLOPs target is met."""
-        return narrow_until_target(widths, lambda w, c: macs(w) - macs(c))
+    def evolve(lows: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """The final population, best first, of a search where layer i keeps at least lows[i]."""
+        options = [
+            sorted({max(lo, round(f * s / STEPS)) for s in range(1, STEPS + 1)} | {f, lo})
+            for f, lo in zip(plan.widths, lows)
+        ]
 
-    # the greedy start: the step saving the most (latency + FLOPs, relative) per importance lost
-    full_value, full_macs = value(plan.widths), plan.macs
-    greedy = narrow_until_target(
-        plan.widths, lambda w, c: (value(w) - value(c)) / full_value + (macs(w) - macs(c)) / full_macs
-    )
-    say(f"hdap search: greedy start {value(greedy):.3f} ms")
-    seeds = [greedy, tuple(l1), tuple(uniform_widths(plan, ratio))]
-    pop = list(dict.fromkeys(seeds))
-    while len(pop) < population:
-        pop.append(repair(_mutate(seeds[len(pop) % len(seeds)], options, rng, 3)))
-    for g in range(generations):
-        scored = sorted(pop, key=fitness)
-        elite = scored[:4]
-        children = list(elite)
-        while len(children) < population:
-            a, b = (min(rng.choice(len(scored), 3, replace=False)) for _ in range(2))
-            pa, pb = scored[a], scored[b]
-            mask = rng.random(len(pa)) < 0.5
-            child = tuple(int(x if m else y) for x, y, m in zip(pa, pb, mask))
-            children.append(repair(_mutate(child, options, rng, int(rng.integers(1, 4)))))
-        pop = children
-        if g % 10 == 9:
+        def narrow_until_target(
+            widths: tuple[int, ...], gain: Callable[[tuple[int, ...], tuple[int, ...]], float]
+        ) -> tuple[int, ...]:
+            """Step one layer a notch narrower at a time, the step of most ``gain`` per importance
+            lost, until the FLOPs target is met (or no layer can step)."""
+            while macs(widths) > target:
+                best, best_score = None, -1.0
+                for i, options_i in enumerate(options):
+                    lower = [w for w in options_i if w < widths[i]]
+                    if not lower:
+                        continue
+                    cand = (*widths[:i], lower[-1], *widths[i + 1 :])
+                    score = gain(widths, cand) / (importance.lost(cand) - importance.lost(widths) + 1e-6)
+                    if score > best_score:
+                        best, best_score = cand, score
+                if best is None:
+                    break
+                widths = best
+            return widths
+
+        def repair(widths: tuple[int, ...]) -> tuple[int, ...]:
+            """Narrow, least important FLOPs first, until the FLOPs target is met."""
+            return narrow_until_target(widths, lambda w, c: macs(w) - macs(c))
+
+        # the greedy start: the step saving the most (latency + FLOPs, relative) per importance lost
+        full_value, full_macs = value(plan.widths), plan.macs
+        greedy = narrow_until_target(
+            plan.widths, lambda w, c: (value(w) - value(c)) / full_value + (macs(w) - macs(c)) / full_macs
+        )
+        say(f"hdap search: greedy start {value(greedy):.3f} ms")
+        uniform = repair(tuple(max(u, lo) for u, lo in zip(uniform_widths(plan, ratio), lows)))
+        seeds = [greedy, tuple(l1), uniform]
+        pop = list(dict.fromkeys(seeds))
+        while len(pop) < population:
+            pop.append(repair(_mutate(seeds[len(pop) % len(seeds)], options, rng, 3)))
+        for g in range(generations):
+            scored = sorted(pop, key=fitness)
+            children = scored[:4]  # the elite
+            while len(children) < population:
+                a, b = (min(rng.choice(len(scored), 3, replace=False)) for _ in range(2))
+                pa, pb = scored[a], scored[b]
+                mask = rng.random(len(pa)) < 0.5
+                child = tuple(int(x if m else y) for x, y, m in zip(pa, pb, mask))
+                children.append(repair(_mutate(child, options, rng, int(rng.integers(1, 4)))))
+            pop = children
+            if g % 10 == 9:
+                best_ms = fitness(min(pop, key=fitness))
+                say(f"hdap search: generation {g + 1}/{generations}, best {best_ms:.3f} ms")
+        return sorted(dict.fromkeys(pop), key=fitness)
+
+    floors = floor_widths(plan)
+    if judge is None:
+        best = evolve(floors)[0]
+        judged = judged_l1 = None
+    else:
+        judged_l1 = judge(l1)
+        best = tuple(l1)  # when nothing else passes
+        for margin in MARGINS:
+            lows = tuple(max(fl, math.ceil(w * (1 - margin))) for fl, w in zip(floors, l1))
+            ranked = [w for w in evolve(lows) if violation(w) == 0][:JUDGED]
+            passed = [w for w in ranked if judge(w) >= judged_l1 - JUDGE_TOL]
             say(
-                f"hdap search: generation {g + 1}/{generations}, best {fitness(min(pop, key=fitness)):.3f} ms"
+                f"hdap search: each layer at least {1 - margin:.0%} of l1's width: {len(passed)} of "
+                f"{len(ranked)} best candidates within {JUDGE_TOL:.1%} of l1's accuracy {judged_l1:.1%}"
             )
-    best = min(pop, key=fitness)
+            if passed:
+                best = passed[0]
+                break
+        judged = judge(best)
     per_device = model.device_ms(at(best))
     mean, p90 = float(per_device.mean()), float(np.quantile(per_device, 0.9))
     return SearchResult(
-        best, value(best), mean, p90, macs(best) / plan.macs, importance.lost(best), bound, len(values)
-    )
+        best, value(best), mean, p90, macs(best) / plan.macs, importance.lost(best), bound, len(values),
+        judged, judged_l1,
+    )  # fmt: skip
 
 
 def _mutate(

@@ -8,8 +8,11 @@ lookup table's price of the pruned network (None without a table).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
+
+import numpy as np
 
 from agent.materialize import families as fam
 from agent.materialize.weights import Params
@@ -129,3 +132,32 @@ def prune(
 
 
 __all__ = ["Outcome", "PruneError", "check_ratio", "prune", "recover"]
+
+
+#: images of the training split an accuracy judge looks at
+JUDGE_IMAGES = 1024
+
+
+def accuracy_judge(
+    plan: fam.Plan, params: Params, data: Any, seed: int = 0, images: int = JUDGE_IMAGES
+) -> Callable[[Sequence[int]], float]:
+    """A width spec's accuracy before fine-tuning, its batch norms re-estimated (``recalibrate``),
+    on ``images`` of the *training* split (choosing among candidates never looks at the test
+    split): a search's cheap stand-in for the accuracy it would have after fine-tuning.
+    Remembered per width spec."""
+    from coordinator.prune.torchnet import PlanNet
+    from coordinator.prune.train import accuracy, recalibrate
+
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(data.y_train), size=min(images, len(data.y_train)), replace=False))
+    x, y = data.x_train[pick], data.y_train[pick]
+    known: dict[tuple[int, ...], float] = {}
+
+    def judge(widths: Sequence[int]) -> float:
+        key = tuple(int(w) for w in widths)
+        if key not in known:
+            small, small_params = narrow_to(plan, params, key)
+            known[key] = accuracy(recalibrate(PlanNet(small).load_params(small_params), x), x, y)
+        return known[key]
+
+    return judge

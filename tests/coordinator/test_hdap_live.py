@@ -1,6 +1,7 @@
 """`fleetbench hdap --sku` end to end: a real mosquitto, a real coordinator and three real agents of one
 SKU; profile jobs, the representatives' width tables, the search, the model and its plan written, and the
-model rolled out to the SKU, signed, and installed on every board (short settings)."""
+model rolled out to the SKU, signed, and installed on every board (short settings); then
+`fleetbench hdap --explain` of the plan, predicted against measured."""
 
 from __future__ import annotations
 
@@ -105,6 +106,20 @@ def test_hdap_plans_for_a_real_sku_and_rolls_the_model_out(tmp_path, mosquitto):
         assert sorted(d["device_id"] for d in r["deployments"] if d["state"] == "installed") == sorted(
             DEVICES
         )
+        # explain: the clusters, and each board's predicted latency against its smoke run
+        plan_file = str(tmp_path / "hdap.plan.json")
+        out = fleetbench("hdap", "--explain", plan_file, "--config", config, "--format", "json")
+        assert out.returncode == 0, out.stderr
+        explained = json.loads(out.stdout)
+        assert explained["clusters"] == report["clusters"] and explained["rollout"] == report["rollout"]
+        smoke = {d["device_id"]: d["p50_ms"] for d in r["deployments"]}
+        for d in DEVICES:
+            row = explained["devices"][d]
+            assert row["measured_ms"] == smoke[d] and row["predicted_ms"] == report["predicted_ms"][d]
+            assert d in report["clusters"][row["cluster"]]["devices"]
+        assert explained["measured_fleet_ms"] == pytest.approx(sum(smoke.values()) / 3, abs=1e-6)
+        out = fleetbench("hdap", "--explain", plan_file, "--config", config)
+        assert out.returncode == 0 and "fleet average" in out.stdout and "shed-b" in out.stdout, out.stderr
     finally:
         for agent in agents:
             agent.close()

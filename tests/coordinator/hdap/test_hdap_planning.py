@@ -21,7 +21,7 @@ from coordinator.hdap import simulate as sim
 from coordinator.hdap.cluster import cluster, slowdowns, surrogate_ratios
 from coordinator.hdap.fleetmodel import FleetModel
 from coordinator.hdap.planning import simulate
-from coordinator.hdap.search import search
+from coordinator.hdap.search import JUDGED, MARGINS, search
 from coordinator.prune.methods import l1_widths, uniform_widths
 from coordinator.prune.widthlut import WidthLut
 
@@ -90,6 +90,34 @@ def test_the_search_moves_pruning_to_where_the_fleet_pays_and_keeps_the_constrai
     )
     same = search(plan, params, 0.5, flat, generations=10, population=12)
     assert same.mean_ms >= 0.95 * flat.mean_ms(at(l1))
+
+
+def test_a_judge_keeps_the_accuracy_the_importance_bound_lets_slip():
+    # the fleet pays most for stage 0, so the unjudged search cuts it hardest; a judge that calls
+    # any stage-0 layer under 6 of its 16 filters (l1 keeps 6-8) inaccurate makes the search pay
+    # elsewhere instead
+    plan = fam.plan("resnet20")
+    params = seeded(plan, 2)
+    model = _fleet_model(plan, 8.0)
+    free = search(plan, params, 0.5, model, generations=15, population=16)
+    assert min(free.widths[:3]) < 6 and free.judged is None
+
+    asked = []
+
+    def judge(widths):
+        asked.append(widths)
+        return 0.9 if min(widths[:3]) >= 6 else 0.5
+
+    kept = search(plan, params, 0.5, model, generations=15, population=16, judge=judge)
+    assert min(kept.widths[:3]) >= 6 and (kept.judged, kept.judged_l1) == (0.9, 0.9)
+    assert 0.97 * 0.5 <= kept.flops_ratio <= 0.5 and kept.importance_lost <= kept.importance_bound
+    assert free.mean_ms <= kept.mean_ms < model.mean_ms(fam.plan("resnet20", l1_widths(plan, params, 0.5)))
+    assert len(asked) <= 2 + JUDGED * len(MARGINS)  # l1, a few per round and the result: no more
+
+    # nothing passes but l1 itself: l1's widths
+    only_l1 = search(plan, params, 0.5, model, generations=5, population=8,
+                     judge=lambda w: 1.0 if tuple(w) == l1_widths(plan, params, 0.5) else 0.0)  # fmt: skip
+    assert only_l1.widths == l1_widths(plan, params, 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +219,37 @@ def test_a_fleet_file_that_does_not_describe_a_fleet_is_refused_in_one_sentence(
     )
     assert out.returncode == 2 and error in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--explain", "{tmp}/missing.plan.json"], "missing.plan.json: cannot be read"),
+        (["--explain", "{tmp}/fleet.json"], "is not a plan that fleetbench hdap --sku wrote"),
+        (["--explain", "{tmp}/other.plan.json", "--db", "{tmp}/none.sqlite"], "none.sqlite' does not exist"),
+        (["--simulate", "{tmp}/fleet.json", "--space", "resnet20"], "--weights is needed to plan"),
+    ],
+    ids=["missing", "not-a-plan", "no-database", "no-weights"],
+)
+def test_a_plan_to_explain_or_a_plan_without_weights_is_refused_in_one_sentence(
+    described, tmp_path, args, error
+):
+    (tmp_path / "fleet.json").write_text((described / "fleet.json").read_text())
+    plan = {"network": "resnet20", "sku": "Pi 4", "clusters": [], "predicted_ms": {}, "rollout": "r1"}
+    (tmp_path / "other.plan.json").write_text(json.dumps(plan))
+    out = fleetbench("hdap", *(a.format(tmp=tmp_path) for a in args))
+    assert out.returncode == 2 and error in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0
+
+
+def test_a_plan_not_rolled_out_is_explained_without_a_database(tmp_path):
+    clusters = [{"representative": d, "devices": [d]} for d in ("a", "b")]
+    plan = {"network": "resnet20", "sku": "Pi 4", "widths": "x0.5", "predicted_ms": {"a": 2.0, "b": 3.0},
+            "clusters": clusters}  # fmt: skip
+    (tmp_path / "p.plan.json").write_text(json.dumps(plan))
+    out = fleetbench(
+        "hdap", "--explain", str(tmp_path / "p.plan.json"), "--db", str(tmp_path / "none.sqlite")
+    )
+    assert out.returncode == 0, out.stderr
+    assert "cluster 2: 1 device(s), representative b" in out.stdout
+    assert "the model was not rolled out" in out.stdout and "fleet average" not in out.stdout

@@ -120,3 +120,17 @@ def test_netadapt_narrows_where_the_device_pays_most(net):
     l1 = prune(plan, params, "l1", 0.6, lut)
     assert sum(out.plan.widths[:3]) < sum(l1.plan.widths[:3])
     assert out.predicted_ms < l1.predicted_ms
+
+
+def test_the_accuracy_judge_sees_deep_cuts_and_never_the_test_split(net):
+    import dataclasses
+
+    from coordinator.prune.pipeline import accuracy_judge
+
+    plan, params, data = net
+    blind = dataclasses.replace(data, x_test=np.full_like(data.x_test, np.nan))  # judged without it
+    judge = accuracy_judge(plan, params, blind)
+    full, l1 = judge(plan.widths), judge(l1_widths(plan, params, 0.5))
+    floors = judge(tuple(max(1, w // 8) for w in plan.widths))  # an eighth of every layer left
+    assert full > 0.9 and full >= l1 > floors  # the trained network, then deeper and deeper cuts
+    assert judge(plan.widths) == full  # the same figure when asked again
