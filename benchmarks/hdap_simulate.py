@@ -1,7 +1,8 @@
 """HDAP's planning at scale: ``fleetbench hdap --simulate`` on 10,000 described boards in 5 conditions
 (issue 19).  The base width tables are measured here first (``fleetbench lut``, 1 thread), the fleet
 file written next to them, and each network planned and judged by the fleet's truth against the
-baselines; the weights are seeded (the filter importance of an untrained network).
+baselines, and a model per cluster (``--per-cluster``) beside HDAP's one model; the weights are
+seeded (the filter importance of an untrained network).
 
     python benchmarks/hdap_simulate.py [--devices 10000] [--work DIR]
 """
@@ -80,6 +81,7 @@ def main(argv: list[str]) -> int:
             "0.5",
             "--simulate",
             path,
+            "--per-cluster",
             "--format",
             "json",
         )

@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="runtime threads (default: the number of physical cores)",
+        help="runtime threads (default: the number of physical cores; under a CPU quota at most "
+        "its cores, rounded up)",
     )
     arg(
         "--runs",

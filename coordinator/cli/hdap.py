@@ -11,17 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from agent.common.args import EXIT_OK, percent_grid, whole
 from agent.common.progress import ProgressLine
 from coordinator.cli.prune import DATA_HELP, ratio
 from coordinator.cli.service import _common, _config, _open
+from coordinator.hdap import TOL
 
 
 def register(sub: Any) -> None:
     from agent.materialize.families import FAMILIES
-    from coordinator.hdap import TOL
 
     hd = sub.add_parser(
         "hdap",
@@ -47,6 +47,13 @@ def register(sub: Any) -> None:
     )
     where.add_argument("--simulate", metavar="FLEET.json", help="plan for a described fleet (below)")
     where.add_argument(
+        "--recheck",
+        metavar="P.plan.json",
+        help="profile the plan's SKU again and say whether the plan still describes it: every "
+        "device within --tol of its representative and of its own profile when planned, none new, "
+        "none gone (exit 0) or not (exit 4); for a timer, or after the fleet's degradation alerts",
+    )
+    where.add_argument(
         "--explain",
         metavar="P.plan.json",
         help="show a --sku plan: its clusters and representatives, and each device's predicted "
@@ -61,10 +68,17 @@ def register(sub: Any) -> None:
     hd.add_argument(
         "--tol",
         type=float,
-        default=TOL,
+        default=None,
         metavar="X",
         help=f"a device within this RMS log slowdown of its representative is described by it "
-        f"(default {TOL})",
+        f"(default {TOL}; --recheck: the plan's)",
+    )
+    hd.add_argument(
+        "--per-cluster",
+        action="store_true",
+        help="also a model per cluster, each searched for its own devices, written as P.clusterK.npz "
+        "(and .onnx) beside P.npz: --simulate compares it with the one model, --sku lists each "
+        "cluster's devices in the plan",
     )
     hd.add_argument(
         "--no-oracle", action="store_true", help="skip the oracle (it searches on every board's truth)"
@@ -138,7 +152,12 @@ the measurement noise of a profile.
 Examples:
   fleetbench hdap --space resnet56 --weights resnet56.npz --flops 0.5 --simulate fleet.json
   fleetbench hdap --sku 'Raspberry Pi 4 Model B' --space resnet56 --weights resnet56.npz --flops 0.5 \
-      --data digits --finetune-epochs 5 -o hdap.npz --onnx hdap.tflite --push"""
+      --data digits --finetune-epochs 5 -o hdap.npz --onnx hdap.tflite --push
+  fleetbench hdap --explain hdap.plan.json      # predicted against measured, once rolled out
+  fleetbench hdap --recheck hdap.plan.json      # still the fleet it was planned for?
+
+Exit status: 0 done (--recheck: the plan holds), 1 the fleet could not be planned (no profile or
+table came back), 2 usage error, 4 --recheck: re-plan advised (a device drifted, joined or left)."""
 
 
 def cmd_hdap(args: argparse.Namespace) -> int:
@@ -149,11 +168,17 @@ def cmd_hdap(args: argparse.Namespace) -> int:
     from coordinator.hdap import simulate as sim
     from coordinator.hdap.planning import simulate
 
+    if args.tol is not None and not 0 < args.tol < 1:
+        raise UsageError(f"--tol {args.tol:g} must be above 0 and below 1")
     if args.explain is not None:
         return _explain(args)
+    if args.recheck is not None:
+        return _recheck(args)
     for flag in ("space", "weights", "flops"):
         if getattr(args, flag) is None:
             raise UsageError(f"--{flag} is needed to plan (with --sku or --simulate)")
+    if args.tol is None:
+        args.tol = TOL
     for path, flag in ((args.output, "--output"), (args.onnx, "--onnx")):
         if path:
             check_writable(path, flag)
@@ -161,8 +186,6 @@ def cmd_hdap(args: argparse.Namespace) -> int:
         format_for(args.onnx)
     if args.finetune_epochs and not args.data:
         raise UsageError("--finetune-epochs needs --data (the images to fine-tune on)")
-    if not 0 < args.tol < 1:
-        raise UsageError(f"--tol {args.tol:g} must be above 0 and below 1")
     plan, params = matching(args.weights, args.space, None, None, None)
     if args.sku is not None:
         return _live(args, plan, params)
@@ -186,24 +209,40 @@ def cmd_hdap(args: argparse.Namespace) -> int:
         args.seed,
         progress,
         oracle=not args.no_oracle,
+        clusters_own=args.per_cluster,
         judge=_judge(args, plan, params),
     )
     progress.clear()
     if args.output or args.onnx or args.data:
         _write(args, plan, params, report, progress)
+        for k, spec in enumerate(report.get("per_cluster_widths", [])):
+            if args.output or args.onnx:
+                own: dict[str, Any] = {"cluster": k + 1, "widths": spec}
+                _write(
+                    args,
+                    plan,
+                    params,
+                    own,
+                    progress,
+                    spec,
+                    _cluster_paths(args.output, k),
+                    _cluster_paths(args.onnx, k),
+                )
     if args.format == "json":
         print(json.dumps(report))
         return EXIT_OK
     methods = ["hdap", "uniform", "l1", "netadapt"] + ([] if args.no_oracle else ["oracle"])
+    if args.per_cluster:
+        methods.append("per_cluster")
     print(
         f"{report['network']}: {report['devices']} devices in {report['conditions']} condition(s); "
         f"{report['clusters']} cluster(s), full width tables from {report['full_luts']} device(s) "
         f"({report['measured_share']:.2%}); planned in {report['planning_s']:.1f} s"
     )
-    print(f"{'method':<9} {'FLOPs':>6} {'fleet mean ms':>14} {'p90 ms':>8} {'slowest 10% ms':>15}")
+    print(f"{'method':<11} {'FLOPs':>6} {'fleet mean ms':>14} {'p90 ms':>8} {'slowest 10% ms':>15}")
     for m in methods:
         print(
-            f"{m:<9} {report[m + '_flops']:>6.3f} {report[m + '_ms']:>14.4f} {report[m + '_p90_ms']:>8.4f} "
+            f"{m:<11} {report[m + '_flops']:>6.3f} {report[m + '_ms']:>14.4f} {report[m + '_p90_ms']:>8.4f} "
             f"{report[m + '_slowest_decile_ms']:>15.4f}"
         )
     best = min(report[m + "_ms"] for m in ("uniform", "l1", "netadapt"))
@@ -220,6 +259,11 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
         raise UsageError("--sku needs -o P.npz: where the pruned model and its plan go")
     if args.push and not args.onnx:
         raise UsageError("--push needs --onnx P.onnx (or .tflite): the model file to roll out")
+    if args.push and args.per_cluster:
+        raise UsageError(
+            "--push rolls out the SKU's one model; push each cluster's own (P.clusterK.onnx) to its "
+            "devices, listed in the plan, with fleetbench push --device"
+        )
     if plan.resolution != fam.DEFAULTS[args.space][1]:
         raise UsageError(
             f"{args.weights} is for {plan.resolution} px input; the devices' tables are measured at "
@@ -250,6 +294,35 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
         network=args.space, sku=args.sku, devices=len(live.devices), planning_s=round(live.planned.seconds, 2)
     )
     report["hdap_widths"] = report["widths"]
+    if args.per_cluster:
+        from coordinator.hdap.planning import per_cluster
+
+        results = per_cluster(
+            live.planned, plan, params, args.flops, args.objective, args.seed, say, judge=judge
+        )
+        report["per_cluster"] = []
+        for k, r in enumerate(results):
+            members = live.planned.clusters.members(k)
+            own = live.planned.surrogate.subset(members).device_ms(
+                fam.plan(plan.family, r.widths, plan.classes, plan.resolution)
+            )
+            spec, model, onnx = (
+                fam.format_widths(r.widths),
+                _cluster_paths(args.output, k),
+                _cluster_paths(args.onnx, k),
+            )
+            entry: dict[str, Any] = {
+                "cluster": k + 1,
+                "widths": spec,
+                "devices": [live.devices[i] for i in members],
+                "predicted_ms": {live.devices[i]: round(float(ms), 6) for i, ms in zip(members, own)},
+                "model": model,
+                "onnx": onnx,
+            }
+            report["per_cluster"].append(entry)
+            _write(
+                args, plan, params, entry, progress, entry["widths"], entry["model"], entry["onnx"], "hdap"
+            )
     _write(args, plan, params, report, progress)
     if args.push:
         from coordinator.deploy import create_rollout
@@ -281,21 +354,87 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
     return EXIT_OK
 
 
+#: --recheck: the plan no longer describes the fleet (a device drifted, joined or is gone)
+EXIT_REPLAN = 4
+
+
+def _read_plan(path: str, flag: str) -> dict[str, Any]:
+    """A plan ``fleetbench hdap --sku`` wrote, or a one-sentence UsageError."""
+    from agent.common.errors import UsageError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            report = json.load(fh)
+        if not all(
+            isinstance(report[k], t) for k, t in
+            (("clusters", list), ("predicted_ms", dict), ("sku", str), ("network", str))
+        ):  # fmt: skip
+            raise TypeError
+        return dict(report)
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot be read ({err.strerror or err})") from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(
+            f"{flag} {path} is not a plan that fleetbench hdap --sku wrote (P.plan.json)"
+        ) from None
+
+
+def _recheck(args: argparse.Namespace) -> int:
+    from agent.common.errors import UsageError
+    from coordinator.hdap.live import LiveOptions, recheck
+
+    saved = _read_plan(args.recheck, "--recheck")
+    if not saved.get("profiles"):
+        raise UsageError(
+            f"--recheck {args.recheck} holds no profiles (written by an older fleetbench); plan again"
+        )
+    store = _open(_config(args))
+    settings = {k: v for k, v in (("runs", args.runs), ("min_time_s", args.min_time)) if v is not None}
+    progress = ProgressLine(args.quiet)
+
+    def say(text: str) -> None:
+        progress.clear()
+        print(f"fleetbench: {text}", file=sys.stderr)
+
+    tol = args.tol if args.tol is not None else float(saved.get("tol", TOL))
+    found = recheck(store, saved, LiveOptions(settings=settings, timeout_s=args.timeout, tol=tol), say)
+    if args.format == "json":
+        print(json.dumps(found.as_json()))
+    else:
+        print(
+            f"{'device':<24} {'cluster':>7} {'status':>8} {'to rep.':>8} {'change':>7}  nearest "
+            "representative"
+        )
+        for d, row in found.rows.items():
+            cluster = row["cluster"] + 1 if row["cluster"] is not None else "-"
+            dist, change = (f"{row[k]:.3f}" if row[k] is not None else "-" for k in ("distance", "change"))
+            print(f"{d:<24} {cluster:>7} {row['status']:>8} {dist:>8} {change:>7}  {row['nearest'] or '-'}")
+        for d in found.gone:
+            print(f"{d:<24} {'':>7} {'gone':>8} {'-':>8} {'-':>7}  (sent no profile)")
+        print(
+            "to rep.: RMS log slowdown against its representative now; change: against its own "
+            "profile when planned"
+        )
+        print(
+            f"the plan holds: every device within {found.tol:g} of its representative"
+            if found.holds
+            else f"re-plan advised: the plan no longer describes {saved['sku']!r} (tolerance {found.tol:g}): "
+            f"fleetbench hdap --sku {saved['sku']!r} ..."
+        )
+    return EXIT_OK if found.holds else EXIT_REPLAN
+
+
 def _explain(args: argparse.Namespace) -> int:
     """``--explain P.plan.json``: the plan's clusters, and each device predicted against measured."""
     from agent.common.errors import UsageError
 
-    try:
-        with open(args.explain, encoding="utf-8") as fh:
-            report = json.load(fh)
-        clusters, predicted = report["clusters"], report["predicted_ms"]
-        sku, network = report["sku"], report["network"]
-    except OSError as err:
-        raise UsageError(f"--explain {args.explain}: cannot be read ({err.strerror or err})") from None
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(
-            f"--explain {args.explain} is not a plan that fleetbench hdap --sku wrote (P.plan.json)"
-        ) from None
+    report = _read_plan(args.explain, "--explain")
+    clusters, predicted, sku, network = (
+        report["clusters"],
+        report["predicted_ms"],
+        report["sku"],
+        report["network"],
+    )
     measured: dict[str, float] = {}
     rollout = report.get("rollout")
     if rollout:
@@ -360,38 +499,55 @@ def _judge(args: argparse.Namespace, plan: Any, params: Any) -> Any:
     return accuracy_judge(plan, params, load_data(args.data, plan.resolution), args.seed)
 
 
-def _write(args: argparse.Namespace, plan: Any, params: Any, report: dict, progress: Any) -> None:
+def _write(
+    args: argparse.Namespace,
+    plan: Any,
+    params: Any,
+    report: dict,
+    progress: Any,
+    spec: Optional[str] = None,
+    output: Optional[str] = None,
+    onnx: Optional[str] = None,
+    key: str = "hdap",
+) -> None:
+    """The network at ``spec`` (default: the report's HDAP widths), fine-tuned on ``--data``,
+    written to ``output`` and ``onnx`` (default: -o and --onnx); accuracies go into ``report``
+    under ``key``."""
     from agent.materialize import families as fam
     from agent.materialize.weights import save, to_network
     from coordinator.cli.prune import load_data
     from coordinator.prune.pipeline import recover
     from coordinator.prune.slicing import narrow_to
 
-    widths = fam.parse_widths(args.space, report["hdap_widths"])
-    small, small_params = narrow_to(plan, params, widths)
+    output, onnx = (output, onnx) if spec else (args.output, args.onnx)
+    small, small_params = narrow_to(plan, params, fam.parse_widths(args.space, spec or report["hdap_widths"]))
     if args.data:
         data = load_data(args.data, small.resolution)
         small_params, pruned, tuned = recover(
             small, small_params, data, args.finetune_epochs, progress, args.seed
         )
         progress.clear()
-        report["hdap_acc_pruned"] = round(pruned, 6) if pruned is not None else None
+        report[f"{key}_acc_pruned"] = round(pruned, 6) if pruned is not None else None
         if tuned is not None:
-            report["hdap_acc"] = round(tuned, 6)
-    if args.output:
+            report[f"{key}_acc"] = round(tuned, 6)
+    if output:
+        fleet = args.simulate or args.sku
         save(
-            args.output,
+            output,
             small,
             small_params,
-            {
-                "method": "hdap",
-                "flops_target": args.flops,
-                "fleet": args.simulate or args.sku,
-                "plan": report,
-            },
+            {"method": key, "flops_target": args.flops, "fleet": fleet, "plan": report},
         )
-    if args.onnx:
+    if onnx:
         from agent.materialize import write_model
 
-        write_model(to_network(small, small_params, f"{args.space} hdap {args.flops:g}"), args.onnx)
-    print(f"fleetbench: wrote {' and '.join(p for p in (args.output, args.onnx) if p)}", file=sys.stderr)
+        write_model(to_network(small, small_params, f"{args.space} {key} {args.flops:g}"), onnx)
+    print(f"fleetbench: wrote {' and '.join(p for p in (output, onnx) if p)}", file=sys.stderr)
+
+
+def _cluster_paths(path: Optional[str], k: int) -> Optional[str]:
+    """P.npz -> P.cluster2.npz: where cluster ``k``'s own model goes."""
+    if not path:
+        return None
+    stem, dot, ext = path.rpartition(".")
+    return f"{stem}.cluster{k + 1}.{ext}" if dot else f"{path}.cluster{k + 1}"

@@ -59,3 +59,7 @@ class FleetModel:
     def mean_ms(self, plan: fam.Plan) -> float:
         """The fleet's average latency for the plan."""
         return float(self.device_ms(plan).mean())
+
+    def subset(self, devices: np.ndarray) -> FleetModel:
+        """The same tables for only ``devices`` (indexes or a mask): one cluster's own fleet."""
+        return FleetModel(self.tables, self.groups[devices], self.factors[devices])

@@ -63,6 +63,33 @@ def plan_fleet(
     return Planned(clusters, surrogate, result, time.monotonic() - started)
 
 
+def per_cluster(
+    planned: Planned,
+    plan: fam.Plan,
+    params: Params,
+    ratio: float,
+    objective: str = "mean",
+    seed: int = 0,
+    say: Optional[Callable[[str], None]] = None,
+    **search_options: Any,
+) -> list[SearchResult]:
+    """The option beside HDAP's one model for the SKU: a model per cluster, each searched for its
+    own devices' surrogate (same constraints, same judge), starting from the fleet's widths.  Costs
+    a search per cluster."""
+    say = say or (lambda text: None)
+    results = []
+    for k in range(planned.clusters.k):
+        members = planned.clusters.members(k)
+        say(f"hdap: cluster {k + 1}'s own model ({len(members)} device(s))")
+        sub = planned.surrogate.subset(np.asarray(members))
+        results.append(
+            search(
+                plan, params, ratio, sub, objective, seed=seed, start=planned.result.widths, **search_options
+            )
+        )
+    return results
+
+
 class DeviceTable:
     """One board's table: its group's, times its own factor by layer kind."""
 
@@ -89,9 +116,11 @@ def simulate(
     seed: int = 0,
     say: Optional[Callable[[str], None]] = None,
     oracle: bool = True,
+    clusters_own: bool = False,
     **search_options: Any,
 ) -> dict[str, Any]:
-    """HDAP and the baselines on a simulated fleet, each judged by the fleet's truth."""
+    """HDAP and the baselines on a simulated fleet, each judged by the fleet's truth; with
+    ``clusters_own`` also a model per cluster (``per_cluster``), each device running its own."""
     from coordinator.prune.methods import l1_widths, netadapt, uniform_widths
 
     say = say or (lambda text: None)
@@ -139,15 +168,33 @@ def simulate(
     }
     for name, w in widths.items():
         per_device = truth.device_ms(fam.plan(plan.family, w, plan.classes, plan.resolution))
-        slowest = np.sort(per_device)[-max(1, len(per_device) // 10) :]
-        report[f"{name}_ms"] = round(float(per_device.mean()), 4)
-        report[f"{name}_p90_ms"] = round(float(np.quantile(per_device, 0.9)), 4)
-        report[f"{name}_slowest_decile_ms"] = round(float(slowest.mean()), 4)
+        report.update(_figures(name, per_device))
         report[f"{name}_flops"] = round(
             fam.plan(plan.family, w, plan.classes, plan.resolution).macs / plan.macs, 4
         )
         report[f"{name}_widths"] = fam.format_widths(w)
+    if clusters_own:
+        results = per_cluster(planned, plan, params, ratio, objective, seed, say, **search_options)
+        per_device = np.empty(fleet.devices)
+        for k, r in enumerate(results):
+            members = planned.clusters.members(k)
+            per_device[members] = truth.subset(members).device_ms(
+                fam.plan(plan.family, r.widths, plan.classes, plan.resolution)
+            )
+        report.update(_figures("per_cluster", per_device))
+        report["per_cluster_widths"] = [fam.format_widths(r.widths) for r in results]
+        report["per_cluster_flops"] = round(max(r.flops_ratio for r in results), 4)  # the largest
     return report
+
+
+def _figures(name: str, per_device: np.ndarray) -> dict[str, float]:
+    """A method's fleet average, 90th percentile device and slowest decile's average, in ms."""
+    slowest = np.sort(per_device)[-max(1, len(per_device) // 10) :]
+    return {
+        f"{name}_ms": round(float(per_device.mean()), 4),
+        f"{name}_p90_ms": round(float(np.quantile(per_device, 0.9)), 4),
+        f"{name}_slowest_decile_ms": round(float(slowest.mean()), 4),
+    }
 
 
 def judged(result: SearchResult) -> dict[str, float]:

@@ -83,9 +83,12 @@ def search(
     seed: int = 0,
     say: Optional[Callable[[str], None]] = None,
     judge: Optional[Callable[[tuple[int, ...]], float]] = None,
+    start: Optional[tuple[int, ...]] = None,
 ) -> SearchResult:
     """The widths minimizing ``objective`` ("mean": the fleet average; "p90": the 90th percentile
-    device; "mean+p90": their sum) under the two constraints (and ``judge``'s, when given)."""
+    device; "mean+p90": their sum) under the two constraints (and ``judge``'s, when given);
+    ``start`` joins the seeds (a cluster's own search starts from the fleet's answer, and elitism
+    keeps it unless something better is found)."""
     rng = np.random.default_rng(seed)
     say = say or (lambda text: None)
     target = ratio * plan.macs
@@ -167,6 +170,8 @@ def search(
         say(f"hdap search: greedy start {value(greedy):.3f} ms")
         uniform = repair(tuple(max(u, lo) for u, lo in zip(uniform_widths(plan, ratio), lows)))
         seeds = [greedy, tuple(l1), uniform]
+        if start is not None:
+            seeds.append(repair(tuple(max(w, lo) for w, lo in zip(start, lows))))
         pop = list(dict.fromkeys(seeds))
         while len(pop) < population:
             pop.append(repair(_mutate(seeds[len(pop) % len(seeds)], options, rng, 3)))

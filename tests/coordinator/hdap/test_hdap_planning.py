@@ -169,6 +169,7 @@ def test_fleetbench_hdap_simulate_prints_the_comparison_and_writes_the_model(des
         "--simulate",
         str(described / "fleet.json"),
         "--no-oracle",
+        "--per-cluster",
         "-o",
         str(tmp_path / "p.npz"),
         "--onnx",
@@ -183,6 +184,12 @@ def test_fleetbench_hdap_simulate_prints_the_comparison_and_writes_the_model(des
 
     small, _, info = load(str(tmp_path / "p.npz"))
     assert small.spec == report["hdap_widths"] and info["method"] == "hdap"
+    # a model per cluster, each for its own boards: no slower on the fleet than the one model
+    assert len(report["per_cluster_widths"]) == report["clusters"] >= 2
+    assert report["per_cluster_ms"] <= report["hdap_ms"] * 1.01 and report["per_cluster_flops"] <= 0.5
+    for k, spec in enumerate(report["per_cluster_widths"], start=1):
+        own, _, _ = load(str(tmp_path / f"p.cluster{k}.npz"))
+        assert own.spec == spec and (tmp_path / f"p.cluster{k}.onnx").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
@@ -253,3 +260,33 @@ def test_a_plan_not_rolled_out_is_explained_without_a_database(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "cluster 2: 1 device(s), representative b" in out.stdout
     assert "the model was not rolled out" in out.stdout and "fleet average" not in out.stdout
+
+
+def test_a_recheck_says_which_boards_drifted_joined_or_left():
+    from coordinator.hdap.live import compare
+
+    clusters = [
+        {"representative": "a", "devices": ["a", "b"]},
+        {"representative": "c", "devices": ["c", "d"]},
+    ]
+    saved = {
+        "clusters": clusters,
+        "profiles": {"a": [1.0, 2.0], "b": [1.02, 2.0], "c": [2.0, 4.0], "d": [2.0, 4.1]},
+    }
+    same = compare(saved, {"a": [1.01, 2.0], "b": [1.0, 2.02], "c": [2.0, 4.0], "d": [2.04, 4.0]}, 0.05)
+    assert same.holds and {r["status"] for r in same.rows.values()} == {"ok"}
+    now = {"a": [1.0, 2.0], "b": [2.0, 4.0], "c": [2.0, 4.0], "e": [1.0, 2.0]}  # b slowed, e joined, d left
+    found = compare(saved, now, 0.05)
+    assert not found.holds and found.gone == ("d",)
+    assert found.rows["b"]["status"] == "drifted" and found.rows["b"]["nearest"] == "c"
+    assert found.rows["e"] == {
+        "cluster": None,
+        "nearest": "a",
+        "distance": None,
+        "change": None,
+        "status": "new",
+    }
+    # a representative that drifted: its members' distances look fine, its own change does not
+    moved = compare(saved, {"a": [2.0, 4.0], "b": [2.0, 4.0], "c": [2.0, 4.0], "d": [2.0, 4.0]}, 0.05)
+    assert moved.rows["a"]["status"] == "drifted" and moved.rows["a"]["change"] > 0.6
+    assert moved.rows["b"]["distance"] == 0.0 and moved.rows["b"]["status"] == "drifted"  # b changed too
