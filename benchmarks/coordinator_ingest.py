@@ -1,4 +1,5 @@
-"""Coordinator ingest rate: results from many simulated agents, through mosquitto, into SQLite.
+"""Coordinator ingest rate: results from many simulated agents, through mosquitto, into SQLite
+(or, ``--postgres``, a throwaway PostgreSQL server).
 
 A real mosquitto on a free loopback port; ``--agents`` MQTT clients (one connection each,
 like real agents) in another process publish ``--per-agent`` result messages each with
@@ -11,6 +12,7 @@ what a real agent sends: a result record with ``--samples`` samples (200: about 
     python benchmarks/coordinator_ingest.py --backlog --compare 200cfce [--rounds 3]
     python benchmarks/coordinator_ingest.py --backlog --compare-tls [--rounds 3]
     python benchmarks/coordinator_ingest.py --backlog --compare-dashboard [--rounds 3]
+    python benchmarks/coordinator_ingest.py --backlog --compare-db [--rounds 3]   (as root: PostgreSQL)
 
 ``--tls`` runs the broker from the shipped profile (``fleetbench broker-config``: mutual
 TLS, a certificate per agent, the ACL) and every agent and the coordinator with its own
@@ -131,7 +133,14 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
             broker = load_test_helper("broker").Mosquitto(tmp)
             broker.start()
             settings = BrokerSettings.from_url(broker.url, protocol=args.protocol)
-        store = open_store(os.path.join(tmp, "fleet.sqlite"))
+        pg = None
+        if args.postgres:  # a throwaway PostgreSQL server (tests/postgres.py), started untimed
+            pg_dir = tempfile.mkdtemp(prefix="fleetbench-pg-")
+            pg = load_test_helper("postgres").Postgres(pg_dir)
+            pg.start()
+            store = open_store(pg.new_database())
+        else:
+            store = open_store(os.path.join(tmp, "fleet.sqlite"))
         watching = threading.Event()
         if args.dashboard:
             watch_dashboard(store, args.fleet, args.dashboard, watching)
@@ -174,7 +183,13 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
         ingestor.stop()
         agents.join(300)
         _stop(broker)
-    how = "TLS profile" if args.tls else "plain TCP"
+        if pg is not None:
+            store.engine.dispose()
+            pg.stop()
+            import shutil
+
+            shutil.rmtree(pg.dir, ignore_errors=True)
+    how = ("TLS profile" if args.tls else "plain TCP") + (", PostgreSQL" if args.postgres else ", SQLite")
     print(f"{how}: {len(payloads)} agents, {total} messages ({expected} results): "
           f"published in {published:.2f} s, "
           f"all stored after {elapsed:.2f} s: {stored / elapsed:,.0f} results/s; {stored} stored, "
@@ -364,12 +379,18 @@ def main() -> int:
         help="ingest with and without a dashboard client, side by side",
     )
     ap.add_argument("--compare-tls", action="store_true", help="plain TCP and the TLS profile, side by side")
+    ap.add_argument(
+        "--postgres", action="store_true", help="store into a throwaway PostgreSQL server, not SQLite"
+    )
+    ap.add_argument("--compare-db", action="store_true", help="SQLite and PostgreSQL, side by side")
     ap.add_argument("--payloads", help=argparse.SUPPRESS)  # --compare's children: messages made by the parent
     args = ap.parse_args()
     if args.compare:
         return compare(args)
     if args.compare_tls:
         return compare_flags(args, {"plain TCP": [], "TLS profile": ["--tls"]})
+    if args.compare_db:
+        return compare_flags(args, {"SQLite": [], "PostgreSQL": ["--postgres"]})
     if args.compare_dashboard:
         quiet = ["--fleet", "1000"]
         return compare_flags(

@@ -96,6 +96,15 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    #: health samples are all kept this long; older ones thin to one per device per hour (the last
+    #: of each hour). Results, acks, decisions and rollouts are kept.
+    health_days: float = 7.0
+    #: how often the coordinator running the loops thins old health
+    every_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     #: serve the dashboard and /metrics on HOST:PORT; empty: not at all
     listen: Optional[str] = None
@@ -123,12 +132,16 @@ class CoordinatorConfig:
     log_level: str = "info"
     #: how often the loops look at the store
     tick_s: float = 1.0
+    #: several coordinators on one database: the loops run in the one holding the lease, renewed
+    #: every tick; a holder that stops renewing (killed, paused, cut off) loses it after this long
+    lease_s: float = 10.0
     #: a signed command (job, push manifest, key) is refused by its device after this long
     command_ttl_s: float = 86400.0
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
     push: PushConfig = field(default_factory=PushConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: Optional[str] = field(default=None, compare=False)
 
     @property
@@ -182,6 +195,9 @@ def validate(config: CoordinatorConfig) -> CoordinatorConfig:
     checks = [
         (config.broker.protocol in ("3.1.1", "5"), 'broker.protocol must be "3.1.1" or "5"'),
         (config.tick_s > 0, "tick_s must be more than 0"),
+        (config.lease_s >= 3 * config.tick_s, "lease_s must be at least three times tick_s"),
+        (config.retention.health_days > 0, "retention.health_days must be above 0"),
+        (config.retention.every_s > 0, "retention.every_s must be above 0"),
         (config.command_ttl_s >= 60, "command_ttl_s must be at least 60"),
         (r.space in SPACES, f"rerank.space must be one of {', '.join(SPACES)}"),
         (r.format in ("onnx", "tflite"), 'rerank.format must be "onnx" or "tflite"'),

@@ -149,6 +149,18 @@ class Deployer:
         self.chunks_sent = 0
         #: bytes of push messages (manifests and chunks) handed to the broker since start
         self.bytes_sent = 0
+        #: pushes are handed to the broker only before this time: the end of the coordinator's
+        #: lease on the loops (fencing by time: a replica paused past its lease sends nothing when
+        #: it wakes, since by then another may lead); no lease, no end (one coordinator)
+        self.lease_until = math.inf
+
+    def led(self, until: float, new: bool) -> None:
+        """The coordinator holds the loops' lease until ``until``; ``new``: it has just taken it,
+        so every transfer in progress gets its manifest again (the last leader may have been
+        anywhere in it)."""
+        self.lease_until = until
+        if new:
+            self._resume = True
 
     def close(self) -> None:
         self._stop.set()
@@ -346,38 +358,53 @@ class Deployer:
                 self._queued.add(key)
             self._queue.put((topic, _Chunk(rollout.blob, d.push_id, d.device_id, i, version)))
 
+    def flush(self) -> None:
+        """Wait until everything queued so far has been handed to the broker (or dropped)."""
+        self._queue.join()
+
     def _send_loop(self) -> None:
         inflight: list[Any] = []
-        chunk_bytes = self.config.push.chunk_bytes
         while not self._stop.is_set():
             item = self._queue.get()
-            if item is None:
-                return
-            topic, payload = item
-            if isinstance(payload, _Chunk):  # read it now, not when queued
+            try:
+                if item is None:
+                    return
+                topic, payload = item
+                self._send_one(topic, payload, inflight)
+            finally:
+                self._queue.task_done()
+
+    def _send_one(self, topic: str, payload: Any, inflight: list[Any]) -> None:
+        chunk_bytes = self.config.push.chunk_bytes
+        if self.clock() >= self.lease_until:  # no longer ours to send: the new leader resumes it
+            if isinstance(payload, _Chunk):
                 with self._lock:
                     self._queued.discard((payload.push_id, payload.number))
-                try:
-                    with open(payload.blob, "rb") as fh:
-                        fh.seek(payload.number * chunk_bytes)
-                        data = fh.read(chunk_bytes)
-                except OSError as err:
-                    logger.error(
-                        "push %s: the model file %s cannot be read: %s", payload.push_id, payload.blob, err
-                    )
-                    continue
-                chunk = Chunk(push_id=payload.push_id, index=payload.number, data=data)
-                msg = make(
-                    PushChunkMessage, payload.device_id, chunk, f"chunk:{payload.push_id}:{payload.number}"
+            return
+        if isinstance(payload, _Chunk):  # read it now, not when queued
+            with self._lock:
+                self._queued.discard((payload.push_id, payload.number))
+            try:
+                with open(payload.blob, "rb") as fh:
+                    fh.seek(payload.number * chunk_bytes)
+                    data = fh.read(chunk_bytes)
+            except OSError as err:
+                logger.error(
+                    "push %s: the model file %s cannot be read: %s", payload.push_id, payload.blob, err
                 )
-                payload = encode(msg, payload.version)
-            while len(inflight) >= self.config.push.window and not self._stop.is_set():
-                inflight = [i for i in inflight if not i.is_published()]
-                if len(inflight) >= self.config.push.window:
-                    try:
-                        inflight[0].wait_for_publish(0.5)
-                    except (RuntimeError, ValueError):  # not connected: paho keeps it queued
-                        inflight.pop(0)
-            inflight.append(self.client.publish(topic, payload, qos=1))
-            self.chunks_sent += 1
-            self.bytes_sent += len(payload)
+                return
+            chunk = Chunk(push_id=payload.push_id, index=payload.number, data=data)
+            msg = make(
+                PushChunkMessage, payload.device_id, chunk, f"chunk:{payload.push_id}:{payload.number}"
+            )
+            payload = encode(msg, payload.version)
+        while len(inflight) >= self.config.push.window and not self._stop.is_set():
+            inflight[:] = [i for i in inflight if not i.is_published()]
+            if len(inflight) >= self.config.push.window:
+                try:
+                    inflight[0].wait_for_publish(0.5)
+                except (RuntimeError, ValueError):  # not connected: paho keeps it queued
+                    inflight.pop(0)
+        inflight.append(self.client.publish(topic, payload, qos=1))
+        self.chunks_sent += 1
+        self.bytes_sent += len(payload)

@@ -16,6 +16,12 @@ gets the unacknowledged messages again, and the idempotent ingest drops what was
 already stored.  A message that cannot be read or stored is kept as a dead letter and
 acknowledged like the rest, so it costs only itself (see ``coordinator.store.ingest``);
 the log says so once per device, then once a minute with the count.
+
+Several coordinators (replicas) may share one database and one broker: each ingests its share
+of the messages, and the loops (re-ranking, rollouts, operators' jobs) run in the one holding
+the ``loops`` lease in the database (``Store.acquire``), renewed every tick and checked again
+before each loop.  A replica killed or paused stops renewing, and another takes the lease once
+it has expired (``lease_s``); a clean stop hands it over at once.
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import queue
 import signal
+import socket
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from agent.common.logs import WarnOnce
 from agent.common.sdnotify import Notifier
@@ -41,6 +50,9 @@ from coordinator.keys import Signer
 from coordinator.reranker import Reranker
 from coordinator.store import Message, Store
 from coordinator.store.ingest import Refusal
+
+#: the lease the loops (re-ranking, rollouts, operators' jobs) run under
+LOOPS = "loops"
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +249,11 @@ class Coordinator:
         self.reranker = Reranker(store, config, client, signer=self.signer) if config.rerank.enabled else None
         self.commands = Commands(store, config, client, self.signer)
         self.failure: Optional[str] = None
+        #: this process, as a lease holder: the loops run only while it holds LOOPS
+        self.holder = f"{config.client_id}@{socket.gethostname()}:{os.getpid()}"
+        self.lease: Optional[int] = None  # its fencing token while it leads
+        self._retained_at = -math.inf  # when old health was last thinned, and up to where
+        self._thinned_to = 0.0
         self.notifier = Notifier()
         self._stop: Optional[asyncio.Event] = None
         self._failed_ticks = 0
@@ -247,12 +264,44 @@ class Coordinator:
             self._stop.set()
 
     def tick(self) -> None:
-        """One pass of the loops (blocking: the database)."""
+        """One pass of the loops (blocking: the database), in the coordinator that holds the
+        lease; every coordinator ingests.  The lease is checked again before each loop, so one
+        that was paused past its lease (and found another leading) does not act on."""
+        asked = time.time()
+        token = self.store.acquire(LOOPS, self.holder, self.config.lease_s, asked)
+        # the lease runs from when it was asked for: never later than the database has it
+        self.deployer.led(asked + self.config.lease_s if token is not None else 0.0, new=token != self.lease)
+        if token != self.lease:
+            if token is not None:
+                logger.info("this coordinator (%s) now runs the loops (lease %d)", self.holder, token)
+            else:
+                logger.warning("this coordinator (%s) no longer runs the loops: another holds the lease",
+                               self.holder)  # fmt: skip
+            self.lease = token
+        if token is None:
+            return
         online = self.store.online()  # once per pass, for every loop
-        if self.reranker is not None:
-            self.reranker.tick(online=online)
-        self.deployer.tick(online=online)
-        self.commands.tick(online=online)
+        loops: list[Callable[..., None]] = [self.reranker.tick] if self.reranker is not None else []
+        loops += [self.deployer.tick, self.commands.tick, self.retain]
+        for run in loops:
+            if not self.store.holds(LOOPS, self.holder, token, time.time()):
+                logger.warning("lease %d lost during a pass; the loops stop here", token)
+                self.lease = None
+                return
+            run(online=online)
+
+    def retain(self, online: Any = None) -> None:
+        """Every ``retention.every_s``: health older than ``retention.health_days`` thinned to one
+        sample per device and hour (the store keeps results, acks, decisions and rollouts)."""
+        now = time.time()
+        if now - self._retained_at < self.config.retention.every_s:
+            return
+        before = (now - self.config.retention.health_days * 86400) // 3600 * 3600  # whole hours
+        gone = self.store.thin_health(before, since=self._thinned_to)
+        self._retained_at, self._thinned_to = now, before
+        if gone:
+            logger.info("%d health sample(s) older than %g days thinned to one per device and hour", gone,
+                        self.config.retention.health_days)  # fmt: skip
 
     async def _serve(self) -> Any:
         """The dashboard and /metrics, if ``http.listen`` asks for them (in this loop)."""
@@ -307,6 +356,9 @@ class Coordinator:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.config.tick_s)
         finally:
+            if self.lease is not None:  # another coordinator takes the loops at once
+                with contextlib.suppress(Exception):  # a database that is gone: it expires instead
+                    await loop.run_in_executor(None, self.store.release, LOOPS, self.holder)
             if self.reranker is not None:
                 await loop.run_in_executor(None, self.reranker.close)
             if web is not None:

@@ -35,3 +35,32 @@ def onnx_model(model_dir, conv_weights) -> str:
 def tflite_model(model_dir, conv_weights) -> str:
     pytest.importorskip("ai_edge_litert")
     return modelgen.tflite_conv_net(str(model_dir / "conv.tflite"), conv_weights)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres.py)."""
+    import shutil
+    import tempfile
+
+    from postgres import Postgres
+
+    # not under pytest's own temporary directory: that one is private to this user, and the
+    # server runs as another when the tests run as root
+    work = tempfile.mkdtemp(prefix="fleetbench-pg-")
+    try:
+        server = Postgres(work)
+        server.start()
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A new, empty database on each engine the coordinator supports: a SQLite file, then a
+    database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "fleet.sqlite")
+    return request.getfixturevalue("postgres").new_database()

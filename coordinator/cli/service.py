@@ -195,10 +195,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(d) for d in devices], indent=2))
         return 0
     dead = store.dead_letters(limit=1)
+    now = time.time()
     if not devices and not dead:
         print("no devices yet", file=sys.stderr)
+        _print_leases(store, now)
         return 0
-    now = time.time()
     rows = []
     for d in devices:
         health = (d.health or {}).get("health") or {}
@@ -217,6 +218,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     print_table(
         ("device", "state", "sku", "seen", "hottest C", "degradation", "results", "refused", "key"), rows
     )
+    _print_leases(store, now)
     if dead:
         total = store.count("dead_letters")
         last = dead[0]
@@ -224,6 +226,17 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         print(f"\n{total} message(s) refused and kept as dead letters; the newest {newest} ago on "
               f"{last.topic}: {last.reason}", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _print_leases(store: Any, now: float) -> None:
+    """Which coordinator runs the loops (several may share the database; one leads)."""
+    for lease in store.leases():
+        if lease.expires_at >= now:
+            print(f"\n{lease.name}: run by {lease.holder} since {ago(now - lease.acquired_at)} ago "
+                  f"(lease {lease.token}, renewed every tick)")  # fmt: skip
+        else:
+            print(f"\n{lease.name}: no coordinator runs them (the last, {lease.holder}, stopped renewing "
+                  f"{ago(now - lease.expires_at)} ago)")  # fmt: skip
 
 
 def cmd_push(args: argparse.Namespace) -> int:

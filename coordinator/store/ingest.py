@@ -127,6 +127,10 @@ def plan(msg: Message, batch: Batch, revoked: frozenset[str] = frozenset()) -> N
         batch.acks.append(row)
 
 
+#: what a database raises for one row it will not take (SQLite and PostgreSQL alike)
+ROW_REFUSED = (sa.exc.IntegrityError, sa.exc.DataError)
+
+
 class Ingesting:
     """The store's ingest (a part of ``Store``)."""
 
@@ -156,11 +160,11 @@ class Ingesting:
                 added = self._write(conn, batch)
             batch.report(refused)
             return added
-        except sa.exc.OperationalError:
-            raise  # the database, not a message: store nothing, acknowledge nothing
-        except sa.exc.SQLAlchemyError as err:
-            # One message's row broke the transaction (a value the database refuses): store the
-            # batch message by message, so only that one becomes a dead letter.
+        except ROW_REFUSED as err:
+            # One message's row broke the transaction (a value or a constraint the database
+            # refuses): store the batch message by message, so only that one becomes a dead
+            # letter.  Anything else (a lost server, a full disk, a table gone) is the database's,
+            # not a message's: it raises, nothing is stored and nothing acknowledged.
             logger.warning("a batch of %d could not be stored together (%s); storing one by one",
                            len(messages), type(err).__name__)  # fmt: skip
             return self._ingest_each(messages, refused)
@@ -175,9 +179,7 @@ class Ingesting:
                 with self.engine.begin() as conn:
                     added = self._write(conn, one)
                 one.report(refused)
-            except sa.exc.OperationalError:
-                raise
-            except sa.exc.SQLAlchemyError as err:
+            except ROW_REFUSED as err:
                 dead = Batch()
                 parsed = parse_topic(msg.topic)
                 reason = f"the database refused it: {getattr(err, 'orig', None) or err}"
@@ -197,7 +199,10 @@ class Ingesting:
                                   ("acks", acks, batch.acks)):  # fmt: skip
             if rows:
                 stmt = self._insert(table).on_conflict_do_nothing(index_elements=["device_id", "msg_id"])
-                added[kind] = conn.execute(stmt, rows).rowcount
+                if self._sqlite:  # SQLite before 3.35 (Debian bullseye) has no RETURNING
+                    added[kind] = conn.execute(stmt, rows).rowcount
+                else:  # psycopg's executemany rowcount is -1: count what RETURNING gives back
+                    added[kind] = len(conn.execute(stmt.returning(table.c.msg_id), rows).all())
         self._touch(conn, batch.health, batch.results + batch.acks)
         for status in batch.statuses:
             self._status(conn, status)

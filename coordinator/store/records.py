@@ -204,3 +204,14 @@ class DeadLetter:
     reason: str
     size: int
     payload: bytes
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who runs a loop when several coordinators share one database (``Store.acquire``)."""
+
+    name: str
+    holder: str
+    token: int  # grows at every change of holder: a stale token means "no longer yours"
+    expires_at: float
+    acquired_at: float

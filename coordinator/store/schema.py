@@ -189,6 +189,19 @@ outgoing_jobs = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
+#: who runs the loops (re-ranking, rollouts, operators' jobs) when several coordinators share one
+#: database: one holder at a time, for ``expires_at``; ``token`` grows at every change of holder,
+#: so a former holder that was paused and wakes up finds its token stale (fencing)
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+)
+
 # Version 1's deployments table (never written by any release): version 2 replaced it.
 _deployments_v1 = sa.Table("deployments", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
 
@@ -245,6 +258,11 @@ def _v5(conn: sa.Connection) -> None:
     conn.execute(sa.text("ALTER TABLE deployments ADD COLUMN p50_hi_ms FLOAT"))
 
 
+def _v6(conn: sa.Connection) -> None:
+    """Leases: one coordinator of several runs the loops."""
+    leases.create(conn, checkfirst=True)
+
+
 #: (version, what it does, how); version 1 is the first schema, which no database needs
 #: migrating to (a new database is made at the latest version)
 MIGRATIONS: tuple[tuple[int, str, Optional[Callable[[sa.Connection], None]]], ...] = (
@@ -254,5 +272,6 @@ MIGRATIONS: tuple[tuple[int, str, Optional[Callable[[sa.Connection], None]]], ..
      _v3),
     (4, "the key each device checks commands by, revoked devices, operators' jobs", _v4),
     (5, "the noise of each smoke run (its median's 95 % interval)", _v5),
+    (6, "leases: one coordinator of several runs the loops", _v6),
 )  # fmt: skip
 LATEST = MIGRATIONS[-1][0]

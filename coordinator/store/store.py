@@ -29,6 +29,7 @@ from coordinator.store.records import (
     Device,
     JobEnding,
     JobReport,
+    Lease,
     OnlineDevice,
     OutgoingJob,
     ReceivedPushAck,
@@ -46,6 +47,7 @@ from coordinator.store.schema import (
     deployments,
     devices,
     health,
+    leases,
     metadata,
     outgoing_jobs,
     rerank_state,
@@ -96,7 +98,20 @@ class Store(Ingesting):
             return int(value or 0)
 
     def migrate(self) -> list[int]:
-        """Bring the schema to the latest version; the versions applied now."""
+        """Bring the schema to the latest version; the versions applied now.  On PostgreSQL under
+        an advisory lock: replicas started together migrate one after the other (the second finds
+        nothing left to do); SQLite's writes are one at a time anyway."""
+        if self.engine.dialect.name != "postgresql":
+            return self._migrate()
+        with self.engine.connect() as lock:
+            lock.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATE_LOCK})
+            try:
+                return self._migrate()
+            finally:
+                lock.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATE_LOCK})
+                lock.commit()
+
+    def _migrate(self) -> list[int]:
         current = self.version()
         if current > LATEST:
             raise StoreError(
@@ -120,6 +135,81 @@ class Store(Ingesting):
             logger.info("database migrated to version %d (%s)", version, what)
             applied.append(version)
         return applied
+
+    # -- retention ------------------------------------------------------------------
+
+    def thin_health(self, before: float, since: float = 0.0, bucket_s: int = 3600) -> int:
+        """Health from ``since`` to ``before`` thinned to the last sample of each device and
+        ``bucket_s`` (an hour): how many rows went.  Newer health, and everything else, is kept.
+        ``since``: where the last thinning stopped, so each pass reads only the hours that have
+        aged since."""
+        bucket = sa.cast(health.c.ts, sa.BigInteger) // bucket_s  # whole hours on both engines
+        window = (health.c.ts >= since, health.c.ts < before)
+        newest = (
+            sa.select(health.c.device_id, bucket.label("bucket"), sa.func.max(health.c.ts).label("ts"))
+            .where(*window)
+            .group_by(health.c.device_id, bucket)
+            .subquery()
+        )
+        keep = (
+            sa.select(newest.c.ts)
+            .where(newest.c.device_id == health.c.device_id, newest.c.bucket == bucket)
+            .scalar_subquery()
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(health.delete().where(*window, health.c.ts < keep)).rowcount)
+
+    # -- leases: one coordinator of several runs the loops ------------------------------
+
+    def acquire(self, name: str, holder: str, ttl_s: float, now: float) -> Optional[int]:
+        """Keep, or take once it has expired, the lease ``name`` for ``holder`` until ``now +
+        ttl_s``: its fencing token, or None while another holder's lease runs.  Taking it
+        raises the token; keeping it does not.  One transaction, so of two coordinators
+        taking an expired lease at once exactly one gets it (PostgreSQL re-checks a row a
+        concurrent update changed; SQLite writes one at a time)."""
+        until = now + ttl_s
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(leases)
+                .values(name=name, holder=holder, token=1, expires_at=until, acquired_at=now)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            kept = conn.execute(
+                leases.update()
+                .where(leases.c.name == name, leases.c.holder == holder)
+                .values(expires_at=until)
+            ).rowcount
+            if not kept:
+                conn.execute(
+                    leases.update()
+                    .where(leases.c.name == name, leases.c.holder != holder, leases.c.expires_at < now)
+                    .values(holder=holder, token=leases.c.token + 1, expires_at=until, acquired_at=now)
+                )
+            row = conn.execute(sa.select(leases).where(leases.c.name == name)).one()
+        return int(row.token) if row.holder == holder else None
+
+    def holds(self, name: str, holder: str, token: int, now: float) -> bool:
+        """Whether ``holder`` still has the lease ``name`` under ``token``, unexpired: the fencing
+        check before anything a former holder must not do twice."""
+        q = sa.select(sa.func.count()).where(
+            leases.c.name == name,
+            leases.c.holder == holder,
+            leases.c.token == token,
+            leases.c.expires_at >= now,
+        )
+        with self.engine.connect() as conn:
+            return bool(conn.execute(q).scalar())
+
+    def release(self, name: str, holder: str) -> None:
+        """Give the lease up at once (a clean stop), so another coordinator need not wait it out."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                leases.update().where(leases.c.name == name, leases.c.holder == holder).values(expires_at=0.0)
+            )
+
+    def leases(self) -> list[Lease]:
+        with self.engine.connect() as conn:
+            return [_record(Lease, r) for r in conn.execute(sa.select(leases).order_by(leases.c.name))]
 
     # -- the fleet ------------------------------------------------------------------
 
@@ -473,6 +563,10 @@ class Store(Ingesting):
                 values["inputs"] = json.loads(values["inputs"])
                 out.append(DecisionRecord(**values, deployment=Deployment(**dep) if dep["push_id"] else None))
         return out
+
+
+#: the PostgreSQL advisory lock migrations take (any number no other tool on the database uses)
+MIGRATE_LOCK = 0x666C6565  # "flee"
 
 
 def open_store(db: str, migrate: bool = True) -> Store:

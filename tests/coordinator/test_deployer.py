@@ -172,3 +172,18 @@ def test_a_missing_signing_key_halts_the_rollout_with_a_reason(setup, tmp_path):
     deployer.tick(now=1.0)
     rollout = store.rollouts(r)[0]
     assert rollout.state == "halted" and "fleetbench keygen" in rollout.detail
+
+
+def test_past_its_lease_the_deployer_sends_nothing_and_a_new_lease_sends_the_manifests_again(setup):
+    """Fencing by time: a replica paused past its lease on the loops must not push when it wakes
+    (another may lead by then); when it leads again, every transfer gets its manifest anew."""
+    store, config, client, deployer, _, model = setup
+    r = create_rollout(store, config, model, device="d2", now=0.0).rollout_id
+    deployer.led(0.0, new=False)  # the lease ran out long ago
+    deployer.tick(now=1.0)
+    deployer.flush()
+    assert client.of("d2", "push_manifest") == [] and states(store, r) == {"d2": "sending"}
+    deployer.led(float("inf"), new=True)
+    deployer.tick(now=2.0)
+    deployer.flush()
+    assert len(client.of("d2", "push_manifest")) == 1
