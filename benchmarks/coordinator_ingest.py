@@ -28,6 +28,7 @@ it, version 2 for this one), the same harness (this file) importing each tree's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -120,7 +121,8 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
 
     print(f"code: {os.path.dirname(os.path.dirname(os.path.abspath(coordinator.__file__)))}", file=sys.stderr)
     total = sum(len(p) for p in payloads)
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         tls_dir = os.path.join(tmp, "profile") if args.tls else ""
         if tls_dir:  # the shipped profile, every agent and the coordinator with its own identity
             broker = _profile_broker(tls_dir, len(payloads))
@@ -133,12 +135,9 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
             broker = load_test_helper("broker").Mosquitto(tmp)
             broker.start()
             settings = BrokerSettings.from_url(broker.url, protocol=args.protocol)
-        pg = None
         if args.postgres:  # a throwaway PostgreSQL server (tests/postgres.py), started untimed
-            pg_dir = tempfile.mkdtemp(prefix="fleetbench-pg-")
-            pg = load_test_helper("postgres").Postgres(pg_dir)
-            pg.start()
-            store = open_store(pg.new_database())
+            store = open_store(stack.enter_context(load_test_helper("postgres").running()).new_database())
+            stack.callback(store.engine.dispose)  # its connections close before the server stops
         else:
             store = open_store(os.path.join(tmp, "fleet.sqlite"))
         watching = threading.Event()
@@ -183,12 +182,6 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
         ingestor.stop()
         agents.join(300)
         _stop(broker)
-        if pg is not None:
-            store.engine.dispose()
-            pg.stop()
-            import shutil
-
-            shutil.rmtree(pg.dir, ignore_errors=True)
     how = ("TLS profile" if args.tls else "plain TCP") + (", PostgreSQL" if args.postgres else ", SQLite")
     print(f"{how}: {len(payloads)} agents, {total} messages ({expected} results): "
           f"published in {published:.2f} s, "

@@ -15,6 +15,7 @@ indexes) and what a fleet of ``--devices`` reporting health every ``--health-s``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -98,17 +99,15 @@ def main(argv: list[str]) -> int:
     msgs, health_bytes, result_bytes = messages(args.rows)
     per_day = {"health": args.devices * 86400 / args.health_s, "results": args.devices * args.results}
     reports = []
-    work = tempfile.mkdtemp(prefix="fleetbench-size-")
-    pg = None
-    try:
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetbench-size-"))
         for engine in ("sqlite", "postgresql"):
             if engine == "sqlite":
                 path = os.path.join(work, "fleet.sqlite")
                 store = open_store(path)
             else:
-                pg = load_test_helper("postgres").Postgres(tempfile.mkdtemp(prefix="fleetbench-pg-"))
-                pg.start()
-                store = open_store(pg.new_database())
+                store = open_store(stack.enter_context(load_test_helper("postgres").running()).new_database())
+                stack.callback(store.engine.dispose)
             ingest_all(store, msgs, batch=1000)
             assert store.count("health") == store.count("results") == args.rows
             if engine == "sqlite":
@@ -133,11 +132,6 @@ def main(argv: list[str]) -> int:
                 "health_gb_kept_after_a_year": round(steady_health / 1e9, 1),
                 "results_gb_per_year": round(day["results"] * 365 / 1e9, 1),
             })  # fmt: skip
-    finally:
-        if pg is not None:
-            pg.stop()
-            shutil.rmtree(pg.dir, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
     for r in reports:
         print(json.dumps(r), flush=True)
     return 0

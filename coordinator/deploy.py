@@ -376,14 +376,12 @@ class Deployer:
 
     def _send_one(self, topic: str, payload: Any, inflight: list[Any]) -> None:
         chunk_bytes = self.config.push.chunk_bytes
-        if self.clock() >= self.lease_until:  # no longer ours to send: the new leader resumes it
-            if isinstance(payload, _Chunk):
-                with self._lock:
-                    self._queued.discard((payload.push_id, payload.number))
-            return
-        if isinstance(payload, _Chunk):  # read it now, not when queued
+        if isinstance(payload, _Chunk):
             with self._lock:
                 self._queued.discard((payload.push_id, payload.number))
+        if self.clock() >= self.lease_until:  # no longer ours to send: the new leader resumes it
+            return
+        if isinstance(payload, _Chunk):  # read it now, not when queued
             try:
                 with open(payload.blob, "rb") as fh:
                     fh.seek(payload.number * chunk_bytes)

@@ -19,9 +19,9 @@ the log says so once per device, then once a minute with the count.
 
 Several coordinators (replicas) may share one database and one broker: each ingests its share
 of the messages, and the loops (re-ranking, rollouts, operators' jobs) run in the one holding
-the ``loops`` lease in the database (``Store.acquire``), renewed every tick and checked again
-before each loop.  A replica killed or paused stops renewing, and another takes the lease once
-it has expired (``lease_s``); a clean stop hands it over at once.
+the ``loops`` lease in the database (``Store.acquire``), renewed every tick; no loop starts and
+no push is sent past the lease's end.  A replica killed or paused stops renewing, and another
+takes the lease once it has expired (``lease_s``); a clean stop hands it over at once.
 """
 
 from __future__ import annotations
@@ -265,12 +265,14 @@ class Coordinator:
 
     def tick(self) -> None:
         """One pass of the loops (blocking: the database), in the coordinator that holds the
-        lease; every coordinator ingests.  The lease is checked again before each loop, so one
-        that was paused past its lease (and found another leading) does not act on."""
+        lease; every coordinator ingests.  The lease runs until ``lease_s`` after it was asked
+        for (never later than the database has it), and each loop starts only before then: one
+        that was paused past it (another may lead by now) does not act on.  The deployer's sender
+        keeps to the same end."""
         asked = time.time()
         token = self.store.acquire(LOOPS, self.holder, self.config.lease_s, asked)
-        # the lease runs from when it was asked for: never later than the database has it
-        self.deployer.led(asked + self.config.lease_s if token is not None else 0.0, new=token != self.lease)
+        until = asked + self.config.lease_s if token is not None else 0.0
+        self.deployer.led(until, new=token != self.lease)
         if token != self.lease:
             if token is not None:
                 logger.info("this coordinator (%s) now runs the loops (lease %d)", self.holder, token)
@@ -284,9 +286,8 @@ class Coordinator:
         loops: list[Callable[..., None]] = [self.reranker.tick] if self.reranker is not None else []
         loops += [self.deployer.tick, self.commands.tick, self.retain]
         for run in loops:
-            if not self.store.holds(LOOPS, self.holder, token, time.time()):
-                logger.warning("lease %d lost during a pass; the loops stop here", token)
-                self.lease = None
+            if time.time() >= until:
+                logger.warning("lease %d ran out during a pass; the loops stop here", token)
                 return
             run(online=online)
 

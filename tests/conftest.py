@@ -40,21 +40,10 @@ def tflite_model(model_dir, conv_weights) -> str:
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server for the session (tests/postgres.py)."""
-    import shutil
-    import tempfile
+    from postgres import running
 
-    from postgres import Postgres
-
-    # not under pytest's own temporary directory: that one is private to this user, and the
-    # server runs as another when the tests run as root
-    work = tempfile.mkdtemp(prefix="fleetbench-pg-")
-    try:
-        server = Postgres(work)
-        server.start()
+    with running() as server:
         yield server
-        server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,12 +9,15 @@ under CI=true is a failure (.ci/run installs both).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import pytest
@@ -89,3 +92,20 @@ class Postgres:
         ) as c:
             c.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+
+@contextlib.contextmanager
+def running() -> Iterator[Postgres]:
+    """A started server in its own temporary directory; stopped and removed afterwards.  Not under
+    pytest's temporary directory: that one is private to this user, and the server runs as
+    another when the tests run as root."""
+    work = tempfile.mkdtemp(prefix="fleetbench-pg-")
+    try:
+        server = Postgres(work)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

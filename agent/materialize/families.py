@@ -154,6 +154,12 @@ class Plan:
     def params(self) -> int:
         return sum(op.params for op in self.ops if isinstance(op, (ConvOp, HeadOp)))
 
+    def at(self, spec: Union[str, Sequence[int]]) -> Plan:
+        """The same network (family, classes, resolution) at other widths (a spec or the widths)."""
+        return plan(
+            self.family, spec if isinstance(spec, str) else tuple(spec), self.classes, self.resolution
+        )
+
     def producers(self) -> dict[int, ConvOp]:
         """The (non-depthwise) convolution whose filters each width counts."""
         return {op.width: op for op in self.ops if isinstance(op, ConvOp) and op.width is not None

@@ -187,8 +187,14 @@ def cmd_hdap(args: argparse.Namespace) -> int:
     if args.finetune_epochs and not args.data:
         raise UsageError("--finetune-epochs needs --data (the images to fine-tune on)")
     plan, params = matching(args.weights, args.space, None, None, None)
+    data = _data(args, plan)  # read once: the search's accuracy check and every model's fine-tuning
+    judge = None
+    if data is not None:
+        from coordinator.prune.pipeline import accuracy_judge
+
+        judge = accuracy_judge(plan, params, data, args.seed)
     if args.sku is not None:
-        return _live(args, plan, params)
+        return _live(args, plan, params, data, judge)
     for flag in ("widths", "runs", "min_time"):
         if getattr(args, flag) is not None:
             raise UsageError(f"--{flag.replace('_', '-')} is for --sku (a real fleet)")
@@ -210,24 +216,15 @@ def cmd_hdap(args: argparse.Namespace) -> int:
         progress,
         oracle=not args.no_oracle,
         clusters_own=args.per_cluster,
-        judge=_judge(args, plan, params),
+        judge=judge,
     )
     progress.clear()
-    if args.output or args.onnx or args.data:
-        _write(args, plan, params, report, progress)
-        for k, spec in enumerate(report.get("per_cluster_widths", [])):
-            if args.output or args.onnx:
-                own: dict[str, Any] = {"cluster": k + 1, "widths": spec}
-                _write(
-                    args,
-                    plan,
-                    params,
-                    own,
-                    progress,
-                    spec,
-                    _cluster_paths(args.output, k),
-                    _cluster_paths(args.onnx, k),
-                )
+    if args.output or args.onnx or data is not None:
+        _write(args, plan, params, data, report["hdap_widths"], args.output, args.onnx, report, progress)
+        own = [
+            {"cluster": k + 1, "widths": spec} for k, spec in enumerate(report.get("per_cluster_widths", []))
+        ]
+        _write_clusters(args, plan, params, data, own, progress)
     if args.format == "json":
         print(json.dumps(report))
         return EXIT_OK
@@ -250,7 +247,7 @@ def cmd_hdap(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
+def _live(args: argparse.Namespace, plan: Any, params: Any, data: Any, judge: Any) -> int:
     from agent.common.errors import UsageError
     from agent.materialize import families as fam
     from coordinator.hdap.live import LiveOptions, run
@@ -269,25 +266,19 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
             f"{args.weights} is for {plan.resolution} px input; the devices' tables are measured at "
             f"the family's {fam.DEFAULTS[args.space][1]} px"
         )
-    judge = _judge(args, plan, params)  # bad --data is said before anything reaches the fleet
     config = _config(args)
     store = _open(config)
-    settings = {k: v for k, v in (("runs", args.runs), ("min_time_s", args.min_time)) if v is not None}
     options = LiveOptions(
         grid=args.widths or fam.DEFAULT_GRID,
         sample=args.sample,
-        settings=settings,
+        settings=_job_settings(args),
         timeout_s=args.timeout,
         objective=args.objective,
         tol=args.tol,
         seed=args.seed,
     )
     progress = ProgressLine(args.quiet)
-
-    def say(text: str) -> None:
-        progress.clear()
-        print(f"fleetbench: {text}", file=sys.stderr)
-
+    say = _say(progress)
     live = run(store, args.sku, plan, params, args.flops, options, say, judge=judge)
     report = live.as_json(plan)
     report.update(
@@ -295,35 +286,24 @@ def _live(args: argparse.Namespace, plan: Any, params: Any) -> int:
     )
     report["hdap_widths"] = report["widths"]
     if args.per_cluster:
-        from coordinator.hdap.planning import per_cluster
+        from coordinator.hdap.planning import cluster_ms, per_cluster
 
-        results = per_cluster(
-            live.planned, plan, params, args.flops, args.objective, args.seed, say, judge=judge
-        )
-        report["per_cluster"] = []
-        for k, r in enumerate(results):
-            members = live.planned.clusters.members(k)
-            own = live.planned.surrogate.subset(members).device_ms(
-                fam.plan(plan.family, r.widths, plan.classes, plan.resolution)
-            )
-            spec, model, onnx = (
-                fam.format_widths(r.widths),
-                _cluster_paths(args.output, k),
-                _cluster_paths(args.onnx, k),
-            )
-            entry: dict[str, Any] = {
+        planned = live.planned
+        results = per_cluster(planned, plan, params, args.flops, args.objective, args.seed, say, judge=judge)
+        own = cluster_ms(planned.surrogate, planned.clusters, [r.widths for r in results], plan)
+        report["per_cluster"] = [
+            {
                 "cluster": k + 1,
-                "widths": spec,
-                "devices": [live.devices[i] for i in members],
-                "predicted_ms": {live.devices[i]: round(float(ms), 6) for i, ms in zip(members, own)},
-                "model": model,
-                "onnx": onnx,
+                "widths": fam.format_widths(r.widths),
+                "devices": [live.devices[i] for i in planned.clusters.members(k)],
+                "predicted_ms": {
+                    live.devices[i]: round(float(own[i]), 6) for i in planned.clusters.members(k)
+                },
             }
-            report["per_cluster"].append(entry)
-            _write(
-                args, plan, params, entry, progress, entry["widths"], entry["model"], entry["onnx"], "hdap"
-            )
-    _write(args, plan, params, report, progress)
+            for k, r in enumerate(results)
+        ]
+        _write_clusters(args, plan, params, data, report["per_cluster"], progress)
+    _write(args, plan, params, data, report["hdap_widths"], args.output, args.onnx, report, progress)
     if args.push:
         from coordinator.deploy import create_rollout
 
@@ -389,15 +369,9 @@ def _recheck(args: argparse.Namespace) -> int:
             f"--recheck {args.recheck} holds no profiles (written by an older fleetbench); plan again"
         )
     store = _open(_config(args))
-    settings = {k: v for k, v in (("runs", args.runs), ("min_time_s", args.min_time)) if v is not None}
-    progress = ProgressLine(args.quiet)
-
-    def say(text: str) -> None:
-        progress.clear()
-        print(f"fleetbench: {text}", file=sys.stderr)
-
     tol = args.tol if args.tol is not None else float(saved.get("tol", TOL))
-    found = recheck(store, saved, LiveOptions(settings=settings, timeout_s=args.timeout, tol=tol), say)
+    options = LiveOptions(settings=_job_settings(args), timeout_s=args.timeout, tol=tol)
+    found = recheck(store, saved, options, _say(ProgressLine(args.quiet)))
     if args.format == "json":
         print(json.dumps(found.as_json()))
     else:
@@ -489,60 +463,81 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _judge(args: argparse.Namespace, plan: Any, params: Any) -> Any:
-    """The search's accuracy check on ``--data``, None without it."""
+def _data(args: argparse.Namespace, plan: Any) -> Any:
+    """``--data`` at the network's resolution, None without it."""
     if not args.data:
         return None
     from coordinator.cli.prune import load_data
-    from coordinator.prune.pipeline import accuracy_judge
 
-    return accuracy_judge(plan, params, load_data(args.data, plan.resolution), args.seed)
+    return load_data(args.data, plan.resolution)
+
+
+def _job_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The jobs' settings ``--runs`` and ``--min-time`` ask for (the device's defaults otherwise)."""
+    return {k: v for k, v in (("runs", args.runs), ("min_time_s", args.min_time)) if v is not None}
+
+
+def _say(progress: Any) -> Any:
+    """A line on stderr that does not tangle with the progress line."""
+
+    def say(text: str) -> None:
+        progress.clear()
+        print(f"fleetbench: {text}", file=sys.stderr)
+
+    return say
 
 
 def _write(
     args: argparse.Namespace,
     plan: Any,
     params: Any,
+    data: Any,
+    spec: str,
+    output: Optional[str],
+    onnx: Optional[str],
     report: dict,
     progress: Any,
-    spec: Optional[str] = None,
-    output: Optional[str] = None,
-    onnx: Optional[str] = None,
-    key: str = "hdap",
 ) -> None:
-    """The network at ``spec`` (default: the report's HDAP widths), fine-tuned on ``--data``,
-    written to ``output`` and ``onnx`` (default: -o and --onnx); accuracies go into ``report``
-    under ``key``."""
+    """The network at ``spec``, fine-tuned on ``data`` when given (its accuracies into ``report``),
+    written to ``output`` (with ``report`` as its plan) and ``onnx``."""
     from agent.materialize import families as fam
     from agent.materialize.weights import save, to_network
-    from coordinator.cli.prune import load_data
     from coordinator.prune.pipeline import recover
     from coordinator.prune.slicing import narrow_to
 
-    output, onnx = (output, onnx) if spec else (args.output, args.onnx)
-    small, small_params = narrow_to(plan, params, fam.parse_widths(args.space, spec or report["hdap_widths"]))
-    if args.data:
-        data = load_data(args.data, small.resolution)
+    small, small_params = narrow_to(plan, params, fam.parse_widths(args.space, spec))
+    if data is not None:
         small_params, pruned, tuned = recover(
             small, small_params, data, args.finetune_epochs, progress, args.seed
         )
         progress.clear()
-        report[f"{key}_acc_pruned"] = round(pruned, 6) if pruned is not None else None
+        report["hdap_acc_pruned"] = round(pruned, 6) if pruned is not None else None
         if tuned is not None:
-            report[f"{key}_acc"] = round(tuned, 6)
+            report["hdap_acc"] = round(tuned, 6)
     if output:
-        fleet = args.simulate or args.sku
-        save(
-            output,
-            small,
-            small_params,
-            {"method": key, "flops_target": args.flops, "fleet": fleet, "plan": report},
-        )
+        meta = {
+            "method": "hdap",
+            "flops_target": args.flops,
+            "fleet": args.simulate or args.sku,
+            "plan": report,
+        }
+        save(output, small, small_params, meta)
     if onnx:
         from agent.materialize import write_model
 
-        write_model(to_network(small, small_params, f"{args.space} {key} {args.flops:g}"), onnx)
+        write_model(to_network(small, small_params, f"{args.space} hdap {args.flops:g}"), onnx)
     print(f"fleetbench: wrote {' and '.join(p for p in (output, onnx) if p)}", file=sys.stderr)
+
+
+def _write_clusters(
+    args: argparse.Namespace, plan: Any, params: Any, data: Any, entries: list[dict[str, Any]], progress: Any
+) -> None:
+    """Each cluster's own model (``entries``: cluster, widths) beside -o and --onnx, as
+    P.clusterK.npz and P.clusterK.onnx; the paths go into its entry."""
+    for k, entry in enumerate(entries):
+        entry["model"], entry["onnx"] = _cluster_paths(args.output, k), _cluster_paths(args.onnx, k)
+        if entry["model"] or entry["onnx"]:
+            _write(args, plan, params, data, entry["widths"], entry["model"], entry["onnx"], entry, progress)
 
 
 def _cluster_paths(path: Optional[str], k: int) -> Optional[str]:

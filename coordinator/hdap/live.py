@@ -54,9 +54,7 @@ class LivePlan:
 
     def as_json(self, plan: fam.Plan) -> dict[str, Any]:
         c = self.planned.clusters
-        per_device = self.planned.surrogate.device_ms(
-            fam.plan(plan.family, self.planned.result.widths, plan.classes, plan.resolution)
-        )
+        per_device = self.planned.surrogate.device_ms(plan.at(self.planned.result.widths))
         return {
             "widths": fam.format_widths(self.planned.result.widths),
             "flops_ratio": round(self.planned.result.flops_ratio, 6),

@@ -90,6 +90,17 @@ def per_cluster(
     return results
 
 
+def cluster_ms(
+    model: FleetModel, clusters: Clusters, widths: Sequence[tuple[int, ...]], plan: fam.Plan
+) -> np.ndarray:
+    """(devices,) each device's latency under ``model`` for its own cluster's widths."""
+    per_device = np.empty(model.devices)
+    for k, w in enumerate(widths):
+        members = clusters.members(k)
+        per_device[members] = model.subset(members).device_ms(plan.at(w))
+    return per_device
+
+
 class DeviceTable:
     """One board's table: its group's, times its own factor by layer kind."""
 
@@ -167,20 +178,13 @@ def simulate(
         **judged(planned.result),
     }
     for name, w in widths.items():
-        per_device = truth.device_ms(fam.plan(plan.family, w, plan.classes, plan.resolution))
-        report.update(_figures(name, per_device))
-        report[f"{name}_flops"] = round(
-            fam.plan(plan.family, w, plan.classes, plan.resolution).macs / plan.macs, 4
-        )
+        at = plan.at(w)
+        report.update(_figures(name, truth.device_ms(at)))
+        report[f"{name}_flops"] = round(at.macs / plan.macs, 4)
         report[f"{name}_widths"] = fam.format_widths(w)
     if clusters_own:
         results = per_cluster(planned, plan, params, ratio, objective, seed, say, **search_options)
-        per_device = np.empty(fleet.devices)
-        for k, r in enumerate(results):
-            members = planned.clusters.members(k)
-            per_device[members] = truth.subset(members).device_ms(
-                fam.plan(plan.family, r.widths, plan.classes, plan.resolution)
-            )
+        per_device = cluster_ms(truth, planned.clusters, [r.widths for r in results], plan)
         report.update(_figures("per_cluster", per_device))
         report["per_cluster_widths"] = [fam.format_widths(r.widths) for r in results]
         report["per_cluster_flops"] = round(max(r.flops_ratio for r in results), 4)  # the largest
@@ -223,7 +227,7 @@ def surrogate_quality(
         return 1.0, 0.0
     chosen = rng.choice(others, size=min(devices, len(others)), replace=False)
     candidates = fam.sample(plan.family, specs, rng)
-    plans = [fam.plan(plan.family, s, plan.classes, plan.resolution) for s in candidates]
+    plans = [plan.at(s) for s in candidates]
     est = np.array([planned.surrogate.device_ms(p)[chosen] for p in plans])  # (specs, devices)
     true = np.array([truth.device_ms(p)[chosen] for p in plans])
     rhos = [spearmanr(est[:, j], true[:, j])[0] for j in range(len(chosen))]

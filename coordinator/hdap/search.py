@@ -99,7 +99,7 @@ def search(
     macs_of: dict[tuple[int, ...], int] = {plan.widths: plan.macs}
 
     def at(widths: tuple[int, ...]) -> fam.Plan:
-        return fam.plan(plan.family, widths, plan.classes, plan.resolution)
+        return plan.at(widths)
 
     def macs(widths: tuple[int, ...]) -> int:
         """A width spec's FLOPs: all that repairing needs, so no latency is computed for it."""

@@ -51,7 +51,7 @@ def floor_widths(plan: fam.Plan) -> tuple[int, ...]:
 
 
 def macs_at(plan: fam.Plan, widths: tuple[int, ...]) -> int:
-    return fam.plan(plan.family, widths, plan.classes, plan.resolution).macs
+    return plan.at(widths).macs
 
 
 def _unreachable(plan: fam.Plan, ratio: float, best: int, how: str) -> PruneError:
@@ -190,7 +190,7 @@ def _widest_under(plan: fam.Plan, i: int, budget_ms: float, floor: int, lut: Any
 
     def fits(width: int) -> bool:
         widths = (*plan.widths[:i], width, *plan.widths[i + 1 :])
-        return bool(lut.predict_ms(fam.plan(plan.family, widths, plan.classes, plan.resolution)) <= budget_ms)
+        return bool(lut.predict_ms(plan.at(widths)) <= budget_ms)
 
     if not fits(floor):
         return None

@@ -131,9 +131,6 @@ def prune(
     )
 
 
-__all__ = ["Outcome", "PruneError", "check_ratio", "prune", "recover"]
-
-
 #: images of the training split an accuracy judge looks at
 JUDGE_IMAGES = 1024
 
@@ -161,3 +158,6 @@ def accuracy_judge(
         return known[key]
 
     return judge
+
+
+__all__ = ["Outcome", "PruneError", "accuracy_judge", "check_ratio", "prune", "recover"]

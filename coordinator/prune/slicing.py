@@ -80,7 +80,7 @@ def keep_largest(plan: fam.Plan, params: Mapping[str, np.ndarray], widths: Seque
 def narrow(plan: fam.Plan, params: Mapping[str, np.ndarray], kept: Kept) -> tuple[fam.Plan, Params]:
     """The plan at the kept widths and its weights, sliced from ``params``."""
     widths = tuple(len(kept[i]) if i in kept else w for i, w in enumerate(plan.widths))
-    small = fam.plan(plan.family, widths, plan.classes, plan.resolution)
+    small = plan.at(widths)
     out: Params = {}
     for op in plan.ops:
         if isinstance(op, fam.ConvOp):

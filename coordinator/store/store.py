@@ -188,18 +188,6 @@ class Store(Ingesting):
             row = conn.execute(sa.select(leases).where(leases.c.name == name)).one()
         return int(row.token) if row.holder == holder else None
 
-    def holds(self, name: str, holder: str, token: int, now: float) -> bool:
-        """Whether ``holder`` still has the lease ``name`` under ``token``, unexpired: the fencing
-        check before anything a former holder must not do twice."""
-        q = sa.select(sa.func.count()).where(
-            leases.c.name == name,
-            leases.c.holder == holder,
-            leases.c.token == token,
-            leases.c.expires_at >= now,
-        )
-        with self.engine.connect() as conn:
-            return bool(conn.execute(q).scalar())
-
     def release(self, name: str, holder: str) -> None:
         """Give the lease up at once (a clean stop), so another coordinator need not wait it out."""
         with self.engine.begin() as conn:
