@@ -83,7 +83,7 @@ def test_prune_by_each_method_prints_its_figures_and_writes_a_model(weights, tmp
             "--data",
             "digits",
             "--finetune-epochs",
-            "1",
+            "2",
             "--step",
             "0.1",
             "--short-batches",
@@ -99,6 +99,7 @@ def test_prune_by_each_method_prints_its_figures_and_writes_a_model(weights, tmp
         report = json.loads(out.stdout)
         assert set(report) == KEYS and report["method"] == method
         assert report["flops_ratio"] <= 0.5 and report["predicted_ms"] > 0
+        # two epochs: after one, a method's accuracy ranged 0.48-0.89 over seeds and machines
         assert report["accuracy_before"] > 0.8 and report["accuracy_finetuned"] > 0.5
         small, params, info = load(str(tmp_path / f"{method}.npz"))
         assert small.spec == report["widths"] and info["method"] == method
