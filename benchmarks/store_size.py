@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -27,30 +26,11 @@ from _helpers import load_test_helper
 
 
 def messages(rows: int) -> tuple[list, int, int]:
-    from agent.collectors.degradation import DegradationState
-    from agent.collectors.health import HealthMonitor
     from agent.protocol import messages as m
-    from agent.protocol.reports import HealthData
     from coordinator.store import Message
 
-    boards, tree, wire = load_test_helper("boards"), load_test_helper("sysfs_tree"), load_test_helper("wire")
-    root = tempfile.mkdtemp(prefix="fleetbench-board-")
-    try:
-        sample = HealthMonitor(tree.make_tree(root, boards.RPI4)).sample()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    data = HealthData(
-        health=sample,
-        degradation=DegradationState(
-            index=1.07,
-            baseline_ms=0.052,
-            last_ms=0.0556,
-            baseline_at=1.7e9,
-            last_at=1.7e9 + 86400,
-            measurements=42,
-        ),
-        collectors=("thermal",),
-    )
+    wire = load_test_helper("wire")
+    data = wire.pi4_health()
     out = []
     for i in range(rows):
         device = f"pi-{i % 500:04d}"

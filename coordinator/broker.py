@@ -36,8 +36,10 @@ import ipaddress
 import json
 import os
 import socket
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from agent.common.errors import UsageError
 from agent.common.files import write_bytes_atomic, write_text_atomic
@@ -344,20 +346,48 @@ def _share_with_broker(directory: str) -> None:
 def enroll(directory: str, name: str, role: str = "device", broker_url: Optional[str] = None,
            public_key: Optional[str] = None) -> str:  # fmt: skip
     """Issue ``name`` a client certificate; the directory holding what it needs."""
+    return enroll_many(directory, [name], role, broker_url, public_key)[0]
+
+
+def enroll_many(directory: str, names: Sequence[str], role: str = "device", broker_url: Optional[str] = None,
+                public_key: Optional[str] = None, progress: Optional[Callable[[int], None]] = None,
+                ) -> list[str]:  # fmt: skip
+    """Issue each of ``names`` a client certificate, reading and rewriting the identities, the
+    ACL and the CRL once (a fleet of 10,000 in seconds, not hours); each one's directory.
+    Every name is checked before anything is written."""
     if role not in ROLES:
         raise UsageError(f"--role {role!r} must be one of {', '.join(ROLES)}")
-    check_device_id(name)
+    for name in names:
+        check_device_id(name)
+    twice = sorted(n for n, times in Counter(names).items() if times > 1)
+    if twice:
+        raise UsageError(f"{twice[0]!r} is named twice in the names to enroll")
     ca_key, ca_cert, identities = _load(directory)
-    if any(i.name == name and not i.revoked for i in identities):
-        raise UsageError(f"{name!r} is enrolled already; revoke it first to issue a new certificate")
+    enrolled = {i.name for i in identities if not i.revoked}
+    already = [n for n in names if n in enrolled]
+    if already:
+        raise UsageError(f"{already[0]!r} is enrolled already; revoke it first to issue a new certificate")
+    out = []
+    try:
+        for k, name in enumerate(names):
+            out.append(_issue_client(directory, ca_key, ca_cert, name, role, broker_url, public_key))
+            identities.append(Identity(name, role, out[-1][1]))
+            if progress is not None:
+                progress(k + 1)
+    finally:  # what was issued is on record even if a later one failed (a full disk)
+        _save(directory, ca_key, ca_cert, identities)
+    return [path for path, _ in out]
+
+
+def _issue_client(directory: str, ca_key: Any, ca_cert: Any, name: str, role: str,
+                  broker_url: Optional[str], public_key: Optional[str]) -> tuple[str, int]:  # fmt: skip
+    """Write ``name``'s key, certificate, CA and settings; its directory and certificate serial."""
     key, cert = _issue(ca_key, ca_cert, name, CERT_DAYS)
     out = os.path.join(directory, "clients", name)
     _mkdir(out, 0o700)
     _write_private(os.path.join(out, f"{name}.key"), _pem_key(key))
     write_bytes_atomic(os.path.join(out, f"{name}.crt"), _pem(cert), "certificate")
     write_bytes_atomic(os.path.join(out, "ca.crt"), _pem(ca_cert), "CA certificate")
-    identities.append(Identity(name, role, cert.serial_number))
-    _save(directory, ca_key, ca_cert, identities)
     if role != "coordinator":
         toml = [f'device_id = "{name}"\n' if role == "device" else "",
                 "[broker]\n", f'url = "{broker_url}"\n' if broker_url else '# url = "mqtts://HOST:8883"\n',
@@ -366,7 +396,7 @@ def enroll(directory: str, name: str, role: str = "device", broker_url: Optional
         if public_key:
             toml += ["[models]\n", f'public_key = "{public_key}"\n']
         write_text_atomic(os.path.join(out, "fleetbench.toml"), "".join(toml), "device settings")
-    return out
+    return out, cert.serial_number
 
 
 def revoke_identity(directory: str, name: str) -> list[str]:

@@ -60,6 +60,9 @@ SHARED_KINDS = ("health", "results", "acks")
 SESSION_EXPIRY_S = 7 * 86400  # MQTT 5: how long the broker keeps messages for a stopped coordinator
 #: dead letters are logged once per device, then summed up at most this often
 DEAD_LOG_EVERY_S = 60.0
+#: a batch the database failed to take is tried again after this, doubling up to RETRY_MAX_S
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 30.0
 
 
 def subscriptions(group: str) -> list[tuple[str, int]]:
@@ -198,10 +201,8 @@ class Ingestor:
                     break
             batch = [Message(topic, payload) for topic, payload, _, _ in items]
             refused: list[Refusal] = []
-            try:
-                added = self.store.ingest(batch, refused)
-            except Exception:  # the database failed: do not ack; the broker redelivers after a reconnect
-                logger.exception("storing %d messages failed; they stay unacknowledged", len(items))
+            added = self._store(batch, refused)
+            if added is None:  # stopped while the database failed: the broker redelivers them later
                 continue
             for kind, n in added.items():
                 self.stored[kind] = self.stored.get(kind, 0) + n
@@ -211,6 +212,32 @@ class Ingestor:
             for _, _, mid, qos in items:
                 if qos > 0:
                     self._client.ack(mid, qos)
+
+    def _store(self, batch: list[Message], refused: list[Refusal]) -> Optional[dict[str, int]]:
+        """Store a batch, trying again while the database fails (a deadlock with another
+        replica's batch, a server restarting, a full disk): its messages stay unacknowledged
+        meanwhile, so nothing is lost, and the broker holds the rest back (its in-flight window).
+        Giving a failed batch up would leave its messages unacknowledged until the next
+        reconnect, and the window full: the ingest would stall.  None if stopped first."""
+        delay, failures, said_at = RETRY_MIN_S, 0, -math.inf
+        while True:
+            try:
+                added = self.store.ingest(batch, refused)
+            except Exception as err:  # the database's failure, never a message's (those are dead letters)
+                refused.clear()
+                failures += 1
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                if time.monotonic() - said_at >= DEAD_LOG_EVERY_S:
+                    said_at = time.monotonic()
+                    logger.warning("storing %d messages failed (%s); trying again, they stay "
+                                   "unacknowledged until stored", len(batch), reason)  # fmt: skip
+                if self._stop.wait(delay):
+                    return None
+                delay = min(2 * delay, RETRY_MAX_S)
+                continue
+            if failures:
+                logger.warning("stored %d messages after %d failed attempt(s)", len(batch), failures)
+            return added
 
     def _log_dead(self, refused: list[Refusal]) -> None:
         """Say once per device that its messages are being refused; then a count a minute."""

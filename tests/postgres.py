@@ -32,7 +32,9 @@ def _tool(name: str) -> Optional[str]:
 
 
 class Postgres:
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, durable: bool = False) -> None:
+        #: fsync on, as a production server runs (benchmarks); tests run without it
+        self.durable = durable
         self.initdb, self.pg_ctl = _tool("initdb"), _tool("pg_ctl")
         if not (self.initdb and self.pg_ctl):
             pytest.skip("needs PostgreSQL's initdb and pg_ctl (apt install postgresql)")
@@ -61,8 +63,8 @@ class Postgres:
 
     def start(self) -> None:
         self._run(self.initdb, "-D", self.data, "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200" + (
+            "" if self.durable else " -c fsync=off"
         )
         self._run(
             self.pg_ctl,
@@ -95,13 +97,13 @@ class Postgres:
 
 
 @contextlib.contextmanager
-def running() -> Iterator[Postgres]:
+def running(durable: bool = False) -> Iterator[Postgres]:
     """A started server in its own temporary directory; stopped and removed afterwards.  Not under
     pytest's temporary directory: that one is private to this user, and the server runs as
-    another when the tests run as root."""
+    another when the tests run as root.  ``durable``: fsync on, as in production."""
     work = tempfile.mkdtemp(prefix="fleetbench-pg-")
     try:
-        server = Postgres(work)
+        server = Postgres(work, durable)
         server.start()
         try:
             yield server

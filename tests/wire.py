@@ -16,6 +16,30 @@ from agent.protocol.reports import Conditions, JobAck, ResultData
 from coordinator.simulated import simulated_result
 
 
+def pi4_health() -> Any:
+    """A Raspberry Pi 4's health data as its agent sends it: the collectors reading the sysfs
+    tree captured from a real board (tests/boards.py), and a degradation state (661 bytes as a
+    message)."""
+    import shutil
+    import tempfile
+
+    from boards import RPI4
+    from sysfs_tree import make_tree
+
+    from agent.collectors.degradation import DegradationState
+    from agent.collectors.health import HealthMonitor
+    from agent.protocol.reports import HealthData
+
+    root = tempfile.mkdtemp(prefix="fleetbench-board-")
+    try:
+        sample = HealthMonitor(make_tree(root, RPI4)).sample()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    degradation = DegradationState(index=1.07, baseline_ms=0.052, last_ms=0.0556, baseline_at=1.7e9,
+                                   last_at=1.7e9 + 86400, measurements=42)  # fmt: skip
+    return HealthData(health=sample, degradation=degradation, collectors=("thermal",))
+
+
 def bench_result(name: str = "m.onnx", p50_ms: float = 1.0, samples: int = 1) -> BenchResult:
     """A result record of ``samples`` runs at ``p50_ms`` each (a simulated device's kind)."""
     return simulated_result(name, p50_ms, samples)

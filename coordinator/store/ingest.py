@@ -194,9 +194,13 @@ class Ingesting:
         return total
 
     def _write(self, conn: sa.Connection, batch: Batch) -> dict[str, int]:
+        # Rows go in key order, in every table: two replicas' batches then take their row locks
+        # in one order, and neither waits for a lock the other holds while holding one it wants
+        # (PostgreSQL ends such a deadlock by failing one of them; the ingest tries it again).
         added: dict[str, int] = {}
         for kind, table, rows in (("health", health, batch.health), ("results", results, batch.results),
                                   ("acks", acks, batch.acks)):  # fmt: skip
+            rows = sorted(rows, key=lambda r: (r["device_id"], r["msg_id"]))
             if rows:
                 stmt = self._insert(table).on_conflict_do_nothing(index_elements=["device_id", "msg_id"])
                 if self._sqlite:  # SQLite before 3.35 (Debian bullseye) has no RETURNING
@@ -245,7 +249,8 @@ class Ingesting:
         for key in ("health", "health_at", "degradation_index"):
             update[key] = sa.case((newer, getattr(new, key)), else_=getattr(devices.c, key))
         conn.execute(
-            stmt.on_conflict_do_update(index_elements=["device_id"], set_=update), list(per_device.values())
+            stmt.on_conflict_do_update(index_elements=["device_id"], set_=update),
+            [per_device[d] for d in sorted(per_device)],  # in key order (_write says why)
         )
 
     def _status(self, conn: sa.Connection, status: StatusMessage) -> None:

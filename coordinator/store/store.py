@@ -342,6 +342,34 @@ class Store(Ingesting):
                 conn.execute(sa.select(sa.func.count()).select_from(metadata.tables[table])).scalar() or 0
             )
 
+    def report_counts(self, since: float, bucket_s: float = 60.0) -> dict[float, int]:
+        """Health and result reports stamped at or after ``since``, counted per ``bucket_s`` of
+        their stamps (bucket start -> reports): how much the fleet sent, and, asked again and
+        again, how long its reports took to arrive (benchmarks/fleet_scale.py)."""
+        out: dict[float, int] = {}
+        ms = max(1, round(bucket_s * 1000))
+        with self.engine.connect() as conn:
+            for table in (health, results):
+                bucket = sa.cast(table.c.ts * 1000, sa.BigInteger) // ms  # whole ms on both engines
+                q = sa.select(bucket, sa.func.count()).where(table.c.ts >= since).group_by(bucket)
+                for b, n in conn.execute(q):
+                    out[int(b) * ms / 1000] = out.get(int(b) * ms / 1000, 0) + int(n)
+        return out
+
+    def report_keys(self, since: float) -> dict[str, list[tuple[str, str]]]:
+        """The (device, message id) of every health and result report stamped at or after
+        ``since``, per table: what was stored, to reconcile with what devices sent."""
+        with self.engine.connect() as conn:
+            return {
+                table.name: [
+                    (d, i)
+                    for d, i in conn.execute(
+                        sa.select(table.c.device_id, table.c.msg_id).where(table.c.ts >= since)
+                    )
+                ]
+                for table in (health, results)
+            }
+
     def results_for(self, device_id: str, job_id: Optional[str] = None) -> list[ResultRow]:
         cols = [c for c in results.c if c.name != "data"]
         q = sa.select(*cols).where(results.c.device_id == device_id)

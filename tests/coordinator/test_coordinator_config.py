@@ -110,3 +110,39 @@ def test_a_broker_profile_that_cannot_be_written_is_a_sentence(tmp_path):
     config = write(tmp_path, f'state_dir = "{tmp_path}"\n')
     out = fleetbench("broker-config", "--config", config, "--dir", str(blocker / "profile"))
     assert out.returncode == 2 and "cannot be made" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_fleet_is_enrolled_at_once_from_a_file_and_every_name_is_checked_first(tmp_path):
+    import json
+    import os
+
+    from tls import client_files
+
+    config = write(tmp_path, f'state_dir = "{tmp_path}"\n')
+    assert fleetbench("broker-config", "--config", config, "--host", "127.0.0.1").returncode == 0
+    names = tmp_path / "boards.txt"
+    names.write_text("# the shed\nshed-pi-1\n\nshed-pi-2  # by the door\nshed-pi-3\n")
+    out = fleetbench("enroll", "--from", str(names), "shed-pi-4", "--config", config)
+    assert out.returncode == 0 and "4 identities are enrolled (device)" in out.stderr, out.stderr
+    profile = tmp_path / "broker"
+    issued = json.loads((profile / "identities.json").read_text())
+    assert [i["name"] for i in issued] == ["shed-pi-4", "shed-pi-1", "shed-pi-2", "shed-pi-3"]
+    assert len({i["serial"] for i in issued}) == 4
+    for name in ("shed-pi-1", "shed-pi-4"):
+        _, cert, key = client_files(str(profile), name)
+        assert os.path.getsize(cert) and oct(os.stat(key).st_mode & 0o777) == "0o600"
+        assert f'device_id = "{name}"' in (profile / "clients" / name / "fleetbench.toml").read_text()
+    # one bad name (or one enrolled already, or one named twice) and nothing is issued
+    for bad, said in (
+        (["shed-pi-5", "../evil"], "'../evil'"),
+        (["shed-pi-5", "shed-pi-2"], "'shed-pi-2' is enrolled already; revoke it first"),
+        (["shed-pi-5", "shed-pi-6", "shed-pi-5"], "'shed-pi-5' is named twice in the names to enroll"),
+    ):
+        out = fleetbench("enroll", *bad, "--config", config)
+        assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (profile / "clients" / "shed-pi-5").exists()
+    assert len(json.loads((profile / "identities.json").read_text())) == 4
+    out = fleetbench("enroll", "--from", str(tmp_path / "gone.txt"), "--config", config)
+    assert out.returncode == 2 and "--from" in out.stderr and "cannot read the names" in out.stderr
+    out = fleetbench("enroll", "--config", config)
+    assert out.returncode == 2 and "name at least one identity to enroll" in out.stderr

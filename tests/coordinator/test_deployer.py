@@ -1,5 +1,5 @@
-"""The deployer as a state machine over the store's records: SQLite, a fake publisher, the clock
-given to ``tick``.  (tests/coordinator/test_loop.py runs it for real against devices.)"""
+"""The deployer as a state machine over the store's records (on SQLite and PostgreSQL), a fake
+publisher, the clock given to ``tick``.  (tests/coordinator/test_loop.py runs it for real against devices.)"""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ class FakeClient:
 
 
 @pytest.fixture
-def setup(tmp_path):
-    store = open_store(str(tmp_path / "fleet.sqlite"))
+def setup(tmp_path, db_url):
+    store = open_store(db_url)  # SQLite, then PostgreSQL (tests/conftest.py)
     config = CoordinatorConfig(
         state_dir=str(tmp_path / "coord"),
         push=PushConfig(

@@ -70,9 +70,9 @@ def answer(store, device: str, job, scale: float = 1.0, ts: float = 10.0) -> Non
 
 
 @pytest.fixture(params=[False], ids=["sampling only"])
-def loop(tmp_path, request):
+def loop(tmp_path, db_url, request):
     """The loop without the probe step (``rerank.probes = false``) unless parametrized so."""
-    store = open_store(str(tmp_path / "fleet.sqlite"))
+    store = open_store(db_url)  # SQLite, then PostgreSQL (tests/conftest.py)
     rerank = RerankConfig(samples=3, exclude=("raspberry_pi4",), budgets={"Pi": 45.0}, job_timeout_s=100.0,
                           probes=request.param)  # fmt: skip
     config = CoordinatorConfig(state_dir=str(tmp_path / "coord"), rerank=rerank)

@@ -106,3 +106,42 @@ def test_a_missing_coordinator_extra_is_named():
         match=r"needs no_such_module_for_fleetbench: pip install 'fleetbench\[coordinator\]'",
     ):
         need("no_such_module_for_fleetbench", "the coordinator's database")
+
+
+def test_a_batch_the_database_refused_for_a_while_is_stored_once_it_takes_writes_again(tmp_path, mosquitto):
+    """The database failing (here another process holding SQLite's write lock past the busy
+    timeout; with replicas, a PostgreSQL deadlock) leaves the batch unacknowledged and tried
+    again: it used to wait for a reconnect that never came, with the broker's window full."""
+    import threading
+
+    db = str(tmp_path / "fleet.sqlite")
+    coord = start_coordinator(mosquitto, db)
+    pub = publisher(mosquitto)
+    said: list[str] = []
+    failed = threading.Event()
+
+    def read_log() -> None:
+        for line in coord.stderr:
+            said.append(line)
+            if "storing 1 messages failed" in line:
+                failed.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    try:
+        wait_coordinator_subscribed(pub, db)
+        reader.start()
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # an operator's shell, a backup: nobody else writes
+        raw = messages.encode(result("sim-1", msg_id="r1"))
+        pub.publish("fleetbench/v1/devices/sim-1/results", raw, qos=1).wait_for_publish(10)
+        assert failed.wait(60), "".join(said)
+        assert "database is locked" in "".join(said) and "trying again" in "".join(said)
+        holder.execute("ROLLBACK")
+        holder.close()
+        eventually(lambda: open_store(db, migrate=False).count("results") == 1)
+    finally:
+        pub.loop_stop()
+        coord.send_signal(15)
+        assert coord.wait(30) == 0
+    reader.join(10)
+    assert any("stored 1 messages after" in line for line in said), "".join(said)

@@ -313,3 +313,48 @@ def test_old_health_thins_to_the_last_sample_of_each_hour_and_the_rest_is_kept(s
     with store.engine.connect() as conn:
         kept = sorted(conn.execute(sa.text("SELECT ts FROM health WHERE device_id = 'a'")).scalars())
     assert kept == [1000 * hour + i * 600 for i in (5, 11, 17, 23, 29)]  # each hour's last
+
+
+def test_reports_are_counted_by_their_stamp_and_listed_for_reconciling(store):
+    msgs = [health("a", 1.0, ts=1000.0 + i * 0.25, msg_id=f"h{i}") for i in range(8)]  # 1000 to 1001.75
+    msgs.append(wire(m.make(m.ResultMessage, "b", result("b").data, "r1", ts=1001.1)))
+    msgs.append(health("b", 1.0, ts=999.9, msg_id="early"))
+    ingest_all(store, msgs)
+    assert store.report_counts(since=1000.0, bucket_s=1.0) == {1000.0: 4, 1001.0: 5}
+    assert store.report_counts(since=1000.0, bucket_s=0.5) == {1000.0: 2, 1000.5: 2, 1001.0: 3, 1001.5: 2}
+    assert store.report_counts(since=2000.0) == {}
+    keys = store.report_keys(since=1000.0)
+    assert sorted(keys["health"]) == [("a", f"h{i}") for i in range(8)] and keys["results"] == [("b", "r1")]
+
+
+def test_replicas_ingesting_the_same_devices_at_once_never_deadlock(postgres):
+    """Two replicas' batches name the same devices in opposite orders (each gets its share of
+    every device's reports): their rows are written in key order, so neither holds a lock the
+    other waits for while waiting for one it holds (PostgreSQL would fail one of them)."""
+    import threading
+
+    url = postgres.new_database()
+    stores = [open_store(url), open_store(url, migrate=False)]
+    devices = [f"pi-{i:03d}" for i in range(300)]
+    failures: list[BaseException] = []
+    rounds = 20
+    together = threading.Barrier(2, timeout=60)
+
+    def replica(k: int) -> None:
+        order = devices if k == 0 else devices[::-1]
+        batches = [[health(d, 1.0, ts=1000.0 + r, msg_id=f"h{k}-{r}") for d in order] for r in range(rounds)]
+        try:
+            for batch in batches:
+                together.wait()  # both batches in the database at once
+                stores[k].ingest(batch)
+        except BaseException as err:  # reported by the test, not lost in its thread
+            failures.append(err)
+            together.abort()
+
+    threads = [threading.Thread(target=replica, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == [], failures[0]
+    assert stores[0].count("health") == 2 * rounds * 300
