@@ -1,5 +1,5 @@
 """Coordinator ingest rate: results from many simulated agents, through mosquitto, into SQLite
-(or, ``--postgres``, a throwaway PostgreSQL server).
+(or, ``--postgres``, a throwaway PostgreSQL server with fsync on, as in production).
 
 A real mosquitto on a free loopback port; ``--agents`` MQTT clients (one connection each,
 like real agents) in another process publish ``--per-agent`` result messages each with
@@ -135,8 +135,9 @@ def run(args: argparse.Namespace, payloads: list, expected: int) -> int:
             broker = load_test_helper("broker").Mosquitto(tmp)
             broker.start()
             settings = BrokerSettings.from_url(broker.url, protocol=args.protocol)
-        if args.postgres:  # a throwaway PostgreSQL server (tests/postgres.py), started untimed
-            store = open_store(stack.enter_context(load_test_helper("postgres").running()).new_database())
+        if args.postgres:  # a throwaway PostgreSQL server (tests/postgres.py), started untimed, fsync on
+            server = stack.enter_context(load_test_helper("postgres").running(durable=True))
+            store = open_store(server.new_database())
             stack.callback(store.engine.dispose)  # its connections close before the server stops
         else:
             store = open_store(os.path.join(tmp, "fleet.sqlite"))

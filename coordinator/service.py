@@ -48,7 +48,7 @@ from coordinator.deploy import Deployer
 from coordinator.errors import CoordinatorError
 from coordinator.keys import Signer
 from coordinator.reranker import Reranker
-from coordinator.store import Message, Store
+from coordinator.store import Fenced, Message, Store
 from coordinator.store.ingest import Refusal
 
 #: the lease the loops (re-ranking, rollouts, operators' jobs) run under
@@ -272,9 +272,12 @@ class Coordinator:
         client = self.ingestor.client
         #: one signer for every loop: one sequence clock, one view of the keys
         self.signer = Signer.of(config)
-        self.deployer = Deployer(store, config, client, signer=self.signer)
-        self.reranker = Reranker(store, config, client, signer=self.signer) if config.rerank.enabled else None
-        self.commands = Commands(store, config, client, self.signer)
+        #: the loops' view of the store: their writes are fenced by the lease (Store.for_loops)
+        self.loops_store = store.for_loops()
+        loops = self.loops_store
+        self.deployer = Deployer(loops, config, client, signer=self.signer)
+        self.reranker = Reranker(loops, config, client, signer=self.signer) if config.rerank.enabled else None
+        self.commands = Commands(loops, config, client, self.signer)
         self.failure: Optional[str] = None
         #: this process, as a lease holder: the loops run only while it holds LOOPS
         self.holder = f"{config.client_id}@{socket.gethostname()}:{os.getpid()}"
@@ -307,6 +310,7 @@ class Coordinator:
                 logger.warning("this coordinator (%s) no longer runs the loops: another holds the lease",
                                self.holder)  # fmt: skip
             self.lease = token
+        self.loops_store.fence = (LOOPS, self.holder, token) if token is not None else None
         if token is None:
             return
         online = self.store.online()  # once per pass, for every loop
@@ -316,7 +320,11 @@ class Coordinator:
             if time.time() >= until:
                 logger.warning("lease %d ran out during a pass; the loops stop here", token)
                 return
-            run(online=online)
+            try:
+                run(online=online)
+            except Fenced as err:  # paused past the lease, and another replica took it meanwhile
+                logger.warning("%s; the loops stop here", err)
+                return
 
     def retain(self, online: Any = None) -> None:
         """Every ``retention.every_s``: health older than ``retention.health_days`` thinned to one
@@ -325,7 +333,7 @@ class Coordinator:
         if now - self._retained_at < self.config.retention.every_s:
             return
         before = (now - self.config.retention.health_days * 86400) // 3600 * 3600  # whole hours
-        gone = self.store.thin_health(before, since=self._thinned_to)
+        gone = self.loops_store.thin_health(before, since=self._thinned_to)
         self._retained_at, self._thinned_to = now, before
         if gone:
             logger.info("%d health sample(s) older than %g days thinned to one per device and hour", gone,

@@ -10,12 +10,13 @@ Only this package speaks SQL.
 
 from coordinator.store.ingest import DEAD_LETTER_BYTES, Message, ingest_all
 from coordinator.store.schema import LATEST, MIGRATIONS
-from coordinator.store.store import Store, StoreError, engine_url, open_store
+from coordinator.store.store import Fenced, Store, StoreError, engine_url, open_store
 
 __all__ = [
     "DEAD_LETTER_BYTES",
     "LATEST",
     "MIGRATIONS",
+    "Fenced",
     "Message",
     "Store",
     "StoreError",

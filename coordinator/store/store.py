@@ -8,11 +8,14 @@ records of ``coordinator.store.records``.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Optional
 
 import sqlalchemy as sa
@@ -64,6 +67,10 @@ class StoreError(CoordinatorError):
     """The database cannot be opened or written."""
 
 
+class Fenced(StoreError):
+    """A loop's write refused: the lease it was made under is no longer this coordinator's."""
+
+
 def engine_url(db: str) -> str:
     """A SQLAlchemy URL from ``--db``: a URL as is, a plain path as a SQLite file."""
     return db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
@@ -77,6 +84,35 @@ class Store(Ingesting):
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._insert = self._dialect_insert()
+        #: (lease, holder, token): this view's writes are made only while that lease is held so
+        #: (``for_loops``); None: unfenced (the ingest, the CLI, the dashboard)
+        self.fence: Optional[tuple[str, str, int]] = None
+
+    def for_loops(self) -> Store:
+        """A view of this store, on the same engine, for the loops one replica runs under a lease:
+        once ``fence`` is set, each of its writes first checks, in its own transaction, that the
+        lease is still that holder's with that token and has not run out, and raises ``Fenced``
+        otherwise.  On PostgreSQL the check locks the lease row, so no other replica can take the
+        lease while the write is being made: a leader paused mid-loop writes nothing on waking."""
+        view = copy.copy(self)
+        view.fence = None
+        return view
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """A write transaction; fenced (see ``for_loops``) when ``fence`` is set."""
+        with self.engine.begin() as conn:
+            if self.fence is not None:
+                name, holder, token = self.fence
+                q = sa.select(leases.c.holder, leases.c.token, leases.c.expires_at).where(
+                    leases.c.name == name
+                )
+                row = conn.execute(q if self._sqlite else q.with_for_update()).first()
+                if row is None or (row.holder, row.token) != (holder, token) or row.expires_at < time.time():
+                    raise Fenced(
+                        f"the {name!r} lease (token {token}) is no longer {holder}'s: write not made"
+                    )
+            yield conn
 
     def _dialect_insert(self) -> Any:
         name = self.engine.dialect.name
@@ -156,7 +192,7 @@ class Store(Ingesting):
             .where(newest.c.device_id == health.c.device_id, newest.c.bucket == bucket)
             .scalar_subquery()
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return int(conn.execute(health.delete().where(*window, health.c.ts < keep)).rowcount)
 
     # -- leases: one coordinator of several runs the loops ------------------------------
@@ -242,7 +278,7 @@ class Store(Ingesting):
     def revoke(self, device_id: str, now: float, reason: str) -> bool:
         """Take a device out of the fleet: what it sends from now on is refused, its pushes in
         flight are cancelled, its jobs not yet sent dropped.  False if it was already revoked."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             if conn.execute(sa.select(revoked.c.device_id).where(revoked.c.device_id == device_id)).first():
                 return False
             conn.execute(revoked.insert().values(device_id=device_id, at=now, reason=reason))
@@ -258,13 +294,13 @@ class Store(Ingesting):
 
     def reinstate(self, device_id: str) -> bool:
         """A revoked device may join again (enrolled anew); False if it was not revoked."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return bool(conn.execute(revoked.delete().where(revoked.c.device_id == device_id)).rowcount)
 
     # -- operators' jobs ------------------------------------------------------------
 
     def queue_jobs(self, jobs: Sequence[OutgoingJob]) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(outgoing_jobs.insert(), [dataclasses.asdict(job) for job in jobs])
 
     def queued_jobs(self) -> list[OutgoingJob]:
@@ -286,7 +322,7 @@ class Store(Ingesting):
     def job_sent(
         self, job: OutgoingJob, now: float, state: str = "sent", detail: Optional[str] = None
     ) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(outgoing_jobs.update().where(
                 outgoing_jobs.c.job_id == job.job_id, outgoing_jobs.c.device_id == job.device_id
             ).values(state=state, sent_at=now, detail=detail))  # fmt: skip
@@ -423,7 +459,7 @@ class Store(Ingesting):
     # -- rollouts and deployments -----------------------------------------------------
 
     def add_rollout(self, rollout: Rollout) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(rollouts.insert().values(**rollout.__dict__))
 
     def rollouts(self, rollout_id: Optional[str] = None, active: bool = False) -> list[Rollout]:
@@ -437,7 +473,7 @@ class Store(Ingesting):
             return [_record(Rollout, r) for r in conn.execute(q)]
 
     def update_rollout(self, rollout_id: str, now: float, state: str, detail: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(rollouts.update().where(rollouts.c.rollout_id == rollout_id)
                          .values(state=state, detail=detail, updated_at=now))  # fmt: skip
 
@@ -453,16 +489,16 @@ class Store(Ingesting):
     def add_deployments(self, new: Iterable[Deployment]) -> None:
         rows = [d.__dict__ for d in new]
         if rows:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(deployments.insert(), rows)
 
     def update_deployment(self, push_id: str, now: float, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(deployments.update().where(deployments.c.push_id == push_id)
                          .values(updated_at=now, **values))  # fmt: skip
 
     def cancel_pending(self, rollout_id: str, now: float, detail: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 deployments.update()
                 .where(deployments.c.rollout_id == rollout_id, deployments.c.state == "pending")
@@ -505,7 +541,7 @@ class Store(Ingesting):
 
     def set_rerank(self, device_id: str, now: float, **values: Any) -> None:
         """Change (or start) a device's re-ranking state."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             updated = conn.execute(rerank_state.update().where(rerank_state.c.device_id == device_id)
                                    .values(updated_at=now, **values)).rowcount  # fmt: skip
             if not updated:
@@ -539,7 +575,7 @@ class Store(Ingesting):
         rollout_id: Optional[str],
         inputs: dict[str, Any],
     ) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(decisions.insert().values(
                 device_id=device_id, at=now, space=space, arch=arch, budget_ms=budget_ms,
                 predicted_ms=predicted_ms, accuracy=accuracy, rollout_id=rollout_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 
 import pytest
 from wire import bench_result, job_ack, result
@@ -273,6 +274,33 @@ def test_a_lease_has_one_holder_and_a_token_that_grows_with_each_new_one(store):
     assert store.acquire("loops", "a", 10, now=121) == 3
     (lease,) = store.leases()
     assert (lease.name, lease.holder, lease.token, lease.expires_at) == ("loops", "a", 3, 131)
+
+
+def test_a_loops_write_is_made_only_while_its_lease_is_held(store):
+    """A leader paused mid-loop (its lease run out, another replica's now) writes nothing on
+    waking: each of the loops' writes checks the lease in its own transaction."""
+    from coordinator.store import Fenced
+
+    now = time.time()
+    loops = store.for_loops()
+    token = loops.acquire("loops", "a", 30, now=now)
+    loops.fence = ("loops", "a", token)
+    loops.set_rerank("pi-1", now, state="sampling", detail="by a")
+    assert store.rerank_states()["pi-1"].detail == "by a"
+    assert store.fence is None  # the view is fenced, the store it came from is not
+    store.release("loops", "a")  # as if it ran out while a was paused ...
+    assert store.acquire("loops", "b", 30, now=now) == token + 1  # ... and b took it
+    with pytest.raises(Fenced, match=r"the 'loops' lease \(token 1\) is no longer a's: write not made"):
+        loops.set_rerank("pi-1", now, state="deciding", detail="by a, late")
+    assert store.rerank_states()["pi-1"].detail == "by a"  # nothing written
+    # run out, and nobody else has it yet: not a's either
+    stale = store.for_loops()
+    stale.fence = ("loops", "b", token + 1)
+    store.acquire("loops", "b", 30, now=now - 100)  # b's lease renewed long ago: expired now
+    with pytest.raises(Fenced):
+        stale.thin_health(before=now)
+    store.set_rerank("pi-1", now, state="deciding", detail="unfenced")  # the CLI's and the ingest's
+    assert store.rerank_states()["pi-1"].detail == "unfenced"
 
 
 def test_of_many_coordinators_taking_an_expired_lease_at_once_one_gets_it(store):
