@@ -145,7 +145,17 @@ def devices_main(names: list[str], plan: Plan, connected: Any, go: Any, t0: Any,
                 c.loop_write()
             watch(c)
 
-    clients = []
+    clients: list[Any] = []
+    pinged = [time.monotonic()]
+
+    def keep_alive() -> None:
+        """paho's keepalive pings, once a second: an idle link is cut by the broker after 1.5
+        keepalives (45 s), connecting a few thousand devices can take that long."""
+        if time.monotonic() - pinged[0] >= 1.0:
+            pinged[0] = time.monotonic()
+            for c in clients:
+                c.loop_misc()
+
     for name in names:
         d = os.path.join(plan.profile, "clients", name)
         settings = BrokerSettings.from_url(
@@ -166,14 +176,15 @@ def devices_main(names: list[str], plan: Plan, connected: Any, go: Any, t0: Any,
         watch(c)
         clients.append(c)
         pump(0)
+        keep_alive()
     while sum(1 for c in clients if c.user_data_get().get("up")) < len(clients):
         pump(0.05)
-        if not go.is_set() and any(c.socket() is None for c in clients):
+        keep_alive()
+        if any(c.socket() is None for c in clients):
             raise SystemExit(f"a simulated device lost its connection while connecting ({lost_links[0]})")
     while not go.is_set():  # connected: keep the links alive until told to go
         pump(0.05)
-        for c in clients:
-            c.loop_misc()
+        keep_alive()
     start = t0.value
 
     def send(c: Any, kind: str) -> None:
@@ -199,7 +210,6 @@ def devices_main(names: list[str], plan: Plan, connected: Any, go: Any, t0: Any,
             heapq.heappush(due, (start + rng.uniform(0, plan.health_s), i, "health"))
             heapq.heappush(due, (start + rng.uniform(0, plan.result_s), i, "results"))
     end = start + plan.seconds
-    misc_at = time.time()
     while due and due[0][0] < end:
         now = time.time()
         while due and due[0][0] <= now and due[0][0] < end:
@@ -207,15 +217,11 @@ def devices_main(names: list[str], plan: Plan, connected: Any, go: Any, t0: Any,
             send(clients[i], kind)
             heapq.heappush(due, (at + (plan.health_s if kind == "health" else plan.result_s), i, kind))
         pump(max(0.0, min(0.05, (due[0][0] - time.time()) if due else 0.05)))
-        if now - misc_at >= 1.0:
-            misc_at = now
-            for c in clients:
-                c.loop_misc()
+        keep_alive()
     deadline = time.time() + 600  # every acknowledgement in (or the link gone)
     while time.time() < deadline and any(c.user_data_get()["pending"] and c.socket() for c in clients):
         pump(0.05)
-        for c in clients:
-            c.loop_misc()
+        keep_alive()
     unacked = sum(len(c.user_data_get()["pending"]) for c in clients)
     with open(out, "wb") as fh:
         pickle.dump({"acked": acked, "unacked": unacked, "lost_links": lost_links[0]}, fh)
