@@ -370,14 +370,18 @@ class EmulatedBoard:
             self._boot(cause=5)  # the firmware crashed mid-run
             return
         full = len(run.pending) >= self.spec.per_frame or done == run.runs or now - run.frame_started >= 1.0
+        frame = None
         if full:
-            self._send(codec.Result(self.spec.timer_hz, self.spec.clock_hz, run.runs, run.produced,
-                                    tuple(run.pending)), run.rid)  # fmt: skip
+            frame = codec.Result(self.spec.timer_hz, self.spec.clock_hz, run.runs, run.produced,
+                                 tuple(run.pending))  # fmt: skip
             run.produced = done
             run.pending = []
-        if run.produced == run.runs:
+        if run.produced == run.runs:  # counted before the last frame goes: its reader sees the run done
             self._run = None
             self.runs_done += 1
+        if frame is not None:
+            self._send(frame, run.rid)
+        if run.produced == run.runs:
             self.idle.set()
         elif self._stall_after is not None and run.produced >= self._stall_after:
             self._stall_after = None
