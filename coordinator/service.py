@@ -58,8 +58,8 @@ logger = logging.getLogger(__name__)
 
 SHARED_KINDS = ("health", "results", "acks")
 SESSION_EXPIRY_S = 7 * 86400  # MQTT 5: how long the broker keeps messages for a stopped coordinator
-#: dead letters are logged once per device, then summed up at most this often
-DEAD_LOG_EVERY_S = 60.0
+#: what keeps happening (dead letters, a database failing a batch) is said once, then at most this often
+LOG_EVERY_S = 60.0
 #: a batch the database failed to take is tried again after this, doubling up to RETRY_MAX_S
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 30.0
@@ -227,7 +227,7 @@ class Ingestor:
                 refused.clear()
                 failures += 1
                 reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                if time.monotonic() - said_at >= DEAD_LOG_EVERY_S:
+                if time.monotonic() - said_at >= LOG_EVERY_S:
                     said_at = time.monotonic()
                     logger.warning("storing %d messages failed (%s); trying again, they stay "
                                    "unacknowledged until stored", len(batch), reason)  # fmt: skip
@@ -251,7 +251,7 @@ class Ingestor:
                 letter.reason,
             )
         now = time.monotonic()
-        if now - self._dead_logged_at >= DEAD_LOG_EVERY_S:
+        if now - self._dead_logged_at >= LOG_EVERY_S:
             if self._dead_logged_at:
                 logger.warning(
                     "%d message(s) kept as dead letters in the last %.0f s (%d since start)",
